@@ -1,0 +1,105 @@
+//! The echo server: every byte (TCP) or datagram (UDP) comes straight back.
+//!
+//! ```text
+//! cargo run --release --example echo -- --addr 127.0.0.1:0 --transport tcp --concurrency threading
+//! ```
+//!
+//! The first line on stdout is `listening on <bound address>`, so scripts can find the port; `SIGINT`
+//! or `SIGTERM` shuts it down gracefully and it exits 0. Bad flags print usage and exit 2.
+
+use std::io::{BufRead, Write};
+
+use clap::{Parser, ValueEnum};
+use socketserver::{
+    signals, DatagramRequest, Forking, Sequential, Serve, Server, StreamRequest, Tcp, Threading,
+    Transport, Udp,
+};
+
+#[derive(Parser, Debug)]
+#[command(about = "Echo server: TCP echoes bytes, UDP echoes datagrams")]
+struct Args {
+    /// Address to bind; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    addr: String,
+    /// Transport.
+    #[arg(long, value_enum, default_value_t = TransportArg::Tcp)]
+    transport: TransportArg,
+    /// Concurrency strategy.
+    #[arg(long, value_enum, default_value_t = ConcurrencyArg::Threading)]
+    concurrency: ConcurrencyArg,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum TransportArg {
+    Tcp,
+    Udp,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ConcurrencyArg {
+    Sequential,
+    Threading,
+    Forking,
+}
+
+/// Echoes whatever arrives, as it arrives, until the client closes.
+fn echo_stream(req: &mut StreamRequest) -> anyhow::Result<()> {
+    loop {
+        let chunk = req.rfile.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let n = chunk.len();
+        req.wfile.write_all(chunk)?;
+        req.rfile.consume(n);
+    }
+}
+
+/// Sends the datagram back.
+fn echo_datagram(req: &mut DatagramRequest) -> anyhow::Result<()> {
+    let data = req.data().to_vec();
+    req.wfile = data;
+    Ok(())
+}
+
+/// Announces the address, arranges for signals to stop the server, and serves.
+fn run<C, T, H>(mut server: Server<C, T, H>) -> anyhow::Result<()>
+where
+    C: Serve<T, H>,
+    T: Transport,
+{
+    println!("listening on {}", server.local_addr());
+    std::io::stdout().flush()?;
+    signals::shutdown_on_signals(&server.shutdown_handle())?;
+    let summary = server.serve_forever()?;
+    log::info!("done: {summary:?}");
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let args = Args::parse();
+    let addr = args.addr.as_str();
+    use ConcurrencyArg as C;
+    use TransportArg as T;
+    match (args.transport, args.concurrency) {
+        (T::Tcp, C::Sequential) => run(Server::new(Sequential, Tcp::bind(addr)?, echo_stream)?),
+        (T::Tcp, C::Threading) => run(Server::new(
+            Threading::new(),
+            Tcp::bind(addr)?,
+            echo_stream,
+        )?),
+        (T::Tcp, C::Forking) => run(Server::new(Forking::new(), Tcp::bind(addr)?, echo_stream)?),
+        (T::Udp, C::Sequential) => run(Server::new(Sequential, Udp::bind(addr)?, echo_datagram)?),
+        (T::Udp, C::Threading) => run(Server::new(
+            Threading::new(),
+            Udp::bind(addr)?,
+            echo_datagram,
+        )?),
+        (T::Udp, C::Forking) => run(Server::new(
+            Forking::new(),
+            Udp::bind(addr)?,
+            echo_datagram,
+        )?),
+    }
+}

@@ -1,0 +1,106 @@
+//! [`RequestError`]: what went wrong with one request, as handed to the `handle_error` hook.
+
+use std::fmt;
+use std::io;
+
+/// Why a request failed, or why the server could not take one in.
+///
+/// The server never stops serving because one request failed: every failure is reported to the
+/// `handle_error` hook (see [`Server::handle_error`](crate::Server::handle_error)) with the peer's
+/// address, and the default hook logs it through the `log` facade. This is Python's
+/// `handle_error(request, client_address)`, with the cause as a value instead of "the current exception".
+///
+/// # Examples
+///
+/// ```
+/// use socketserver::RequestError;
+/// let err = RequestError::Panicked("boom".into());
+/// assert_eq!(err.to_string(), "handler panicked: boom");
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The handler's `setup`, `handle` or `finish` returned an error.
+    Handler(anyhow::Error),
+    /// The handler panicked; the payload's message if it had one. The server catches the panic, so one
+    /// bad request never takes the server (or a worker thread) down.
+    Panicked(String),
+    /// Accepting a connection or receiving a datagram failed (`accept(2)`, `recvfrom(2)`), including
+    /// descriptor exhaustion (`EMFILE`), after which the server backs off instead of spinning.
+    Accept(io::Error),
+    /// Sending a datagram reply failed (`sendto(2)`).
+    Reply(io::Error),
+    /// A datagram was larger than the receive buffer. It is dropped rather than handed to the handler cut
+    /// short; raise the transport's buffer size to accept it.
+    DatagramTruncated {
+        /// The datagram's real length, as reported by `MSG_TRUNC`.
+        len: usize,
+        /// The receive buffer's size.
+        capacity: usize,
+    },
+    /// A forked child that handled the request ended abnormally (non-zero exit or a signal).
+    ChildFailed(String),
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestError::Handler(e) => write!(f, "handler failed: {e:#}"),
+            RequestError::Panicked(msg) => write!(f, "handler panicked: {msg}"),
+            RequestError::Accept(e) => write!(f, "accept failed: {e}"),
+            RequestError::Reply(e) => write!(f, "sending the reply failed: {e}"),
+            RequestError::DatagramTruncated { len, capacity } => write!(
+                f,
+                "datagram of {len} bytes exceeds the {capacity}-byte receive buffer; dropped"
+            ),
+            RequestError::ChildFailed(how) => write!(f, "forked child {how}"),
+        }
+    }
+}
+
+impl std::error::Error for RequestError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RequestError::Handler(e) => Some(e.as_ref()),
+            RequestError::Accept(e) | RequestError::Reply(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl RequestError {
+    /// Turns a caught panic payload into a `Panicked` error with its message.
+    pub(crate) fn from_panic(payload: Box<dyn std::any::Any + Send>) -> Self {
+        let msg = if let Some(s) = payload.downcast_ref::<&str>() {
+            (*s).to_string()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "(non-string panic payload)".to_string()
+        };
+        RequestError::Panicked(msg)
+    }
+
+    /// Whether this is a timeout of the connection's read or write (a slow or silent client).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::RequestError;
+    /// let err = RequestError::Handler(std::io::Error::from(std::io::ErrorKind::WouldBlock).into());
+    /// assert!(err.is_timeout());
+    /// ```
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            RequestError::Handler(e) => e.chain().any(|c| {
+                c.downcast_ref::<io::Error>().is_some_and(|io| {
+                    matches!(
+                        io.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    )
+                })
+            }),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Python's `socketserver`, for Rust: a server is a **concurrency strategy**, a **transport** and a
+//! **request handler**, composed as one type, `Server<C, T, H>`.
+//!
+//! ```no_run
+//! use std::io::{BufRead, Write};
+//! use socketserver::{StreamHandler, StreamRequest, ThreadingTcpServer};
+//!
+//! struct Echo;
+//! impl StreamHandler for Echo {
+//!     fn handle(&self, req: &mut StreamRequest) -> anyhow::Result<()> {
+//!         let mut line = Vec::new();
+//!         while req.rfile.read_until(b'\n', &mut line)? > 0 {
+//!             req.wfile.write_all(&line)?;
+//!             line.clear();
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let mut server = ThreadingTcpServer::bind("127.0.0.1:9999", Echo)?; // Server<Threading, Tcp, Echo>
+//! println!("listening on {}", server.local_addr());
+//! server.serve_forever()?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! Changing the concurrency model is changing one type: `Server<Forking, Tcp, Echo>` serves each
+//! connection in a child process, `Server<Sequential, Tcp, Echo>` one at a time.
+//!
+//! # The parts
+//!
+//! - **[`concurrency`]** — who runs a request: [`Sequential`], [`Threading`], [`Forking`]. Each caps
+//!   what it runs at once and, at the cap, stops accepting rather than growing without bound.
+//! - **[`transport`]** — where requests come from: [`Tcp`] and [`Udp`] (IPv4 and IPv6), and the
+//!   [`mock`] transports that serve scripted requests without sockets. A transport is either a
+//!   [`Stream`](transport::Stream) or a [`Datagram`](transport::Datagram) kind.
+//! - **[`handler`]** — what to do with a request: a [`StreamHandler`] for stream transports, a
+//!   [`DatagramHandler`] for datagram transports, with Python's `setup` → `handle` → `finish`. A closure
+//!   is a handler too. A handler of the wrong kind for the transport does not compile.
+//! - **[`Server`]** — the loop: [`serve_forever`](Server::serve_forever), [`handle_request`](Server::handle_request),
+//!   a [`ShutdownHandle`] that stops it from anywhere, and Python's hooks
+//!   ([`verify_request`](Server::verify_request), [`handle_error`](Server::handle_error),
+//!   [`handle_timeout`](Server::handle_timeout), [`service_actions`](Server::service_actions)).
+//!
+//! # What it does better than Python's
+//!
+//! - `shutdown()` never blocks, works from inside a handler and before serving starts, and wakes the
+//!   loop through an eventfd at once (Python polls every 0.5 s and deadlocks when called from a handler).
+//! - Connections have finite default read/write timeouts, so a silent client cannot pin a worker forever.
+//! - A handler that panics is reported to the error hook like one that returns `Err`; the server goes on.
+//! - `Forking` reaps only its own children (never `waitpid(-1)`), and closes the listener in each child.
+//! - `EMFILE` on accept backs off instead of spinning the CPU.
+//! - A UDP datagram larger than the buffer is reported, never handed over truncated.
+//!
+//! # Limits
+//!
+//! Linux only (eventfd, pidfd, `MSG_TRUNC`). `Forking` must be used from a single-threaded process, as
+//! Python's `ForkingMixIn`.
+
+#![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![doc(test(attr(deny(warnings))))]
+
+mod addr;
+pub mod concurrency;
+mod error;
+pub mod framing;
+pub mod handler;
+pub mod proxy_protocol;
+mod server;
+mod shutdown;
+pub mod signals;
+mod sys;
+pub mod transport;
+
+pub use addr::Addr;
+pub use concurrency::{Concurrency, Forking, Sequential, Threading};
+pub use error::RequestError;
+pub use handler::{DatagramHandler, DatagramRequest, StreamHandler, StreamOptions, StreamRequest};
+pub use server::{HandleOutcome, Serve, ServeSummary, Server};
+pub use shutdown::ShutdownHandle;
+pub use transport::{mock, Tcp, Transport, Udp};
+
+/// Python's `TCPServer`: one connection at a time.
+pub type TcpServer<H> = Server<Sequential, Tcp, H>;
+/// Python's `UDPServer`: one datagram at a time.
+pub type UdpServer<H> = Server<Sequential, Udp, H>;
+/// Python's `ThreadingTCPServer`: a thread per connection.
+pub type ThreadingTcpServer<H> = Server<Threading, Tcp, H>;
+/// Python's `ThreadingUDPServer`: a thread per datagram.
+pub type ThreadingUdpServer<H> = Server<Threading, Udp, H>;
+/// Python's `ForkingTCPServer`: a process per connection.
+pub type ForkingTcpServer<H> = Server<Forking, Tcp, H>;
+/// Python's `ForkingUDPServer`: a process per datagram.
+pub type ForkingUdpServer<H> = Server<Forking, Udp, H>;

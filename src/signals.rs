@@ -1,0 +1,97 @@
+//! Opt-in: turn `SIGINT` and `SIGTERM` into a graceful shutdown.
+//!
+//! [`shutdown_on_signals`] installs an async-signal-safe handler whose only act is to write to the
+//! server's shutdown eventfd — the same thing [`ShutdownHandle::shutdown`] does — so `serve_forever`
+//! stops accepting, drains in-flight requests up to the server's shutdown timeout, and returns. The
+//! process then exits normally (status 0), which is what process managers expect of `SIGTERM`.
+//!
+//! Forked children of the `Forking` strategy restore the default dispositions at once, so a signal sent
+//! to a child ends that child only, and never reaches the parent's loop through the shared eventfd.
+//!
+//! Writes to a peer that has gone away fail with `EPIPE` rather than killing the process with
+//! `SIGPIPE`: the crate sends with `MSG_NOSIGNAL`, and Rust programs ignore `SIGPIPE` from start-up.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use parking_lot::Mutex;
+
+use crate::shutdown::ShutdownHandle;
+
+/// The eventfd the handler writes to, or -1.
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+/// Keeps the handle (and so its eventfd) alive for as long as the handler may write to it.
+static HANDLE: Mutex<Option<ShutdownHandle>> = Mutex::new(None);
+/// Whether our handler is installed (forked children then restore the defaults).
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+const SIGNALS: [Signal; 2] = [Signal::SIGINT, Signal::SIGTERM];
+
+extern "C" fn on_signal(_: libc::c_int) {
+    let fd = WAKE_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let one: u64 = 1;
+        // SAFETY: write(2) is async-signal-safe; `one` outlives the call. errno is saved and restored
+        // so the interrupted code does not see ours.
+        unsafe {
+            let saved = *libc::__errno_location();
+            libc::write(fd, (&one as *const u64).cast(), 8);
+            *libc::__errno_location() = saved;
+        }
+    }
+}
+
+/// Makes `SIGINT` and `SIGTERM` request a graceful shutdown through `handle`.
+///
+/// Call it once the server is bound; a later call moves the signals to another server's handle.
+///
+/// # Errors
+/// `sigaction(2)` failing.
+///
+/// # Examples
+///
+/// ```
+/// use socketserver::{signals, StreamRequest, ThreadingTcpServer};
+///
+/// let mut server = ThreadingTcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?;
+/// signals::shutdown_on_signals(&server.shutdown_handle())?;
+/// // A SIGTERM now makes serve_forever drain and return.
+/// nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM).unwrap();
+/// server.serve_forever()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn shutdown_on_signals(handle: &ShutdownHandle) -> io::Result<()> {
+    let mut slot = HANDLE.lock();
+    WAKE_FD.store(handle.wake_fd().as_raw_fd(), Ordering::SeqCst);
+    *slot = Some(handle.clone());
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in SIGNALS {
+        // SAFETY: the handler only performs async-signal-safe operations.
+        unsafe { sigaction(sig, &action) }
+            .map_err(|e| crate::sys::context(e.into(), format!("sigaction(2) for {sig}")))?;
+    }
+    INSTALLED.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+/// In a freshly forked child: restore the default dispositions if ours were installed.
+pub(crate) fn reset_in_child() {
+    if INSTALLED.load(Ordering::SeqCst) {
+        WAKE_FD.store(-1, Ordering::SeqCst);
+        for sig in SIGNALS {
+            // SAFETY: installing SIG_DFL is always sound.
+            let _ = unsafe {
+                sigaction(
+                    sig,
+                    &SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty()),
+                )
+            };
+        }
+    }
+}

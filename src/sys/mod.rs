@@ -1,0 +1,256 @@
+//! The operating-system layer: every raw syscall the crate makes lives here.
+//!
+//! The rest of the crate talks to this module only through small, safe wrappers with one contract each:
+//! [`EventFd`] wakes a blocked loop, [`poll`] waits on a set of descriptors, [`pidfd_open`] turns a child
+//! process into a descriptor that becomes readable when the child exits (so children are reaped without a
+//! `SIGCHLD` handler and without `waitpid(-1)`), and [`fork`] / [`exit_child`] are the two halves of the
+//! forking strategies. Keeping them here, as mio keeps `src/sys/`, means the unsafe surface is one file.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use nix::sys::eventfd::{EfdFlags, EventFd as NixEventFd};
+
+/// Wraps an `io::Error` so that it says which operation failed on what, keeping its `ErrorKind`.
+///
+/// Library errors must name the syscall and the address (`bind(2) on 127.0.0.1:80: Address already in
+/// use`): a bare `os error 98` in a log tells an operator nothing.
+pub(crate) fn context(err: io::Error, what: impl std::fmt::Display) -> io::Error {
+    io::Error::new(err.kind(), format!("{what}: {err}"))
+}
+
+/// A Linux `eventfd(2)`: a counter that is readable while non-zero.
+///
+/// Used as the self-pipe that lets another thread (or a forked child) wake a loop blocked in
+/// [`poll`], and, in semaphore mode, as a readable "items pending" signal for the mock transports.
+#[derive(Debug)]
+pub(crate) struct EventFd(NixEventFd);
+
+impl EventFd {
+    /// Creates a non-blocking, close-on-exec eventfd; `semaphore` makes every read take one unit.
+    pub(crate) fn new(semaphore: bool) -> io::Result<Self> {
+        let mut flags = EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK;
+        if semaphore {
+            flags |= EfdFlags::EFD_SEMAPHORE;
+        }
+        NixEventFd::from_flags(flags)
+            .map(EventFd)
+            .map_err(|e| context(e.into(), "eventfd(2)"))
+    }
+
+    /// Adds one to the counter, waking every poller. Never blocks.
+    pub(crate) fn notify(&self) {
+        // EAGAIN only if the counter would overflow u64::MAX - 1: it is then readable anyway.
+        let _ = self.0.write(1);
+    }
+
+    /// Takes from the counter (all of it, or one unit in semaphore mode); returns whether anything was taken.
+    pub(crate) fn take(&self) -> bool {
+        self.0.read().is_ok()
+    }
+}
+
+impl AsFd for EventFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+/// One descriptor to wait on, and what was seen on it.
+pub(crate) type PollFd = libc::pollfd;
+
+/// Makes a [`PollFd`] that waits for readability of `fd`.
+pub(crate) fn readable(fd: RawFd) -> PollFd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// Whether `poll` reported the descriptor ready (readable, hung up or in error: all need attention).
+pub(crate) fn is_ready(p: &PollFd) -> bool {
+    p.revents != 0
+}
+
+/// `poll(2)` on `fds` for at most `timeout` (`None` waits forever). Returns how many are ready.
+///
+/// `EINTR` is retried with the remaining time, so a signal never shortens a caller's timeout into a
+/// spurious "timed out".
+pub(crate) fn poll(fds: &mut [PollFd], timeout: Option<Duration>) -> io::Result<usize> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let ms: libc::c_int = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                // Round up so a 0.5 ms wait does not become a busy 0 ms poll.
+                let ms = left.as_micros().div_ceil(1000);
+                ms.min(libc::c_int::MAX as u128) as libc::c_int
+            }
+        };
+        // SAFETY: `fds` is a valid, exclusively borrowed slice of pollfd for the duration of the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(context(err, "poll(2)"));
+        }
+    }
+}
+
+/// `pidfd_open(2)`: a descriptor that becomes readable when process `pid` (our child) exits.
+///
+/// This is how the forking strategies wait for "a child finished" together with "shutdown requested" in
+/// one `poll`, without installing a process-wide `SIGCHLD` handler.
+pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(context(
+            io::Error::last_os_error(),
+            format!("pidfd_open(2) for pid {pid}"),
+        ));
+    }
+    // SAFETY: the kernel just returned this descriptor to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Which side of a `fork` we are on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Forked {
+    /// In the parent; the child's pid.
+    Parent(libc::pid_t),
+    /// In the child.
+    Child,
+}
+
+/// `fork(2)`.
+///
+/// # Safety contract (documented on the forking strategies)
+/// The child runs ordinary Rust code (the handler), which is only sound when the process had one thread at
+/// the time of the fork. The strategies that call this say so in their docs, as Python's `ForkingMixIn` does.
+pub(crate) fn fork() -> io::Result<Forked> {
+    // SAFETY: see the contract above; the child only runs the handler and then `exit_child`.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { child }) => Ok(Forked::Parent(child.as_raw())),
+        Ok(nix::unistd::ForkResult::Child) => Ok(Forked::Child),
+        Err(e) => Err(context(e.into(), "fork(2)")),
+    }
+}
+
+/// Ends a forked child at once with `code`, after flushing the standard streams.
+///
+/// `_exit(2)` rather than `exit(3)`: the child must not run the parent's `atexit` handlers or destructors
+/// (which would, for example, unlink the parent's Unix socket path).
+pub(crate) fn exit_child(code: i32) -> ! {
+    use std::io::Write;
+    let _ = io::stdout().flush();
+    let _ = io::stderr().flush();
+    // SAFETY: `_exit` is always safe to call; it never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// Closes a raw descriptor that this process does not otherwise own any more (a forked child's copy of the
+/// listener). Errors are ignored: there is nothing useful to do about a failed close.
+pub(crate) fn close_raw(fd: RawFd) {
+    // SAFETY: called only in a forked child, on descriptors whose owners will never run their destructors.
+    unsafe {
+        libc::close(fd);
+    }
+}
+
+/// `waitpid(pid, WNOHANG)`: `Some(status)` once the child has exited and been reaped, `None` while it runs.
+///
+/// Only ever called with a pid we forked ourselves: `waitpid(-1)` would steal the exit status of children
+/// that other code in the process owns.
+pub(crate) fn try_reap(pid: libc::pid_t) -> io::Result<Option<ChildExit>> {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    match waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::StillAlive) => Ok(None),
+        Ok(WaitStatus::Exited(_, code)) => Ok(Some(ChildExit::Code(code))),
+        Ok(WaitStatus::Signaled(_, sig, _)) => Ok(Some(ChildExit::Signal(sig as i32))),
+        Ok(_) => Ok(None),
+        // Already reaped (ECHILD) counts as gone: the pid is no longer ours to wait for.
+        Err(nix::errno::Errno::ECHILD) => Ok(Some(ChildExit::Code(0))),
+        Err(e) => Err(context(e.into(), format!("waitpid(2) for pid {pid}"))),
+    }
+}
+
+/// How a child process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChildExit {
+    /// It exited with this status code.
+    Code(i32),
+    /// It was killed by this signal.
+    Signal(i32),
+}
+
+/// Sends `sig` to our child `pid`; a child that is already gone is not an error.
+pub(crate) fn kill(pid: libc::pid_t, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+}
+
+/// The raw descriptor of anything that has one.
+pub(crate) fn raw(fd: &impl AsFd) -> RawFd {
+    fd.as_fd().as_raw_fd()
+}
+
+/// `recvfrom(2)` with `MSG_TRUNC | MSG_DONTWAIT`: receives one datagram without blocking into `buf` and returns its *real* length (which
+/// exceeds `buf.len()` when the datagram was cut) and the sender's internet address.
+pub(crate) fn recv_from_trunc(
+    fd: RawFd,
+    buf: &mut [u8],
+) -> io::Result<(usize, Option<std::net::SocketAddr>)> {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `buf` and `storage` are valid for writes of the lengths passed.
+    let n = unsafe {
+        libc::recvfrom(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((n as usize, inet_from_storage(&storage)))
+}
+
+/// Converts a kernel `sockaddr_storage` holding `AF_INET` or `AF_INET6` into a std address.
+fn inet_from_storage(storage: &libc::sockaddr_storage) -> Option<std::net::SocketAddr> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+    match storage.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which it is large enough for.
+            let a: &libc::sockaddr_in =
+                unsafe { &*(storage as *const _ as *const libc::sockaddr_in) };
+            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddrV4::new(ip, u16::from_be(a.sin_port)).into())
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a: &libc::sockaddr_in6 =
+                unsafe { &*(storage as *const _ as *const libc::sockaddr_in6) };
+            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(
+                SocketAddrV6::new(
+                    ip,
+                    u16::from_be(a.sin6_port),
+                    a.sin6_flowinfo,
+                    a.sin6_scope_id,
+                )
+                .into(),
+            )
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,284 @@
+//! TCP: [`Tcp`], the listening transport, and the connection type it accepts.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::socket::{
+    self as nsock, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage,
+};
+
+use super::{sealed, Accept, Connection, Incoming, Kind, Stream, Transport};
+use crate::addr::Addr;
+use crate::sys::context;
+
+/// A listening TCP socket (IPv4 or IPv6): Python's `TCPServer` transport.
+///
+/// [`Tcp::bind`] uses the defaults a server wants: `SO_REUSEADDR` on (a restarted server can bind again
+/// while old connections sit in `TIME_WAIT`), a backlog of `SOMAXCONN`, a non-blocking close-on-exec
+/// listener. [`Tcp::builder`] changes them, and turns on `SO_REUSEPORT` for several processes sharing one
+/// port.
+///
+/// # Examples
+///
+/// ```
+/// use socketserver::Tcp;
+///
+/// let tcp = Tcp::bind("127.0.0.1:0")?;
+/// assert_ne!(tcp.local_addr().port(), 0); // the real port the kernel chose
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Tcp {
+    listener: TcpListener,
+    local: SocketAddr,
+}
+
+/// Options for binding a [`Tcp`] listener, all applied before `bind(2)`.
+///
+/// # Examples
+///
+/// ```
+/// use socketserver::Tcp;
+///
+/// let tcp = Tcp::builder().backlog(64).reuse_port(true).bind("127.0.0.1:0")?;
+/// assert!(tcp.local_addr().ip().is_loopback());
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct TcpBuilder {
+    backlog: i32,
+    reuse_addr: bool,
+    reuse_port: bool,
+    only_v6: Option<bool>,
+}
+
+impl Default for TcpBuilder {
+    fn default() -> Self {
+        TcpBuilder {
+            backlog: libc::SOMAXCONN,
+            reuse_addr: true,
+            reuse_port: false,
+            only_v6: None,
+        }
+    }
+}
+
+impl TcpBuilder {
+    /// The `listen(2)` backlog: how many completed connections the kernel queues while the server is
+    /// busy (or at its concurrency cap). Default `SOMAXCONN`; the kernel caps it at
+    /// `net.core.somaxconn`.
+    pub fn backlog(mut self, backlog: u32) -> Self {
+        self.backlog = backlog.min(i32::MAX as u32) as i32;
+        self
+    }
+
+    /// `SO_REUSEADDR` (default on): bind again at once after a restart, despite `TIME_WAIT`.
+    pub fn reuse_addr(mut self, on: bool) -> Self {
+        self.reuse_addr = on;
+        self
+    }
+
+    /// `SO_REUSEPORT` (default off): let several sockets, in one process or many, bind the same address
+    /// and port; the kernel spreads incoming connections between them.
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.reuse_port = on;
+        self
+    }
+
+    /// `IPV6_V6ONLY` for IPv6 addresses: `Some(false)` makes `[::]` accept IPv4 too. Default: the
+    /// system's setting.
+    pub fn only_v6(mut self, on: bool) -> Self {
+        self.only_v6 = Some(on);
+        self
+    }
+
+    /// Creates, configures, binds and listens: `socket(2)`, `setsockopt(2)`, `bind(2)`, `listen(2)`.
+    /// Each address `addr` resolves to is tried in turn, as `std::net::TcpListener::bind` does.
+    ///
+    /// # Errors
+    /// The failing syscall and address, e.g. `bind(2) on 127.0.0.1:80: Permission denied`; the socket is
+    /// closed on failure, so nothing leaks.
+    pub fn bind(&self, addr: impl ToSocketAddrs) -> io::Result<Tcp> {
+        let mut last = None;
+        for a in addr
+            .to_socket_addrs()
+            .map_err(|e| context(e, "resolving the listen address"))?
+        {
+            match self.bind_one(a) {
+                Ok(tcp) => return Ok(tcp),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the address resolved to nothing",
+            )
+        }))
+    }
+
+    fn bind_one(&self, addr: SocketAddr) -> io::Result<Tcp> {
+        let family = if addr.is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+        let fd: OwnedFd = nsock::socket(family, SockType::Stream, flags, None)
+            .map_err(|e| context(e.into(), format!("socket(2) for {addr}")))?;
+        let opt = |r: nix::Result<()>, name: &str| {
+            r.map_err(|e| context(e.into(), format!("setsockopt({name}) on {addr}")))
+        };
+        opt(
+            nsock::setsockopt(&fd, sockopt::ReuseAddr, &self.reuse_addr),
+            "SO_REUSEADDR",
+        )?;
+        if self.reuse_port {
+            opt(
+                nsock::setsockopt(&fd, sockopt::ReusePort, &true),
+                "SO_REUSEPORT",
+            )?;
+        }
+        if let (Some(v6only), false) = (self.only_v6, addr.is_ipv4()) {
+            opt(
+                nsock::setsockopt(&fd, sockopt::Ipv6V6Only, &v6only),
+                "IPV6_V6ONLY",
+            )?;
+        }
+        nsock::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))
+            .map_err(|e| context(e.into(), format!("bind(2) on {addr}")))?;
+        nsock::listen(
+            &fd,
+            nsock::Backlog::new(self.backlog).unwrap_or(nsock::Backlog::MAXCONN),
+        )
+        .map_err(|e| context(e.into(), format!("listen(2) on {addr}")))?;
+        Tcp::from_listener(TcpListener::from(fd))
+    }
+}
+
+impl Tcp {
+    /// Binds with the default options (see [`TcpBuilder`]).
+    ///
+    /// # Errors
+    /// The failing syscall and address; see [`TcpBuilder::bind`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let tcp = socketserver::Tcp::bind("[::1]:0")?;
+    /// assert!(tcp.local_addr().is_ipv6());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn bind(addr: impl ToSocketAddrs) -> io::Result<Tcp> {
+        TcpBuilder::default().bind(addr)
+    }
+
+    /// Options to set before binding.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let tcp = socketserver::Tcp::builder().reuse_addr(false).bind("127.0.0.1:0")?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn builder() -> TcpBuilder {
+        TcpBuilder::default()
+    }
+
+    /// Serves on a listener that already exists (bound by the caller, or inherited from a parent
+    /// process). It is switched to non-blocking mode.
+    ///
+    /// # Errors
+    /// `getsockname(2)` or `fcntl(2)` failing, e.g. when the descriptor is not a bound socket.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let port = listener.local_addr()?.port();
+    /// let tcp = socketserver::Tcp::from_listener(listener)?;
+    /// assert_eq!(tcp.local_addr().port(), port);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn from_listener(listener: TcpListener) -> io::Result<Tcp> {
+        let local = listener
+            .local_addr()
+            .map_err(|e| context(e, "getsockname(2) on the listener"))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| context(e, format!("making the listener on {local} non-blocking")))?;
+        Ok(Tcp { listener, local })
+    }
+
+    /// The bound address, with the real port after binding port 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let tcp = socketserver::Tcp::bind("127.0.0.1:0")?;
+    /// println!("listening on {}", tcp.local_addr());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+impl sealed::Sealed for Tcp {}
+
+impl Transport for Tcp {
+    type Kind = Stream;
+
+    fn local_addr(&self) -> io::Result<Addr> {
+        Ok(Addr::Inet(self.local))
+    }
+
+    fn accept(&mut self) -> io::Result<Accept<<Stream as Kind>::Request>> {
+        // std's accept is accept4(SOCK_CLOEXEC); the accepted socket is blocking, as handlers expect.
+        match self.listener.accept() {
+            Ok((stream, peer)) => Ok(Accept::Ready(Incoming {
+                conn: Arc::new(TcpConn(stream)),
+                peer: Addr::Inet(peer),
+            })),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Accept::WouldBlock),
+            Err(e) => Err(context(e, format!("accept(2) on {}", self.local))),
+        }
+    }
+
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.listener.as_fd()
+    }
+}
+
+/// An accepted TCP connection.
+#[derive(Debug)]
+pub(crate) struct TcpConn(pub(crate) TcpStream);
+
+impl sealed::Sealed for TcpConn {}
+
+impl Connection for TcpConn {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&self.0).read(buf)
+    }
+    fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        (&self.0).write(buf)
+    }
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.0.shutdown(how)
+    }
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.0.set_read_timeout(timeout)
+    }
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.0.set_write_timeout(timeout)
+    }
+    fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.0.set_nodelay(nodelay)
+    }
+    fn raw_fd(&self) -> Option<RawFd> {
+        Some(self.0.as_raw_fd())
+    }
+}
