@@ -44,12 +44,14 @@ where
     H: Service<T::Kind>,
 {
     fn serve_forever(server: &mut Server<C, T, H>) -> io::Result<ServeSummary> {
-        server.run(None)?;
-        Ok(server.close_listener_and_drain())
+        let Server { concurrency, core } = server;
+        core.run(concurrency, None)?;
+        Ok(core.close_listener_and_drain(concurrency))
     }
 
     fn server_close(server: &mut Server<C, T, H>) -> ServeSummary {
-        server.close_listener_and_drain()
+        let Server { concurrency, core } = server;
+        core.close_listener_and_drain(concurrency)
     }
 }
 
@@ -153,22 +155,31 @@ where
     C: Serve<T, H>,
     T: Transport,
 {
-    concurrency: C,
-    transport: Option<T>,
-    handler: Arc<H>,
-    local_addr: Addr,
-    shutdown: ShutdownHandle,
-    timeout: Option<Duration>,
-    shutdown_timeout: Duration,
-    stream: StreamOptions,
-    on_error: ErrorHook,
-    verify: Option<VerifyHook>,
-    on_timeout: Option<PlainHook>,
-    service: Option<PlainHook>,
+    pub(crate) concurrency: C,
+    pub(crate) core: Core<T, H>,
+}
+
+/// Everything a server is besides its strategy: the transport, the handler, the hooks and the options.
+///
+/// Kept apart from the strategy so that a strategy's own serving code (a pre-forked worker, an event
+/// loop) can borrow the two independently, and so the accept loop can run under a strategy other than
+/// the server's own (each pre-forked worker serves sequentially).
+pub(crate) struct Core<T, H> {
+    pub(crate) transport: Option<T>,
+    pub(crate) handler: Arc<H>,
+    pub(crate) local_addr: Addr,
+    pub(crate) shutdown: ShutdownHandle,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) stream: StreamOptions,
+    pub(crate) on_error: ErrorHook,
+    pub(crate) verify: Option<VerifyHook>,
+    pub(crate) on_timeout: Option<PlainHook>,
+    pub(crate) service: Option<PlainHook>,
     ctx: Option<Arc<RequestContext>>,
     in_flight: Arc<Mutex<InFlight>>,
     backoff: Duration,
-    summary: ServeSummary,
+    pub(crate) summary: ServeSummary,
     drained: bool,
 }
 
@@ -180,10 +191,10 @@ where
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("concurrency", &self.concurrency)
-            .field("transport", &self.transport)
-            .field("local_addr", &self.local_addr)
-            .field("timeout", &self.timeout)
-            .field("stream", &self.stream)
+            .field("transport", &self.core.transport)
+            .field("local_addr", &self.core.local_addr)
+            .field("timeout", &self.core.timeout)
+            .field("stream", &self.core.stream)
             .finish_non_exhaustive()
     }
 }
@@ -258,22 +269,24 @@ where
         let local_addr = transport.local_addr()?;
         Ok(Server {
             concurrency,
-            transport: Some(transport),
-            handler: Arc::new(handler),
-            local_addr,
-            shutdown: ShutdownHandle::new()?,
-            timeout: None,
-            shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
-            stream: StreamOptions::default(),
-            on_error: Arc::new(handler::log_error),
-            verify: None,
-            on_timeout: None,
-            service: None,
-            ctx: None,
-            in_flight: Arc::new(Mutex::new(InFlight::default())),
-            backoff: Duration::ZERO,
-            summary: ServeSummary::default(),
-            drained: false,
+            core: Core {
+                transport: Some(transport),
+                handler: Arc::new(handler),
+                local_addr,
+                shutdown: ShutdownHandle::new()?,
+                timeout: None,
+                shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
+                stream: StreamOptions::default(),
+                on_error: Arc::new(handler::log_error),
+                verify: None,
+                on_timeout: None,
+                service: None,
+                ctx: None,
+                in_flight: Arc::new(Mutex::new(InFlight::default())),
+                backoff: Duration::ZERO,
+                summary: ServeSummary::default(),
+                drained: false,
+            },
         })
     }
 
@@ -292,7 +305,7 @@ where
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn local_addr(&self) -> &Addr {
-        &self.local_addr
+        &self.core.local_addr
     }
 
     /// A handle that stops [`serve_forever`](Self::serve_forever) from any thread (Python's
@@ -308,7 +321,7 @@ where
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        self.shutdown.clone()
+        self.core.shutdown.clone()
     }
 
     /// The strategy, e.g. to read how many requests are in flight.
@@ -329,7 +342,7 @@ where
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.timeout = timeout.into();
+        self.core.timeout = timeout.into();
         self
     }
 
@@ -345,7 +358,7 @@ where
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
+        self.core.shutdown_timeout = timeout;
         self
     }
 
@@ -360,7 +373,7 @@ where
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn stream_options(mut self, options: StreamOptions) -> Self {
-        self.stream = options;
+        self.core.stream = options;
         self
     }
 
@@ -375,7 +388,7 @@ where
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.stream.read_timeout = timeout.into();
+        self.core.stream.read_timeout = timeout.into();
         self
     }
 
@@ -389,7 +402,7 @@ where
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn write_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.stream.write_timeout = timeout.into();
+        self.core.stream.write_timeout = timeout.into();
         self
     }
 
@@ -403,7 +416,7 @@ where
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn nodelay(mut self, nodelay: bool) -> Self {
-        self.stream.nodelay = nodelay;
+        self.core.stream.nodelay = nodelay;
         self
     }
 
@@ -419,7 +432,7 @@ where
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn verify_request(mut self, verify: impl FnMut(&Addr) -> bool + Send + 'static) -> Self {
-        self.verify = Some(Box::new(verify));
+        self.core.verify = Some(Box::new(verify));
         self
     }
 
@@ -439,8 +452,8 @@ where
         mut self,
         hook: impl Fn(Option<&Addr>, &RequestError) + Send + Sync + 'static,
     ) -> Self {
-        self.on_error = Arc::new(hook);
-        self.ctx = None;
+        self.core.on_error = Arc::new(hook);
+        self.core.ctx = None;
         self
     }
 
@@ -456,7 +469,7 @@ where
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn handle_timeout(mut self, hook: impl FnMut() + Send + 'static) -> Self {
-        self.on_timeout = Some(Box::new(hook));
+        self.core.on_timeout = Some(Box::new(hook));
         self
     }
 
@@ -473,7 +486,7 @@ where
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn service_actions(mut self, hook: impl FnMut() + Send + 'static) -> Self {
-        self.service = Some(Box::new(hook));
+        self.core.service = Some(Box::new(hook));
         self
     }
 
@@ -539,12 +552,14 @@ where
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn handle_request(&mut self) -> io::Result<HandleOutcome> {
-        let timeout = self.timeout;
-        self.run(Some(timeout))
+        let timeout = self.core.timeout;
+        self.core.run(&mut self.concurrency, Some(timeout))
     }
+}
 
+impl<T: Transport, H> Core<T, H> {
     /// The shared per-request context, built on first use (and again after a hook changed).
-    fn context(&mut self) -> Arc<RequestContext> {
+    pub(crate) fn context(&mut self) -> Arc<RequestContext> {
         self.ctx
             .get_or_insert_with(|| {
                 Arc::new(RequestContext {
@@ -555,9 +570,19 @@ where
             })
             .clone()
     }
+}
 
+impl<T, H> Core<T, H>
+where
+    T: Transport,
+    H: Service<T::Kind>,
+{
     /// The serving loop. `once: None` serves until shutdown; `Some(timeout)` handles one request.
-    fn run(&mut self, once: Option<Option<Duration>>) -> io::Result<HandleOutcome> {
+    pub(crate) fn run<D: Dispatch>(
+        &mut self,
+        strategy: &mut D,
+        once: Option<Option<Duration>>,
+    ) -> io::Result<HandleOutcome> {
         let ctx = self.context();
         let deadline = once.flatten().map(|t| Instant::now() + t);
         let mut backoff_until: Option<Instant> = None;
@@ -573,13 +598,13 @@ where
                 return Ok(HandleOutcome::ShutDown);
             };
             let backing_off = backoff_until.is_some_and(|t| Instant::now() < t);
-            let can_accept = !backing_off && self.concurrency.has_capacity();
+            let can_accept = !backing_off && strategy.has_capacity();
             if can_accept {
                 // Accept first and poll only when nothing is pending: under load the poll is skipped.
                 match transport.accept() {
                     Ok(Accept::Ready(request)) => {
                         self.backoff = Duration::ZERO;
-                        self.dispatch(request, &ctx);
+                        self.dispatch(strategy, request, &ctx);
                         if once.is_some() {
                             return Ok(HandleOutcome::Handled);
                         }
@@ -604,7 +629,7 @@ where
                 fds.push(sys::readable(transport.as_fd().as_raw_fd()));
             }
             let first_strategy_fd = fds.len();
-            self.concurrency.watch(&mut fds);
+            strategy.watch(&mut fds);
             let now = Instant::now();
             let wait = [deadline, backoff_until.filter(|_| backing_off)]
                 .into_iter()
@@ -616,7 +641,7 @@ where
                 self.shutdown.mark();
                 return Ok(HandleOutcome::ShutDown);
             }
-            self.concurrency.reap(&fds[first_strategy_fd..], &ctx);
+            strategy.reap(&fds[first_strategy_fd..], &ctx);
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 if let Some(hook) = self.on_timeout.as_mut() {
                     hook();
@@ -636,7 +661,12 @@ where
     }
 
     /// Verifies and hands one request to the strategy.
-    fn dispatch(&mut self, request: <T::Kind as Kind>::Request, ctx: &Arc<RequestContext>) {
+    fn dispatch<D: Dispatch>(
+        &mut self,
+        strategy: &mut D,
+        request: <T::Kind as Kind>::Request,
+        ctx: &Arc<RequestContext>,
+    ) {
         let peer = <T::Kind as Kind>::peer(&request);
         if let Some(verify) = self.verify.as_mut() {
             if !verify(peer) {
@@ -648,7 +678,7 @@ where
         self.summary.requests += 1;
         let handler = self.handler.clone();
         let job_ctx = ctx.clone();
-        let tracked = if C::CONCURRENT_IN_PROCESS {
+        let tracked = if D::CONCURRENT_IN_PROCESS {
             <T::Kind as Kind>::connection(&request).map(|conn| self.track(conn))
         } else {
             None
@@ -667,7 +697,7 @@ where
                 _ => None,
             },
         };
-        if let Err(e) = self.concurrency.spawn(job, &env) {
+        if let Err(e) = strategy.spawn(job, &env) {
             ctx.report(Some(&peer), &RequestError::Accept(e));
         }
     }
@@ -702,13 +732,16 @@ where
     }
 
     /// Stops accepting (the listener is closed, so new connects are refused), then drains.
-    fn close_listener_and_drain(&mut self) -> ServeSummary {
+    pub(crate) fn close_listener_and_drain<D: Dispatch>(
+        &mut self,
+        strategy: &mut D,
+    ) -> ServeSummary {
         self.transport = None;
         if self.drained {
             return ServeSummary::default();
         }
         let ctx = self.context();
-        let in_flight = self.concurrency.in_flight();
+        let in_flight = strategy.in_flight();
         if in_flight > 0 {
             log::info!(
                 "shutting down: waiting up to {:?} for {in_flight} request(s)",
@@ -722,7 +755,7 @@ where
                 let _ = conn.shutdown(Shutdown::Both);
             }
         };
-        let (drained, cut) = self.concurrency.drain(Some(deadline), &ctx, &mut cut);
+        let (drained, cut) = strategy.drain(Some(deadline), &ctx, &mut cut);
         self.drained = true;
         let mut summary = std::mem::take(&mut self.summary);
         summary.in_flight_at_shutdown = in_flight;
