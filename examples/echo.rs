@@ -7,12 +7,14 @@
 //! The first line on stdout is `listening on <bound address>`, so scripts can find the port; `SIGINT`
 //! or `SIGTERM` shuts it down gracefully and it exits 0. Bad flags print usage and exit 2.
 
+mod common;
+
 use std::io::{BufRead, Write};
 
 use clap::{Parser, ValueEnum};
+use common::serve as run;
 use socketserver::{
-    signals, DatagramRequest, Forking, Sequential, Serve, Server, StreamRequest, Tcp, Threading,
-    Transport, Udp,
+    DatagramRequest, Forking, Sequential, Server, StreamRequest, Tcp, Threading, Udp,
 };
 
 #[derive(Parser, Debug)]
@@ -62,23 +64,9 @@ fn echo_datagram(req: &mut DatagramRequest) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Announces the address, arranges for signals to stop the server, and serves.
-fn run<C, T, H>(mut server: Server<C, T, H>) -> anyhow::Result<()>
-where
-    C: Serve<T, H>,
-    T: Transport,
-{
-    println!("listening on {}", server.local_addr());
-    std::io::stdout().flush()?;
-    signals::shutdown_on_signals(&server.shutdown_handle())?;
-    let summary = server.serve_forever()?;
-    log::info!("done: {summary:?}");
-    Ok(())
-}
-
 fn main() -> anyhow::Result<()> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let args = Args::parse();
+    common::init_logging();
+    let args: Args = common::parse_args();
     let addr = args.addr.as_str();
     use ConcurrencyArg as C;
     use TransportArg as T;

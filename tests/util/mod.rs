@@ -1,0 +1,212 @@
+//! Helpers shared by the integration tests: launching example binaries and reading their
+//! `listening on` line, bounded waiting, and counting a process's descriptors and zombie children.
+#![allow(dead_code)] // each test crate uses a different subset
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long any single wait in a test may take before the test fails instead of hanging.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The path of an example binary built by `cargo test` (which builds the examples too).
+pub fn example_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/examples/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>");
+    let path = profile_dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test` (which builds examples)",
+        path.display()
+    );
+    path
+}
+
+/// A server process started by a test: killed and reaped when dropped, whatever happened.
+pub struct ServerProc {
+    pub child: Child,
+    /// The address from its first stdout line, `listening on <addr>`.
+    pub addr: String,
+    lines: mpsc::Receiver<String>,
+}
+
+impl ServerProc {
+    /// Starts `cmd` and waits (bounded) for its `listening on <addr>` line.
+    pub fn start(mut cmd: Command) -> ServerProc {
+        cmd.stdout(Stdio::piped()).stdin(Stdio::null());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let lines = forward_lines(stdout);
+        let first = match lines.recv_timeout(TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!("{cmd:?} printed no first line within {TIMEOUT:?} (status {status:?})");
+            }
+        };
+        let addr = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("first line was {first:?}, not `listening on <addr>`"))
+            .to_string();
+        ServerProc { child, addr, lines }
+    }
+
+    /// Starts an example binary with `args`.
+    pub fn example(name: &str, args: &[&str]) -> ServerProc {
+        let mut cmd = Command::new(example_bin(name));
+        cmd.args(args);
+        ServerProc::start(cmd)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn socket_addr(&self) -> SocketAddr {
+        self.addr
+            .parse()
+            .unwrap_or_else(|e| panic!("{:?} is not an inet address: {e}", self.addr))
+    }
+
+    /// The next stdout line after the first, if one comes within `timeout`.
+    pub fn next_line(&self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    /// Sends `sig` and waits (bounded) for the process to exit.
+    pub fn stop_with(&mut self, sig: nix::sys::signal::Signal) -> ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.pid());
+        nix::sys::signal::kill(pid, sig).expect("kill");
+        self.wait_exit(TIMEOUT)
+            .unwrap_or_else(|| panic!("server did not exit within {TIMEOUT:?} of {sig}"))
+    }
+
+    /// SIGTERM, then wait.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.stop_with(nix::sys::signal::Signal::SIGTERM)
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Forwards a child's stdout lines to a channel, so reads can time out.
+fn forward_lines(stdout: ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Connects with read/write timeouts set, so a broken server fails the test instead of hanging it.
+pub fn connect(addr: impl std::net::ToSocketAddrs) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(TIMEOUT)).unwrap();
+    s
+}
+
+/// Sends `msg`, half-closes, and reads the whole reply.
+pub fn round_trip(addr: impl std::net::ToSocketAddrs, msg: &[u8]) -> Vec<u8> {
+    let mut s = connect(addr);
+    s.write_all(msg).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).unwrap();
+    reply
+}
+
+/// Polls `cond` every few milliseconds until it holds or `timeout` passes; returns whether it held.
+/// For conditions with no event to wait on (a /proc count settling), never to wait for a server.
+pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// How many descriptors process `pid` has open.
+pub fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// The pids of `pid`'s children that are zombies (exited, not reaped).
+pub fn zombie_children(pid: i32) -> Vec<i32> {
+    children_where(pid, |state| state == "Z")
+}
+
+/// The pids of all of `pid`'s living or zombie children.
+pub fn children(pid: i32) -> Vec<i32> {
+    children_where(pid, |_| true)
+}
+
+fn children_where(pid: i32, keep: impl Fn(&str) -> bool) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...; comm may contain spaces, so split after the last ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let (Some(state), Some(ppid)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if ppid.parse::<i32>() == Ok(pid) && keep(state) {
+            out.push(child);
+        }
+    }
+    out
+}
