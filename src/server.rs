@@ -236,7 +236,7 @@ where
     ///
     /// ```
     /// use socketserver::{DatagramRequest, UdpServer};
-    /// let server = UdpServer::bind("127.0.0.1:0", |_r: &mut DatagramRequest| Ok(()))?;
+    /// let _server = UdpServer::bind("127.0.0.1:0", |_r: &mut DatagramRequest| Ok(()))?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn bind(addr: impl ToSocketAddrs, handler: H) -> io::Result<Self> {
@@ -258,7 +258,7 @@ where
     ///
     /// ```
     /// use socketserver::{Forking, Server, StreamRequest, Tcp};
-    /// let server = Server::new(
+    /// let _server = Server::new(
     ///     Forking::new().max_children(10),
     ///     Tcp::builder().backlog(128).bind("127.0.0.1:0")?,
     ///     |_r: &mut StreamRequest| Ok(()),
@@ -353,7 +353,7 @@ where
     ///
     /// ```
     /// # use socketserver::{StreamRequest, ThreadingTcpServer};
-    /// let server = ThreadingTcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?
+    /// let _server = ThreadingTcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?
     ///     .shutdown_timeout(std::time::Duration::from_secs(5));
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -369,7 +369,7 @@ where
     /// ```
     /// # use socketserver::{StreamOptions, StreamRequest, TcpServer};
     /// let opts = StreamOptions { nodelay: true, ..StreamOptions::default() };
-    /// let server = TcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?.stream_options(opts);
+    /// let _server = TcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?.stream_options(opts);
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn stream_options(mut self, options: StreamOptions) -> Self {
@@ -383,7 +383,7 @@ where
     ///
     /// ```
     /// # use socketserver::{StreamRequest, TcpServer};
-    /// let server = TcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?
+    /// let _server = TcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?
     ///     .read_timeout(std::time::Duration::from_secs(5));
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -398,7 +398,7 @@ where
     ///
     /// ```
     /// # use socketserver::{StreamRequest, TcpServer};
-    /// let server = TcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?.write_timeout(None);
+    /// let _server = TcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?.write_timeout(None);
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn write_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
@@ -412,7 +412,7 @@ where
     ///
     /// ```
     /// # use socketserver::{StreamRequest, TcpServer};
-    /// let server = TcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?.nodelay(true);
+    /// let _server = TcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?.nodelay(true);
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn nodelay(mut self, nodelay: bool) -> Self {
@@ -427,7 +427,7 @@ where
     ///
     /// ```
     /// # use socketserver::{Addr, StreamRequest, TcpServer};
-    /// let server = TcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?
+    /// let _server = TcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?
     ///     .verify_request(|peer: &Addr| peer.as_inet().is_some_and(|a| a.ip().is_loopback()));
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -444,7 +444,7 @@ where
     ///
     /// ```
     /// # use socketserver::{Addr, RequestError, StreamRequest, TcpServer};
-    /// let server = TcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?
+    /// let _server = TcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?
     ///     .handle_error(|peer: Option<&Addr>, err: &RequestError| eprintln!("{peer:?}: {err}"));
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -464,7 +464,7 @@ where
     ///
     /// ```
     /// # use socketserver::{StreamRequest, TcpServer};
-    /// let server = TcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?
+    /// let _server = TcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?
     ///     .handle_timeout(|| println!("idle"));
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -480,9 +480,11 @@ where
     ///
     /// ```
     /// # use socketserver::{StreamRequest, TcpServer};
-    /// let mut turns = 0u64;
-    /// let server = TcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?
-    ///     .service_actions(move || turns += 1);
+    /// use std::sync::{atomic::{AtomicU64, Ordering}, Arc};
+    /// let turns = Arc::new(AtomicU64::new(0));
+    /// let counter = turns.clone();
+    /// let _server = TcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?
+    ///     .service_actions(move || { counter.fetch_add(1, Ordering::Relaxed); });
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn service_actions(mut self, hook: impl FnMut() + Send + 'static) -> Self {
@@ -547,7 +549,7 @@ where
     ///     req.write_all(b"hi")?;
     ///     Ok(())
     /// })?;
-    /// let client = std::net::TcpStream::connect(server.local_addr().as_inet().unwrap())?;
+    /// let _client = std::net::TcpStream::connect(server.local_addr().as_inet().unwrap())?;
     /// assert_eq!(server.handle_request()?, HandleOutcome::Handled);
     /// # Ok::<(), std::io::Error>(())
     /// ```

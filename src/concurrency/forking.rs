@@ -37,7 +37,7 @@ const KILL_GRACE: Duration = Duration::from_secs(2);
 /// use socketserver::{Forking, Server, StreamRequest, Tcp};
 ///
 /// let strategy = Forking::new().max_children(8);
-/// let server = Server::new(strategy, Tcp::bind("127.0.0.1:0")?, |_r: &mut StreamRequest| Ok(()))?;
+/// let _server = Server::new(strategy, Tcp::bind("127.0.0.1:0")?, |_r: &mut StreamRequest| Ok(()))?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Debug)]
@@ -68,7 +68,7 @@ impl Forking {
     /// # Examples
     ///
     /// ```
-    /// let f = socketserver::Forking::new();
+    /// let _f = socketserver::Forking::new();
     /// ```
     pub fn new() -> Self {
         Forking {
@@ -83,7 +83,7 @@ impl Forking {
     /// # Examples
     ///
     /// ```
-    /// let f = socketserver::Forking::new().max_children(4);
+    /// let _f = socketserver::Forking::new().max_children(4);
     /// ```
     pub fn max_children(mut self, max: usize) -> Self {
         self.max_children = max.max(1);
@@ -96,7 +96,7 @@ impl Forking {
     /// # Examples
     ///
     /// ```
-    /// let f = socketserver::Forking::new().block_on_close(false);
+    /// let _f = socketserver::Forking::new().block_on_close(false);
     /// ```
     pub fn block_on_close(mut self, block: bool) -> Self {
         self.block_on_close = block;

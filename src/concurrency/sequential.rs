@@ -18,7 +18,7 @@ use crate::sys::PollFd;
 ///
 /// ```
 /// use socketserver::{Sequential, Server, StreamRequest, Tcp};
-/// let server = Server::<Sequential, Tcp, _>::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?;
+/// let _server = Server::<Sequential, Tcp, _>::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Debug, Default, Clone, Copy)]

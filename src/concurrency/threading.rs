@@ -29,7 +29,7 @@ use crate::sys::{self, EventFd, PollFd};
 /// use socketserver::{Server, StreamRequest, Tcp, Threading};
 ///
 /// let strategy = Threading::new().max_threads(64);
-/// let server = Server::new(strategy, Tcp::bind("127.0.0.1:0")?, |_r: &mut StreamRequest| Ok(()))?;
+/// let _server = Server::new(strategy, Tcp::bind("127.0.0.1:0")?, |_r: &mut StreamRequest| Ok(()))?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Debug)]
@@ -67,7 +67,7 @@ impl Threading {
     /// # Examples
     ///
     /// ```
-    /// let t = socketserver::Threading::new();
+    /// let _t = socketserver::Threading::new();
     /// ```
     pub fn new() -> Self {
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
@@ -90,7 +90,7 @@ impl Threading {
     /// # Examples
     ///
     /// ```
-    /// let t = socketserver::Threading::new().max_threads(100);
+    /// let _t = socketserver::Threading::new().max_threads(100);
     /// ```
     pub fn max_threads(mut self, max: impl Into<Option<usize>>) -> Self {
         self.max_threads = max.into().map(|m| m.max(1));
@@ -103,7 +103,7 @@ impl Threading {
     /// # Examples
     ///
     /// ```
-    /// let t = socketserver::Threading::new().block_on_close(false);
+    /// let _t = socketserver::Threading::new().block_on_close(false);
     /// ```
     pub fn block_on_close(mut self, block: bool) -> Self {
         self.block_on_close = block;

@@ -155,7 +155,8 @@ impl Default for StreamOptions {
 /// let greet = |req: &mut StreamRequest| -> anyhow::Result<()> {
 ///     let mut name = String::new();
 ///     req.read_line(&mut name)?;
-///     write!(req, "hello, {} from {}", name.trim(), req.peer())?;
+///     let peer = req.peer().clone();
+///     write!(req, "hello, {} from {peer}", name.trim())?;
 ///     Ok(())
 /// };
 /// let conn = MockConn::new().read("ann\n");

@@ -138,7 +138,7 @@ impl MockConn {
     /// # Examples
     ///
     /// ```
-    /// let conn = socketserver::mock::MockConn::new().read("GET ").read(b"/\r\n");
+    /// let _conn = socketserver::mock::MockConn::new().read("GET ").read(b"/\r\n");
     /// ```
     pub fn read(self, chunk: impl AsRef<[u8]>) -> Self {
         self.script
@@ -152,7 +152,7 @@ impl MockConn {
     /// # Examples
     ///
     /// ```
-    /// let conn = socketserver::mock::MockConn::new().read_error(std::io::ErrorKind::TimedOut);
+    /// let _conn = socketserver::mock::MockConn::new().read_error(std::io::ErrorKind::TimedOut);
     /// ```
     pub fn read_error(self, kind: io::ErrorKind) -> Self {
         self.script.lock().push_back(Step::Error(kind));
@@ -165,7 +165,7 @@ impl MockConn {
     ///
     /// ```
     /// let peer: std::net::SocketAddr = "[::1]:5000".parse().unwrap();
-    /// let conn = socketserver::mock::MockConn::new().peer(peer);
+    /// let _conn = socketserver::mock::MockConn::new().peer(peer);
     /// ```
     pub fn peer(mut self, peer: impl Into<Addr>) -> Self {
         self.peer = peer.into();

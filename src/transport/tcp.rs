@@ -181,7 +181,7 @@ impl Tcp {
     /// # Examples
     ///
     /// ```
-    /// let tcp = socketserver::Tcp::builder().reuse_addr(false).bind("127.0.0.1:0")?;
+    /// let _tcp = socketserver::Tcp::builder().reuse_addr(false).bind("127.0.0.1:0")?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn builder() -> TcpBuilder {

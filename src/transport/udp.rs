@@ -43,7 +43,7 @@ pub struct Udp {
 /// # Examples
 ///
 /// ```
-/// let udp = socketserver::Udp::builder().max_packet_size(1500).bind("127.0.0.1:0")?;
+/// let _udp = socketserver::Udp::builder().max_packet_size(1500).bind("127.0.0.1:0")?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -138,7 +138,7 @@ impl Udp {
     /// # Examples
     ///
     /// ```
-    /// let udp = socketserver::Udp::bind("[::1]:0")?;
+    /// let _udp = socketserver::Udp::bind("[::1]:0")?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn bind(addr: impl ToSocketAddrs) -> io::Result<Udp> {
@@ -150,7 +150,7 @@ impl Udp {
     /// # Examples
     ///
     /// ```
-    /// let udp = socketserver::Udp::builder().reuse_port(true).bind("127.0.0.1:0")?;
+    /// let _udp = socketserver::Udp::builder().reuse_port(true).bind("127.0.0.1:0")?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn builder() -> UdpBuilder {
@@ -166,7 +166,7 @@ impl Udp {
     ///
     /// ```
     /// let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
-    /// let udp = socketserver::Udp::from_socket(socket)?;
+    /// let _udp = socketserver::Udp::from_socket(socket)?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn from_socket(socket: UdpSocket) -> io::Result<Udp> {

@@ -1,0 +1,383 @@
+//! The `Forking` strategy, tested where forking is safe: each server runs in a fresh, single-threaded
+//! process (this test binary re-executed with `SOCKETSERVER_FORK_SERVER` set), and this process is the
+//! client. `harness = false`, because libtest's threads must never be forked.
+
+mod util;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use socketserver::{signals, Addr, Forking, RequestError, Server, StreamRequest, Tcp};
+use util::{
+    children, connect, eventually, fd_count, round_trip, zombie_children, ServerProc, TIMEOUT,
+};
+
+const MODE_VAR: &str = "SOCKETSERVER_FORK_SERVER";
+
+// ---------------------------------------------------------------------------------------------------
+// The server side (a child process of the test).
+
+/// Echoes lines; some lines are commands that exercise failure paths.
+fn handler(req: &mut StreamRequest) -> anyhow::Result<()> {
+    let mut line = String::new();
+    while req.rfile.read_line(&mut line)? > 0 {
+        match line.trim_end() {
+            "error" => anyhow::bail!("asked to fail"),
+            "panic" => panic!("asked to panic"),
+            "kill" => {
+                nix::sys::signal::raise(Signal::SIGKILL)?;
+            }
+            "stop" => {
+                req.server().shutdown();
+                req.wfile.write_all(b"stopping\n")?;
+            }
+            "pid" => writeln!(req.wfile, "{}", std::process::id())?,
+            "slow" => {
+                req.wfile.write_all(b"waiting\n")?;
+                let mut rest = Vec::new();
+                req.rfile.read_to_end(&mut rest)?; // until the client closes
+            }
+            _ => req.wfile.write_all(line.as_bytes())?,
+        }
+        line.clear();
+    }
+    Ok(())
+}
+
+fn report(peer: Option<&Addr>, err: &RequestError) {
+    let peer = peer.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+    println!("error {peer} {err}");
+    let _ = std::io::stdout().flush();
+}
+
+fn serve(mode: &str) -> anyhow::Result<()> {
+    let mut strategy = Forking::new();
+    let mut shutdown_timeout = Duration::from_secs(20);
+    let mut unrelated = None;
+    match mode {
+        "default" => {}
+        "max2" => strategy = strategy.max_children(2),
+        "deadline" => shutdown_timeout = Duration::from_millis(200),
+        // A child this process owns, which exits at once: the server must leave its status alone.
+        "unrelated" => unrelated = Some(Command::new("true").spawn()?),
+        other => anyhow::bail!("unknown mode {other}"),
+    }
+    let mut server = Server::new(strategy, Tcp::bind("127.0.0.1:0")?, handler)?
+        .shutdown_timeout(shutdown_timeout)
+        .handle_error(report);
+    println!("listening on {}", server.local_addr());
+    if let Some(child) = &unrelated {
+        println!("unrelated {}", child.id());
+    }
+    std::io::stdout().flush()?;
+    signals::shutdown_on_signals(&server.shutdown_handle())?;
+    let summary = server.serve_forever()?;
+    println!(
+        "summary requests={} in_flight={} drained={} cut={}",
+        summary.requests, summary.in_flight_at_shutdown, summary.drained, summary.cut
+    );
+    if let Some(mut child) = unrelated {
+        match child.wait() {
+            Ok(status) => println!("unrelated exited {}", status.code().unwrap_or(-1)),
+            Err(e) => println!("unrelated stolen: {e}"),
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The client side: the tests.
+
+fn start(mode: &str) -> ServerProc {
+    let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
+    cmd.env(MODE_VAR, mode);
+    ServerProc::start(cmd)
+}
+
+/// Reads stdout lines until one starts with `prefix`.
+fn line_starting(server: &ServerProc, prefix: &str) -> String {
+    let deadline = Instant::now() + TIMEOUT;
+    while Instant::now() < deadline {
+        if let Some(line) = server.next_line(deadline - Instant::now()) {
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    }
+    panic!("no line starting with {prefix:?} within {TIMEOUT:?}");
+}
+
+/// `summary a=1 b=2` → {a: 1, b: 2}.
+fn summary_fields(line: &str) -> std::collections::HashMap<String, u64> {
+    line.split_whitespace()
+        .skip(1)
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+        .collect()
+}
+
+fn ask(addr: &str, line: &str) -> (TcpStream, BufReader<TcpStream>) {
+    let mut s = connect(addr);
+    s.write_all(line.as_bytes()).unwrap();
+    let r = BufReader::new(s.try_clone().unwrap());
+    (s, r)
+}
+
+fn read_line(r: &mut BufReader<TcpStream>) -> String {
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    line
+}
+
+fn requests_run_in_separate_processes() {
+    let mut server = start("default");
+    let mut pids = std::collections::HashSet::new();
+    for _ in 0..5 {
+        let reply = round_trip(&server.addr, b"pid\n");
+        let pid: i32 = String::from_utf8(reply).unwrap().trim().parse().unwrap();
+        assert_ne!(pid, server.pid());
+        pids.insert(pid);
+    }
+    assert_eq!(pids.len(), 5, "each request should get its own process");
+    assert_eq!(round_trip(&server.addr, b"echo me\n"), b"echo me\n");
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
+fn errors_panics_and_crashes_are_reported_and_reaped() {
+    let mut server = start("default");
+    for cmd in ["error\n", "panic\n", "kill\n"] {
+        assert_eq!(round_trip(&server.addr, cmd.as_bytes()), b"");
+    }
+    let mut lines: Vec<String> = (0..3).map(|_| line_starting(&server, "error ")).collect();
+    lines.sort();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("error 127.0.0.1:")
+                && l.ends_with("handler failed: asked to fail")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with("handler panicked: asked to panic")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l.starts_with("error - forked child") && l.ends_with("was killed by signal 9")), "{lines:?}");
+    assert!(
+        eventually(TIMEOUT, || children(server.pid()).is_empty()),
+        "children left: {:?}",
+        children(server.pid())
+    );
+    assert_eq!(round_trip(&server.addr, b"alive\n"), b"alive\n");
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
+fn a_thousand_connections_leave_no_zombies_and_no_descriptors() {
+    let mut server = start("default");
+    assert_eq!(round_trip(&server.addr, b"warm up\n"), b"warm up\n");
+    assert!(eventually(TIMEOUT, || children(server.pid()).is_empty()));
+    let fds_before = fd_count(server.pid());
+    let mut worst_zombies = 0;
+    for i in 0..1000 {
+        let msg = format!("{i}\n");
+        assert_eq!(round_trip(&server.addr, msg.as_bytes()), msg.as_bytes());
+        if i % 100 == 0 {
+            worst_zombies = worst_zombies.max(zombie_children(server.pid()).len());
+        }
+    }
+    // Children are reaped on the loop's next turn: the count settles to zero, and stays bounded meanwhile.
+    assert!(
+        eventually(TIMEOUT, || children(server.pid()).is_empty()),
+        "left: {:?}",
+        children(server.pid())
+    );
+    assert!(worst_zombies <= 40, "{worst_zombies} zombies at once");
+    assert!(
+        eventually(TIMEOUT, || fd_count(server.pid()) == fds_before),
+        "fds {} -> {}",
+        fds_before,
+        fd_count(server.pid())
+    );
+    assert_eq!(server.terminate().code(), Some(0));
+    assert_eq!(
+        line_starting(&server, "summary"),
+        "summary requests=1001 in_flight=0 drained=0 cut=0"
+    );
+}
+
+fn an_unrelated_child_is_left_to_its_owner() {
+    let mut server = start("unrelated");
+    let unrelated: i32 = line_starting(&server, "unrelated ")["unrelated ".len()..]
+        .parse()
+        .unwrap();
+    // It exits at once and stays a zombie until its owner waits: a `waitpid(-1)` would reap it.
+    assert!(eventually(TIMEOUT, || zombie_children(server.pid())
+        .contains(&unrelated)));
+    for i in 0..50 {
+        let cmd = if i % 10 == 0 { "error\n" } else { "hi\n" };
+        round_trip(&server.addr, cmd.as_bytes());
+    }
+    assert!(
+        eventually(TIMEOUT, || children(server.pid()) == vec![unrelated]),
+        "children: {:?}",
+        children(server.pid())
+    );
+    assert_eq!(server.terminate().code(), Some(0));
+    assert_eq!(line_starting(&server, "unrelated "), "unrelated exited 0");
+}
+
+fn shutdown_from_a_handler_in_a_child_stops_the_parent() {
+    let mut server = start("default");
+    assert_eq!(round_trip(&server.addr, b"stop\n"), b"stopping\n");
+    let status = server
+        .wait_exit(TIMEOUT)
+        .expect("the server should stop by itself");
+    assert_eq!(status.code(), Some(0));
+}
+
+fn a_slow_child_does_not_keep_the_port_accepting() {
+    let mut server = start("default");
+    let (mut slow, mut r) = ask(&server.addr, "slow\n");
+    assert_eq!(read_line(&mut r), "waiting\n");
+    let pid = nix::unistd::Pid::from_raw(server.pid());
+    nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
+    // The parent closes its listener at once; the child closed its copy when it started. So, while the
+    // child is still serving, new connections are refused rather than queued.
+    assert!(
+        eventually(TIMEOUT, || TcpStream::connect(&server.addr).is_err()),
+        "the port kept accepting after shutdown"
+    );
+    assert_eq!(
+        children(server.pid()).len(),
+        1,
+        "the slow child should still be running"
+    );
+    slow.write_all(b"done\n").unwrap();
+    slow.shutdown(Shutdown::Write).unwrap();
+    let status = server
+        .wait_exit(TIMEOUT)
+        .expect("server exits once the child is done");
+    assert_eq!(status.code(), Some(0));
+    // A probe connect may have been accepted before the signal landed: it counts as one more request.
+    let summary = summary_fields(&line_starting(&server, "summary"));
+    assert_eq!(summary["in_flight"], summary["requests"]);
+    assert_eq!(summary["drained"], summary["requests"]);
+    assert_eq!(summary["cut"], 0);
+}
+
+fn max_children_is_enforced_before_forking() {
+    let mut server = start("max2");
+    let (_a, mut ra) = ask(&server.addr, "slow\n");
+    let (_b, mut rb) = ask(&server.addr, "slow\n");
+    assert_eq!(read_line(&mut ra), "waiting\n");
+    assert_eq!(read_line(&mut rb), "waiting\n");
+    let (_c, mut rc) = ask(&server.addr, "slow\n");
+    rc.get_ref()
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert!(
+        rc.read(&mut buf).is_err(),
+        "a third child was started beyond max_children"
+    );
+    assert_eq!(children(server.pid()).len(), 2);
+    drop(ra);
+    drop(_a); // the first child finishes: a slot frees up
+    rc.get_ref().set_read_timeout(Some(TIMEOUT)).unwrap();
+    assert_eq!(read_line(&mut rc), "waiting\n");
+    drop((_b, rb, _c, rc));
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
+fn the_drain_deadline_terminates_stuck_children() {
+    let mut server = start("deadline");
+    let (_stuck, mut r) = ask(&server.addr, "slow\n");
+    assert_eq!(read_line(&mut r), "waiting\n");
+    let child = children(server.pid());
+    assert_eq!(child.len(), 1);
+    assert_eq!(server.terminate().code(), Some(0));
+    assert_eq!(
+        line_starting(&server, "summary"),
+        "summary requests=1 in_flight=1 drained=0 cut=1"
+    );
+    // The child got SIGTERM at the deadline and was reaped: its pid is gone.
+    assert!(!std::path::Path::new(&format!("/proc/{}", child[0])).exists());
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+fn main() {
+    if let Ok(mode) = std::env::var(MODE_VAR) {
+        if let Err(e) = serve(&mode) {
+            eprintln!("server: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let tests: &[(&str, fn())] = &[
+        (
+            "requests_run_in_separate_processes",
+            requests_run_in_separate_processes,
+        ),
+        (
+            "errors_panics_and_crashes_are_reported_and_reaped",
+            errors_panics_and_crashes_are_reported_and_reaped,
+        ),
+        (
+            "a_thousand_connections_leave_no_zombies_and_no_descriptors",
+            a_thousand_connections_leave_no_zombies_and_no_descriptors,
+        ),
+        (
+            "an_unrelated_child_is_left_to_its_owner",
+            an_unrelated_child_is_left_to_its_owner,
+        ),
+        (
+            "shutdown_from_a_handler_in_a_child_stops_the_parent",
+            shutdown_from_a_handler_in_a_child_stops_the_parent,
+        ),
+        (
+            "a_slow_child_does_not_keep_the_port_accepting",
+            a_slow_child_does_not_keep_the_port_accepting,
+        ),
+        (
+            "max_children_is_enforced_before_forking",
+            max_children_is_enforced_before_forking,
+        ),
+        (
+            "the_drain_deadline_terminates_stuck_children",
+            the_drain_deadline_terminates_stuck_children,
+        ),
+    ];
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let started = Instant::now();
+    let (mut passed, mut failed, mut filtered) = (0, 0, 0);
+    println!("\nrunning {} tests", tests.len());
+    for (name, test) in tests {
+        if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
+            filtered += 1;
+            continue;
+        }
+        match std::panic::catch_unwind(test) {
+            Ok(()) => {
+                println!("test {name} ... ok");
+                passed += 1;
+            }
+            Err(_) => {
+                println!("test {name} ... FAILED");
+                failed += 1;
+            }
+        }
+    }
+    let verdict = if failed == 0 { "ok" } else { "FAILED" };
+    println!(
+        "\ntest result: {verdict}. {passed} passed; {failed} failed; 0 ignored; 0 measured; {filtered} filtered out; finished in {:.2}s\n",
+        started.elapsed().as_secs_f64()
+    );
+    if failed > 0 {
+        std::process::exit(101);
+    }
+}

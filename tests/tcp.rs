@@ -1,0 +1,392 @@
+//! TCP servers in this process, for every in-process strategy (the CPython `test_socketserver` matrix;
+//! the forking rows run in their own process, in `tests/forking.rs` and `tests/echo_example.rs`).
+
+mod util;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use socketserver::{
+    Addr, RequestError, Serve, ServeSummary, Server, ShutdownHandle, StreamRequest, Tcp, Transport,
+};
+use util::{connect, eventually, fd_count, round_trip, TIMEOUT};
+
+/// Echoes lines; `error` makes the handler fail, `panic` makes it panic, `stop` shuts the server down.
+fn line_echo(req: &mut StreamRequest) -> anyhow::Result<()> {
+    let mut line = String::new();
+    while req.rfile.read_line(&mut line)? > 0 {
+        match line.trim_end() {
+            "error" => anyhow::bail!("asked to fail"),
+            "panic" => panic!("asked to panic"),
+            "stop" => {
+                req.server().shutdown();
+                req.wfile.write_all(b"stopping\n")?;
+            }
+            _ => req.wfile.write_all(line.as_bytes())?,
+        }
+        line.clear();
+    }
+    Ok(())
+}
+
+type Errors = Arc<Mutex<Vec<String>>>;
+
+/// A server running on its own thread, stopped and joined on drop.
+struct Running {
+    addr: std::net::SocketAddr,
+    stop: ShutdownHandle,
+    thread: Option<JoinHandle<std::io::Result<ServeSummary>>>,
+    errors: Errors,
+}
+
+impl Running {
+    fn start<C>(strategy: C) -> Running
+    where
+        C: Serve<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
+    {
+        let errors: Errors = Arc::default();
+        let seen = errors.clone();
+        let handler: fn(&mut StreamRequest) -> anyhow::Result<()> = line_echo;
+        let mut server = Server::new(strategy, Tcp::bind("127.0.0.1:0").unwrap(), handler)
+            .unwrap()
+            .handle_error(move |peer: Option<&Addr>, err: &RequestError| {
+                seen.lock().unwrap().push(format!(
+                    "{} {err}",
+                    peer.map(|p| p.to_string()).unwrap_or_default()
+                ));
+            });
+        let addr = server.local_addr().as_inet().unwrap();
+        let stop = server.shutdown_handle();
+        let thread = Some(std::thread::spawn(move || server.serve_forever()));
+        Running {
+            addr,
+            stop,
+            thread,
+            errors,
+        }
+    }
+
+    fn finish(mut self) -> ServeSummary {
+        self.stop.shutdown();
+        self.thread.take().unwrap().join().unwrap().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.shutdown();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One test per strategy for each behaviour, as socket2's `test!` does per address family.
+macro_rules! for_each_strategy {
+    ($($name:ident => $body:expr;)*) => {
+        mod sequential {
+            use super::*;
+            $( #[test] fn $name() { ($body)(socketserver::Sequential) } )*
+        }
+        mod threading {
+            use super::*;
+            $( #[test] fn $name() { ($body)(socketserver::Threading::new()) } )*
+        }
+    };
+}
+
+fn echo_lines<C>(strategy: C)
+where
+    C: Serve<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
+{
+    let server = Running::start(strategy);
+    for i in 0..5 {
+        let msg = format!("line {i}\nsecond {i}\n");
+        assert_eq!(round_trip(server.addr, msg.as_bytes()), msg.as_bytes());
+    }
+    assert_eq!(server.finish().requests, 5);
+}
+
+fn big_write_arrives_whole<C>(strategy: C)
+where
+    C: Serve<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
+{
+    // 4 MiB is far more than the socket buffers hold: the server must keep writing as the client reads.
+    let server = Running::start(strategy);
+    let mut client = connect(server.addr);
+    let mut payload = Vec::with_capacity(4 << 20);
+    let mut n = 0u32;
+    while payload.len() < 4 << 20 {
+        payload.extend_from_slice(format!("{n:09}\n").as_bytes());
+        n += 1;
+    }
+    let writer = {
+        let mut client = client.try_clone().unwrap();
+        let payload = payload.clone();
+        std::thread::spawn(move || {
+            client.write_all(&payload).unwrap();
+            client.shutdown(Shutdown::Write).unwrap();
+        })
+    };
+    let mut echoed = Vec::new();
+    client.read_to_end(&mut echoed).unwrap();
+    writer.join().unwrap();
+    assert_eq!(echoed.len(), payload.len());
+    assert!(echoed == payload, "echo differs");
+}
+
+fn errors_and_panics_are_reported<C>(strategy: C)
+where
+    C: Serve<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
+{
+    let server = Running::start(strategy);
+    for cmd in ["error\n", "panic\n"] {
+        let client_port = {
+            let mut c = connect(server.addr);
+            c.write_all(cmd.as_bytes()).unwrap();
+            let mut rest = Vec::new();
+            c.read_to_end(&mut rest).unwrap(); // the server closes the connection
+            assert!(rest.is_empty());
+            c.local_addr().unwrap()
+        };
+        assert!(eventually(TIMEOUT, || server
+            .errors
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.starts_with(&client_port.to_string()))));
+    }
+    // And the server keeps serving.
+    assert_eq!(round_trip(server.addr, b"still here\n"), b"still here\n");
+    let errors = server.errors.lock().unwrap().clone();
+    assert!(
+        errors[0].ends_with("handler failed: asked to fail"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].ends_with("handler panicked: asked to panic"),
+        "{errors:?}"
+    );
+}
+
+fn shutdown_from_inside_a_handler<C>(strategy: C)
+where
+    C: Serve<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
+{
+    let mut server = Running::start(strategy);
+    assert_eq!(round_trip(server.addr, b"stop\n"), b"stopping\n");
+    // serve_forever returns by itself, and the listener is closed afterwards.
+    let summary = server.thread.take().unwrap().join().unwrap().unwrap();
+    assert_eq!(summary.requests, 1);
+    assert!(TcpStream::connect(server.addr).is_err());
+}
+
+fn verify_request_rejects<C>(strategy: C)
+where
+    C: Serve<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
+{
+    let handler: fn(&mut StreamRequest) -> anyhow::Result<()> = line_echo;
+    let mut server = Server::new(strategy, Tcp::bind("127.0.0.1:0").unwrap(), handler)
+        .unwrap()
+        .verify_request(|peer: &Addr| peer.as_inet().is_some_and(|a| a.port().is_multiple_of(2)));
+    let addr = server.local_addr().as_inet().unwrap();
+    let stop = server.shutdown_handle();
+    let t = std::thread::spawn(move || server.serve_forever());
+    let (mut accepted, mut rejected) = (0, 0);
+    for _ in 0..10 {
+        let mut c = connect(addr);
+        let even = c.local_addr().unwrap().port().is_multiple_of(2);
+        let _ = c.write_all(b"hi\n");
+        let _ = c.shutdown(Shutdown::Write);
+        let mut reply = Vec::new();
+        // A rejected peer is closed at once: EOF (or a reset) without a reply.
+        let _ = c.read_to_end(&mut reply);
+        if even {
+            assert_eq!(reply, b"hi\n");
+            accepted += 1;
+        } else {
+            assert!(reply.is_empty(), "a rejected peer got {reply:?}");
+            rejected += 1;
+        }
+    }
+    stop.shutdown();
+    let summary = t.join().unwrap().unwrap();
+    assert_eq!(summary.requests, accepted);
+    assert_eq!(accepted + rejected, 10);
+}
+
+fn many_connections_leak_nothing<C>(strategy: C)
+where
+    C: Serve<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
+{
+    let server = Running::start(strategy);
+    let me = std::process::id() as i32;
+    assert_eq!(round_trip(server.addr, b"warm up\n"), b"warm up\n");
+    let before = fd_count(me);
+    for i in 0..1000 {
+        let msg = format!("{i}\n");
+        assert_eq!(round_trip(server.addr, msg.as_bytes()), msg.as_bytes());
+    }
+    // Other tests in this process open descriptors too: allow a little slack, not 1,000.
+    assert!(
+        eventually(TIMEOUT, || fd_count(me) <= before + 16),
+        "descriptors grew from {before} to {}",
+        fd_count(me)
+    );
+    assert_eq!(server.finish().requests, 1001);
+}
+
+for_each_strategy! {
+    echo => echo_lines;
+    big_write => big_write_arrives_whole;
+    error_and_panic_routing => errors_and_panics_are_reported;
+    shutdown_in_handler => shutdown_from_inside_a_handler;
+    verify_request => verify_request_rejects;
+    thousand_connections => many_connections_leak_nothing;
+}
+
+#[test]
+fn ipv6_echo() {
+    let mut server = socketserver::TcpServer::bind(
+        "[::1]:0",
+        line_echo as fn(&mut StreamRequest) -> anyhow::Result<()>,
+    )
+    .unwrap();
+    let addr = server.local_addr().as_inet().unwrap();
+    assert!(addr.is_ipv6());
+    let stop = server.shutdown_handle();
+    let t = std::thread::spawn(move || server.serve_forever());
+    assert_eq!(round_trip(addr, b"v6\n"), b"v6\n");
+    stop.shutdown();
+    t.join().unwrap().unwrap();
+}
+
+#[test]
+fn handle_request_times_out_and_calls_the_hook() {
+    let (tx, rx) = mpsc::channel();
+    let mut server = socketserver::TcpServer::bind(
+        "127.0.0.1:0",
+        line_echo as fn(&mut StreamRequest) -> anyhow::Result<()>,
+    )
+    .unwrap()
+    .timeout(Duration::from_millis(50))
+    .handle_timeout(move || tx.send(()).unwrap());
+    assert_eq!(
+        server.handle_request().unwrap(),
+        socketserver::HandleOutcome::TimedOut
+    );
+    assert!(rx.try_recv().is_ok(), "handle_timeout was not called");
+    // With a client waiting, it serves instead.
+    let addr = server.local_addr().as_inet().unwrap();
+    let client = std::thread::spawn(move || round_trip(addr, b"once\n"));
+    assert_eq!(
+        server.handle_request().unwrap(),
+        socketserver::HandleOutcome::Handled
+    );
+    assert_eq!(client.join().unwrap(), b"once\n");
+    assert!(rx.try_recv().is_err());
+}
+
+#[test]
+fn bind_failure_is_clear_and_leaks_nothing() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let me = std::process::id() as i32;
+    let before = fd_count(me);
+    for _ in 0..50 {
+        let err = Tcp::builder().reuse_addr(false).bind(addr).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+        let text = err.to_string();
+        assert!(
+            text.contains("bind(2)") && text.contains(&addr.to_string()),
+            "{text}"
+        );
+    }
+    // 50 failed binds leaking a socket each would show; other tests' descriptors get some slack.
+    assert!(
+        fd_count(me) < before + 25,
+        "descriptors grew from {before} to {}",
+        fd_count(me)
+    );
+}
+
+#[test]
+fn drop_closes_the_listener_so_the_port_binds_again() {
+    let server = socketserver::TcpServer::bind(
+        "127.0.0.1:0",
+        line_echo as fn(&mut StreamRequest) -> anyhow::Result<()>,
+    )
+    .unwrap();
+    let addr = server.local_addr().as_inet().unwrap();
+    assert!(
+        Tcp::bind(addr).is_err(),
+        "the port should be taken while the server lives"
+    );
+    drop(server);
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "connect succeeded after drop"
+    );
+    let again = Tcp::bind(addr).expect("rebinding after drop");
+    assert_eq!(again.local_addr(), addr);
+    assert_eq!(Transport::local_addr(&again).unwrap(), Addr::Inet(addr));
+}
+
+#[test]
+fn threading_cap_blocks_accepting_at_the_cap() {
+    // One slot: while a client holds it, a second client is accepted by the kernel but not served.
+    let mut server = Server::new(
+        socketserver::Threading::new().max_threads(1),
+        Tcp::bind("127.0.0.1:0").unwrap(),
+        line_echo as fn(&mut StreamRequest) -> anyhow::Result<()>,
+    )
+    .unwrap()
+    .shutdown_timeout(Duration::from_millis(100));
+    let addr = server.local_addr().as_inet().unwrap();
+    let stop = server.shutdown_handle();
+    let t = std::thread::spawn(move || server.serve_forever());
+    let mut first = connect(addr);
+    first.write_all(b"a\n").unwrap();
+    let mut r1 = BufReader::new(first.try_clone().unwrap());
+    let mut line = String::new();
+    r1.read_line(&mut line).unwrap();
+    assert_eq!(line, "a\n");
+    let mut second = connect(addr);
+    second.write_all(b"b\n").unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 8];
+    let err = second.read(&mut buf).unwrap_err();
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{err}"
+    );
+    // Free the slot: the second client is served.
+    drop(r1);
+    drop(first);
+    second.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let n = second.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"b\n");
+    // The second client is still connected and its handler blocked in a read: shutdown waits for it
+    // until the deadline, then cuts the connection so the read returns.
+    stop.shutdown();
+    let summary = t.join().unwrap().unwrap();
+    assert_eq!(
+        (summary.requests, summary.in_flight_at_shutdown, summary.cut),
+        (2, 1, 1),
+        "{summary:?}"
+    );
+    assert_eq!(
+        second.read(&mut buf).unwrap(),
+        0,
+        "the cut connection should read EOF"
+    );
+}
