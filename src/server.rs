@@ -176,7 +176,6 @@ pub(crate) struct Core<T, H> {
     pub(crate) verify: Option<VerifyHook>,
     pub(crate) on_timeout: Option<PlainHook>,
     pub(crate) service: Option<PlainHook>,
-    ctx: Option<Arc<RequestContext>>,
     in_flight: Arc<Mutex<InFlight>>,
     backoff: Duration,
     pub(crate) summary: ServeSummary,
@@ -281,7 +280,6 @@ where
                 verify: None,
                 on_timeout: None,
                 service: None,
-                ctx: None,
                 in_flight: Arc::new(Mutex::new(InFlight::default())),
                 backoff: Duration::ZERO,
                 summary: ServeSummary::default(),
@@ -406,6 +404,22 @@ where
         self
     }
 
+    /// The longest each connection may last, however it behaves (default `None`); see
+    /// [`StreamOptions::connection_timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use socketserver::{StreamRequest, TcpServer};
+    /// let _server = TcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?
+    ///     .connection_timeout(std::time::Duration::from_secs(300));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn connection_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.core.stream.connection_timeout = timeout.into();
+        self
+    }
+
     /// `TCP_NODELAY` on each connection (default off).
     ///
     /// # Examples
@@ -453,7 +467,6 @@ where
         hook: impl Fn(Option<&Addr>, &RequestError) + Send + Sync + 'static,
     ) -> Self {
         self.core.on_error = Arc::new(hook);
-        self.core.ctx = None;
         self
     }
 
@@ -560,17 +573,14 @@ where
 }
 
 impl<T: Transport, H> Core<T, H> {
-    /// The shared per-request context, built on first use (and again after a hook changed).
-    pub(crate) fn context(&mut self) -> Arc<RequestContext> {
-        self.ctx
-            .get_or_insert_with(|| {
-                Arc::new(RequestContext {
-                    shutdown: self.shutdown.clone(),
-                    on_error: self.on_error.clone(),
-                    stream: self.stream.clone(),
-                })
-            })
-            .clone()
+    /// The per-request context every request of one serving run shares, built from the current
+    /// options when the run starts.
+    pub(crate) fn context(&self) -> Arc<RequestContext> {
+        Arc::new(RequestContext {
+            shutdown: self.shutdown.clone(),
+            on_error: self.on_error.clone(),
+            stream: self.stream.clone(),
+        })
     }
 }
 

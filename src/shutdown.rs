@@ -36,6 +36,8 @@ pub struct ShutdownHandle {
 struct Inner {
     requested: AtomicBool,
     wake: EventFd,
+    /// Readable once the drain deadline is to be treated as passed.
+    force: EventFd,
 }
 
 impl ShutdownHandle {
@@ -44,6 +46,7 @@ impl ShutdownHandle {
             inner: Arc::new(Inner {
                 requested: AtomicBool::new(false),
                 wake: EventFd::new(false)?,
+                force: EventFd::new(false)?,
             }),
         })
     }
@@ -82,6 +85,29 @@ impl ShutdownHandle {
     /// ```
     pub fn is_shutdown(&self) -> bool {
         self.inner.requested.load(Ordering::SeqCst)
+    }
+
+    /// Asks for shutdown *and* cuts in-flight requests now instead of waiting for the drain deadline
+    /// (what a second `SIGINT` does under [`signals::shutdown_on_signals`](crate::signals::shutdown_on_signals)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use socketserver::{StreamRequest, ThreadingTcpServer};
+    /// let mut server = ThreadingTcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?;
+    /// server.shutdown_handle().force();
+    /// let summary = server.serve_forever()?; // nothing was in flight
+    /// assert_eq!(summary.cut, 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn force(&self) {
+        self.shutdown();
+        self.inner.force.notify();
+    }
+
+    /// The descriptor drains poll next to their own: readable once [`force`](Self::force) was called.
+    pub(crate) fn force_fd(&self) -> BorrowedFd<'_> {
+        self.inner.force.as_fd()
     }
 
     /// Records a shutdown that the loop learnt of through the eventfd (a forked child asked).

@@ -13,15 +13,19 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use parking_lot::Mutex;
 
 use crate::shutdown::ShutdownHandle;
 
-/// The eventfd the handler writes to, or -1.
+/// The eventfd the first signal writes to (shutdown), or -1.
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+/// The eventfd later signals write to (cut in-flight requests now), or -1.
+static FORCE_FD: AtomicI32 = AtomicI32::new(-1);
+/// How many of our signals arrived.
+static RECEIVED: AtomicUsize = AtomicUsize::new(0);
 /// Keeps the handle (and so its eventfd) alive for as long as the handler may write to it.
 static HANDLE: Mutex<Option<ShutdownHandle>> = Mutex::new(None);
 /// Whether our handler is installed (forked children then restore the defaults).
@@ -30,7 +34,8 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 const SIGNALS: [Signal; 2] = [Signal::SIGINT, Signal::SIGTERM];
 
 extern "C" fn on_signal(_: libc::c_int) {
-    let fd = WAKE_FD.load(Ordering::SeqCst);
+    let first = RECEIVED.fetch_add(1, Ordering::SeqCst) == 0;
+    let fd = if first { &WAKE_FD } else { &FORCE_FD }.load(Ordering::SeqCst);
     if fd >= 0 {
         let one: u64 = 1;
         // SAFETY: write(2) is async-signal-safe; `one` outlives the call. errno is saved and restored
@@ -43,7 +48,9 @@ extern "C" fn on_signal(_: libc::c_int) {
     }
 }
 
-/// Makes `SIGINT` and `SIGTERM` request a graceful shutdown through `handle`.
+/// Makes `SIGINT` and `SIGTERM` request a graceful shutdown through `handle`; a second signal cuts the
+/// in-flight requests at once ([`ShutdownHandle::force`]) instead of waiting for the drain deadline, as
+/// a second Ctrl-C is expected to.
 ///
 /// Call it once the server is bound; a later call moves the signals to another server's handle.
 ///
@@ -64,7 +71,9 @@ extern "C" fn on_signal(_: libc::c_int) {
 /// ```
 pub fn shutdown_on_signals(handle: &ShutdownHandle) -> io::Result<()> {
     let mut slot = HANDLE.lock();
+    RECEIVED.store(0, Ordering::SeqCst);
     WAKE_FD.store(handle.wake_fd().as_raw_fd(), Ordering::SeqCst);
+    FORCE_FD.store(handle.force_fd().as_raw_fd(), Ordering::SeqCst);
     *slot = Some(handle.clone());
     let action = SigAction::new(
         SigHandler::Handler(on_signal),
@@ -84,6 +93,7 @@ pub fn shutdown_on_signals(handle: &ShutdownHandle) -> io::Result<()> {
 pub(crate) fn reset_in_child() {
     if INSTALLED.load(Ordering::SeqCst) {
         WAKE_FD.store(-1, Ordering::SeqCst);
+        FORCE_FD.store(-1, Ordering::SeqCst);
         for sig in SIGNALS {
             // SAFETY: installing SIG_DFL is always sound.
             let _ = unsafe {

@@ -1,7 +1,7 @@
 //! [`Forking`]: a child process per request.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -222,14 +222,14 @@ impl Dispatch for Forking {
             }
             return (finished, 0);
         };
-        finished += self.wait_children(deadline, ctx);
+        finished += self.wait_children(deadline, Some(ctx.shutdown.force_fd().as_raw_fd()), ctx);
         let cut = self.children.len();
         if cut > 0 {
             log::warn!("drain deadline passed: sending SIGTERM to {cut} child(ren)");
             for c in &self.children {
                 sys::kill(c.pid, Signal::SIGTERM);
             }
-            self.wait_children(Instant::now() + KILL_GRACE, ctx);
+            self.wait_children(Instant::now() + KILL_GRACE, None, ctx);
             for c in &self.children {
                 log::warn!("child {} ignored SIGTERM: sending SIGKILL", c.pid);
                 sys::kill(c.pid, Signal::SIGKILL);
@@ -247,17 +247,23 @@ impl Dispatch for Forking {
 }
 
 impl Forking {
-    /// Waits, reaping, until every child has exited or `deadline` passes; returns how many exited.
-    fn wait_children(&mut self, deadline: Instant, ctx: &RequestContext) -> usize {
+    /// Waits, reaping, until every child has exited, `deadline` passes, or `force` (an eventfd) becomes
+    /// readable; returns how many exited.
+    fn wait_children(
+        &mut self,
+        deadline: Instant,
+        force: Option<RawFd>,
+        ctx: &RequestContext,
+    ) -> usize {
         let mut reaped = 0;
         while !self.children.is_empty() {
             let now = Instant::now();
             if now >= deadline {
                 break;
             }
-            let mut fds: Vec<PollFd> = Vec::new();
+            let mut fds = vec![sys::readable(force.unwrap_or(-1))];
             self.watch(&mut fds);
-            if sys::poll(&mut fds, Some(deadline - now)).is_err() {
+            if sys::poll(&mut fds, Some(deadline - now)).is_err() || sys::is_ready(&fds[0]) {
                 break;
             }
             reaped += self.reap_exited(ctx);

@@ -2,8 +2,9 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -16,9 +17,11 @@ use crate::sys::{self, EventFd, PollFd};
 /// Serves each request in a new thread: Python's `ThreadingMixIn`.
 ///
 /// Finished threads are joined as they finish, so memory stays proportional to the requests in flight,
-/// never to the requests served (Python before 3.7 kept every thread object). An optional cap,
-/// [`max_threads`](Self::max_threads), bounds the live threads: at the cap the server stops accepting and
-/// the kernel's backlog holds new connections until a thread finishes.
+/// never to the requests served (Python before 3.7 kept every thread object). A cap,
+/// [`max_threads`](Self::max_threads) (default [`DEFAULT_MAX_THREADS`](Self::DEFAULT_MAX_THREADS)),
+/// bounds the live threads: at the cap the server stops accepting and the kernel's backlog holds new
+/// connections until a thread finishes — a connection storm cannot create unbounded threads, as it can
+/// under Python's `ThreadingMixIn`. Raise it for many long-lived connections (or use `Reactor`).
 ///
 /// With [`block_on_close`](Self::block_on_close) (the default, as in Python 3.7+), closing the server
 /// waits for running requests, up to the server's shutdown timeout.
@@ -44,12 +47,35 @@ pub struct Threading {
 }
 
 /// How a finishing thread tells a loop waiting at the cap that a slot is free.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Slot {
     /// Set by the serving loop only while it waits at the cap, so that threads pay for the eventfd
     /// write only when someone is listening.
     waiting: AtomicBool,
-    freed: EventFd,
+    /// Created with the first thread, so that constructing the strategy cannot fail.
+    freed: OnceLock<EventFd>,
+}
+
+impl Slot {
+    fn notify(&self) {
+        if let Some(fd) = self.freed.get() {
+            fd.notify();
+        }
+    }
+
+    fn take(&self) {
+        if let Some(fd) = self.freed.get() {
+            fd.take();
+        }
+    }
+
+    /// The eventfd's descriptor, creating it on first use.
+    fn fd(&self) -> io::Result<std::os::fd::RawFd> {
+        if self.freed.get().is_none() {
+            let _ = self.freed.set(EventFd::new(false)?);
+        }
+        Ok(self.freed.get().map(sys::raw).unwrap_or(-1))
+    }
 }
 
 impl Default for Threading {
@@ -59,10 +85,11 @@ impl Default for Threading {
 }
 
 impl Threading {
-    /// A thread per request, uncapped, blocking on close.
-    ///
-    /// # Panics
-    /// If the process cannot create an `eventfd(2)` (descriptor exhaustion at start-up).
+    /// The default cap on live request threads.
+    pub const DEFAULT_MAX_THREADS: usize = 1024;
+
+    /// A thread per request, at most [`DEFAULT_MAX_THREADS`](Self::DEFAULT_MAX_THREADS) at once, blocking
+    /// on close.
     ///
     /// # Examples
     ///
@@ -72,20 +99,17 @@ impl Threading {
     pub fn new() -> Self {
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         Threading {
-            max_threads: None,
+            max_threads: Some(Self::DEFAULT_MAX_THREADS),
             block_on_close: true,
             live: HashMap::new(),
             next_id: 0,
             done_tx,
             done_rx,
-            slot: Arc::new(Slot {
-                waiting: AtomicBool::new(false),
-                freed: EventFd::new(false).expect("eventfd(2) for the thread-slot notifier"),
-            }),
+            slot: Arc::default(),
         }
     }
 
-    /// Caps the number of live request threads (`None`, the default, is no cap). Clamped to at least 1.
+    /// Caps the number of live request threads (`None` removes the cap). Clamped to at least 1.
     ///
     /// # Examples
     ///
@@ -141,7 +165,7 @@ impl Drop for Finished {
     fn drop(&mut self) {
         let _ = self.done.send(self.id);
         if self.slot.waiting.load(Ordering::SeqCst) {
-            self.slot.freed.notify();
+            self.slot.notify();
         }
     }
 }
@@ -155,14 +179,17 @@ impl Dispatch for Threading {
             // `waiting` and writes the eventfd, or is already in the channel.
             self.slot.waiting.store(true, Ordering::SeqCst);
             self.join_finished();
-            fds.push(sys::readable(sys::raw(&self.slot.freed)));
+            // `spawn` created the eventfd before the first thread started, so this cannot fail.
+            if let Ok(fd) = self.slot.fd() {
+                fds.push(sys::readable(fd));
+            }
         }
     }
 
     fn reap(&mut self, ready: &[PollFd], _ctx: &RequestContext) {
         if !ready.is_empty() {
             self.slot.waiting.store(false, Ordering::SeqCst);
-            self.slot.freed.take();
+            self.slot.take();
         }
         self.join_finished();
     }
@@ -175,6 +202,7 @@ impl Dispatch for Threading {
     where
         F: FnOnce() -> bool + Send + 'static,
     {
+        self.slot.fd()?;
         let id = self.next_id;
         self.next_id += 1;
         let finished = Finished {
@@ -199,7 +227,7 @@ impl Dispatch for Threading {
     fn drain(
         &mut self,
         deadline: Option<Instant>,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         cut_connections: &mut dyn FnMut(),
     ) -> (usize, usize) {
         let mut finished = self.join_finished();
@@ -207,13 +235,13 @@ impl Dispatch for Threading {
             self.live.clear(); // detach: they finish on their own
             return (finished, 0);
         };
-        finished += self.wait_live(deadline);
+        finished += self.wait_live(deadline, Some(ctx.shutdown.force_fd().as_raw_fd()));
         let cut = self.live.len();
         if cut > 0 {
             log::warn!("drain deadline passed: cutting {cut} connection(s)");
             cut_connections();
             // Their reads and writes now fail at once; give the handlers a moment to unwind.
-            self.wait_live(Instant::now() + CUT_GRACE);
+            self.wait_live(Instant::now() + CUT_GRACE, None);
             // A handler that ignores its socket's errors cannot be stopped: detach it.
             self.live.clear();
         }
@@ -225,8 +253,9 @@ impl Dispatch for Threading {
 const CUT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Threading {
-    /// Joins threads as they finish until none is left or `deadline` passes; returns how many finished.
-    fn wait_live(&mut self, deadline: Instant) -> usize {
+    /// Joins threads as they finish until none is left, `deadline` passes, or `force` (an eventfd)
+    /// becomes readable; returns how many finished.
+    fn wait_live(&mut self, deadline: Instant, force: Option<RawFd>) -> usize {
         let mut finished = 0;
         self.slot.waiting.store(true, Ordering::SeqCst);
         loop {
@@ -235,11 +264,12 @@ impl Threading {
             if self.live.is_empty() || now >= deadline {
                 break;
             }
-            let mut fds = [sys::readable(sys::raw(&self.slot.freed))];
-            if sys::poll(&mut fds, Some(deadline - now)).is_err() {
+            let Ok(fd) = self.slot.fd() else { break };
+            let mut fds = [sys::readable(fd), sys::readable(force.unwrap_or(-1))];
+            if sys::poll(&mut fds, Some(deadline - now)).is_err() || sys::is_ready(&fds[1]) {
                 break;
             }
-            self.slot.freed.take();
+            self.slot.take();
         }
         self.slot.waiting.store(false, Ordering::SeqCst);
         finished

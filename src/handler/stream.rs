@@ -3,7 +3,7 @@
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{guarded, RequestContext, Service};
 use crate::addr::Addr;
@@ -111,6 +111,10 @@ pub struct StreamOptions {
     pub read_timeout: Option<Duration>,
     /// `SO_SNDTIMEO` for each connection: a write waiting longer (a peer that does not read) fails.
     pub write_timeout: Option<Duration>,
+    /// The longest a connection may last, however it behaves (default `None`: no limit). The per-read
+    /// timeout cannot stop a client that trickles one byte just often enough ("slowloris"); this can.
+    /// Once it passes, every read and write fails with `TimedOut`.
+    pub connection_timeout: Option<Duration>,
     /// `TCP_NODELAY` for each connection (TCP only). Default off, as in Python.
     pub nodelay: bool,
     /// The capacity of `rfile`'s buffer (Python's `rbufsize`); default 8 KiB.
@@ -132,6 +136,7 @@ impl Default for StreamOptions {
         StreamOptions {
             read_timeout: Some(Self::DEFAULT_TIMEOUT),
             write_timeout: Some(Self::DEFAULT_TIMEOUT),
+            connection_timeout: None,
             nodelay: false,
             rbufsize: 8 * 1024,
             wbufsize: 0,
@@ -186,8 +191,20 @@ impl StreamRequest {
             conn.set_nodelay(true)?;
         }
         Ok(StreamRequest {
-            rfile: BufReader::with_capacity(opts.rbufsize.max(1), Reader(conn.clone())),
-            wfile: BufWriter::with_capacity(opts.wbufsize, Writer(conn.clone())),
+            rfile: BufReader::with_capacity(
+                opts.rbufsize.max(1),
+                Reader {
+                    conn: conn.clone(),
+                    timer: Timer::new("read", opts.read_timeout, opts.connection_timeout),
+                },
+            ),
+            wfile: BufWriter::with_capacity(
+                opts.wbufsize,
+                Writer {
+                    conn: conn.clone(),
+                    timer: Timer::new("write", opts.write_timeout, opts.connection_timeout),
+                },
+            ),
             conn,
             peer,
             server: ctx.shutdown.clone(),
@@ -255,24 +272,102 @@ impl Write for StreamRequest {
 }
 
 /// The read half of a connection, under [`StreamRequest::rfile`].
+///
+/// Reads that time out fail with `ErrorKind::TimedOut` and a message naming the timeout, rather than
+/// the `EAGAIN` the socket reports.
 #[derive(Debug)]
-pub struct Reader(Arc<dyn Connection>);
+pub struct Reader {
+    conn: Arc<dyn Connection>,
+    timer: Timer,
+}
 
 impl Read for Reader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
+        let conn = &self.conn;
+        self.timer.arm(|t| conn.set_read_timeout(t))?;
+        conn.read(buf).map_err(|e| self.timer.explain(e))
     }
 }
 
 /// The write half of a connection, under [`StreamRequest::wfile`].
+///
+/// Writes that time out (a peer that does not read) fail with `ErrorKind::TimedOut`.
 #[derive(Debug)]
-pub struct Writer(Arc<dyn Connection>);
+pub struct Writer {
+    conn: Arc<dyn Connection>,
+    timer: Timer,
+}
 
 impl Write for Writer {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
+        let conn = &self.conn;
+        self.timer.arm(|t| conn.set_write_timeout(t))?;
+        conn.write(buf).map_err(|e| self.timer.explain(e))
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// One direction's timeouts: the per-operation timeout (`SO_RCVTIMEO`/`SO_SNDTIMEO`, set once when the
+/// request starts) and the connection's overall deadline, which shortens the socket timeout only as the
+/// deadline comes closer — so the common case costs no extra syscall per read or write.
+#[derive(Debug)]
+struct Timer {
+    /// `"read"` or `"write"`, for error messages.
+    op: &'static str,
+    per_op: Option<Duration>,
+    deadline: Option<(Instant, Duration)>,
+    /// What the socket's timeout is set to now.
+    armed: Option<Duration>,
+}
+
+impl Timer {
+    fn new(op: &'static str, per_op: Option<Duration>, total: Option<Duration>) -> Timer {
+        Timer {
+            op,
+            per_op,
+            deadline: total.map(|t| (Instant::now() + t, t)),
+            armed: per_op,
+        }
+    }
+
+    /// Before an operation: fail if the deadline has passed, else make sure the socket's timeout does
+    /// not outlast it.
+    fn arm(&mut self, set: impl FnOnce(Option<Duration>) -> io::Result<()>) -> io::Result<()> {
+        let Some((deadline, total)) = self.deadline else {
+            return Ok(());
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connection_timeout of {total:?} passed"),
+            ));
+        }
+        if self.armed.is_none_or(|armed| left < armed) {
+            // SO_RCVTIMEO rounds to microseconds; never arm zero, which would mean "forever".
+            let t = left.max(Duration::from_millis(1));
+            set(Some(t))?;
+            self.armed = Some(t);
+        }
+        Ok(())
+    }
+
+    /// Turns the socket's `EAGAIN` on timeout into `TimedOut`, saying which timeout fired.
+    fn explain(&self, err: io::Error) -> io::Error {
+        if err.kind() != io::ErrorKind::WouldBlock {
+            return err;
+        }
+        let what = match (self.deadline, self.per_op) {
+            (Some((deadline, total)), _)
+                if Instant::now() + Duration::from_millis(1) >= deadline =>
+            {
+                format!("connection_timeout of {total:?} passed")
+            }
+            (_, Some(t)) => format!("{} timed out after {t:?} ({}_timeout)", self.op, self.op),
+            (_, None) => format!("{} timed out", self.op),
+        };
+        io::Error::new(io::ErrorKind::TimedOut, what)
     }
 }
