@@ -35,6 +35,13 @@ fn handler(req: &mut StreamRequest) -> anyhow::Result<()> {
                 req.wfile.write_all(b"stopping\n")?;
             }
             "pid" => writeln!(req.wfile, "{}", std::process::id())?,
+            "flood" => {
+                // Until the peer, which has gone away, makes the write fail.
+                let chunk = vec![b'x'; 64 * 1024];
+                loop {
+                    req.wfile.write_all(&chunk)?;
+                }
+            }
             "slow" => {
                 req.wfile.write_all(b"waiting\n")?;
                 let mut rest = Vec::new();
@@ -61,6 +68,14 @@ fn serve(mode: &str) -> anyhow::Result<()> {
         "default" => {}
         "max2" => strategy = strategy.max_children(2),
         "deadline" => shutdown_timeout = Duration::from_millis(200),
+        // As in a C program: a write to a vanished peer would kill the process, unless the crate
+        // sends with MSG_NOSIGNAL.
+        "sigpipe" => {
+            // SAFETY: restoring the default disposition before any thread exists.
+            unsafe {
+                nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl)?
+            };
+        }
         // A child this process owns, which exits at once: the server must leave its status alone.
         "unrelated" => unrelated = Some(Command::new("true").spawn()?),
         other => anyhow::bail!("unknown mode {other}"),
@@ -293,6 +308,71 @@ fn max_children_is_enforced_before_forking() {
     assert_eq!(server.terminate().code(), Some(0));
 }
 
+fn writing_to_a_vanished_peer_is_epipe_not_sigpipe() {
+    let mut server = start("sigpipe");
+    for _ in 0..5 {
+        let mut c = connect(&server.addr);
+        c.write_all(b"flood\n").unwrap();
+        let mut some = [0u8; 1024];
+        c.read_exact(&mut some).unwrap();
+        drop(c); // unread data: the close resets, and the child's next writes fail
+    }
+    for _ in 0..5 {
+        let line = line_starting(&server, "error ");
+        assert!(
+            line.contains("handler failed")
+                && (line.contains("Broken pipe") || line.contains("reset")),
+            "the child should see an error, not die of SIGPIPE: {line}"
+        );
+    }
+    assert!(eventually(TIMEOUT, || children(server.pid()).is_empty()));
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
+fn panics_in_a_loop_leave_no_children_or_descriptors() {
+    let mut server = start("default");
+    assert_eq!(round_trip(&server.addr, b"warm\n"), b"warm\n");
+    assert!(eventually(TIMEOUT, || children(server.pid()).is_empty()));
+    let fds = fd_count(server.pid());
+    for _ in 0..200 {
+        assert_eq!(round_trip(&server.addr, b"panic\n"), b"");
+    }
+    for _ in 0..200 {
+        line_starting(&server, "error ");
+    }
+    assert!(eventually(TIMEOUT, || children(server.pid()).is_empty()));
+    assert!(
+        eventually(TIMEOUT, || fd_count(server.pid()) == fds),
+        "fds {fds} -> {}",
+        fd_count(server.pid())
+    );
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
+fn a_second_sigint_cuts_the_drain_short() {
+    let mut server = start("default"); // 20 s drain deadline
+    let (_stuck, mut r) = ask(&server.addr, "slow\n");
+    assert_eq!(read_line(&mut r), "waiting\n");
+    let pid = nix::unistd::Pid::from_raw(server.pid());
+    nix::sys::signal::kill(pid, Signal::SIGINT).unwrap();
+    assert!(
+        eventually(TIMEOUT, || TcpStream::connect(&server.addr).is_err()),
+        "still accepting"
+    );
+    let asked = Instant::now();
+    nix::sys::signal::kill(pid, Signal::SIGINT).unwrap();
+    let status = server
+        .wait_exit(TIMEOUT)
+        .expect("exit after the second SIGINT");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "the second SIGINT did not force the drain"
+    );
+    let summary = summary_fields(&line_starting(&server, "summary"));
+    assert_eq!(summary["cut"], 1);
+}
+
 fn the_drain_deadline_terminates_stuck_children() {
     let mut server = start("deadline");
     let (_stuck, mut r) = ask(&server.addr, "slow\n");
@@ -350,6 +430,18 @@ fn main() {
         (
             "the_drain_deadline_terminates_stuck_children",
             the_drain_deadline_terminates_stuck_children,
+        ),
+        (
+            "writing_to_a_vanished_peer_is_epipe_not_sigpipe",
+            writing_to_a_vanished_peer_is_epipe_not_sigpipe,
+        ),
+        (
+            "panics_in_a_loop_leave_no_children_or_descriptors",
+            panics_in_a_loop_leave_no_children_or_descriptors,
+        ),
+        (
+            "a_second_sigint_cuts_the_drain_short",
+            a_second_sigint_cuts_the_drain_short,
         ),
     ];
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));

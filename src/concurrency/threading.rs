@@ -175,10 +175,12 @@ impl Dispatch for Threading {
 
     fn watch(&mut self, fds: &mut Vec<PollFd>) {
         if self.at_cap() {
-            // Announce the wait first, then look again: a thread that finished in between either sees
-            // `waiting` and writes the eventfd, or is already in the channel.
+            // Announce the wait, then look again: a thread that finished before the announcement sent
+            // its id without writing the eventfd, so write it ourselves and the poll returns at once.
             self.slot.waiting.store(true, Ordering::SeqCst);
-            self.join_finished();
+            if !self.done_rx.is_empty() {
+                self.slot.notify();
+            }
             // `spawn` created the eventfd before the first thread started, so this cannot fail.
             if let Ok(fd) = self.slot.fd() {
                 fds.push(sys::readable(fd));
@@ -195,6 +197,7 @@ impl Dispatch for Threading {
     }
 
     fn has_capacity(&mut self) -> bool {
+        self.join_finished();
         !self.at_cap()
     }
 

@@ -61,10 +61,14 @@ impl ServerProc {
         ServerProc { child, addr, lines }
     }
 
-    /// Starts an example binary with `args`.
+    /// Starts an example binary with `args` (logging warnings and errors only, unless `RUST_LOG` says
+    /// otherwise).
     pub fn example(name: &str, args: &[&str]) -> ServerProc {
         let mut cmd = Command::new(example_bin(name));
         cmd.args(args);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn");
+        }
         ServerProc::start(cmd)
     }
 

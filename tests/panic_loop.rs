@@ -1,0 +1,69 @@
+//! Handlers that panic over and over leak nothing: no threads, no descriptors (in-process strategies;
+//! the forking strategy's children are checked in `tests/forking.rs`). Its own process, so that thread
+//! and descriptor counts are not disturbed by other tests.
+
+mod util;
+
+use socketserver::{Addr, RequestError, Sequential, Serve, Server, StreamRequest, Tcp, Threading};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use util::{eventually, fd_count, round_trip, TIMEOUT};
+
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+fn panicky(req: &mut StreamRequest) -> anyhow::Result<()> {
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut req.rfile, &mut line)?;
+    if line == "ok\n" {
+        std::io::Write::write_all(&mut req.wfile, b"ok\n")?;
+        return Ok(());
+    }
+    panic!("panic number {}", line.trim());
+}
+
+fn panic_loop<C: Serve<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>>(strategy: C) {
+    let reported = Arc::new(AtomicUsize::new(0));
+    let seen = reported.clone();
+    let mut server = Server::new(
+        strategy,
+        Tcp::bind("127.0.0.1:0").unwrap(),
+        panicky as fn(&mut StreamRequest) -> anyhow::Result<()>,
+    )
+    .unwrap()
+    .handle_error(move |_: Option<&Addr>, e: &RequestError| {
+        assert!(matches!(e, RequestError::Panicked(_)), "{e}");
+        seen.fetch_add(1, Ordering::SeqCst);
+    });
+    let addr = server.local_addr().as_inet().unwrap();
+    let stop = server.shutdown_handle();
+    let t = std::thread::spawn(move || server.serve_forever());
+    assert_eq!(round_trip(addr, b"ok\n"), b"ok\n");
+    let me = std::process::id() as i32;
+    let (threads_before, fds_before) = (threads(), fd_count(me));
+    for i in 0..500 {
+        assert_eq!(round_trip(addr, format!("{i}\n").as_bytes()), b"");
+    }
+    assert!(eventually(TIMEOUT, || reported.load(Ordering::SeqCst) == 500));
+    assert!(
+        eventually(TIMEOUT, || threads() <= threads_before),
+        "threads {threads_before} -> {}",
+        threads()
+    );
+    assert!(
+        eventually(TIMEOUT, || fd_count(me) <= fds_before),
+        "fds {fds_before} -> {}",
+        fd_count(me)
+    );
+    assert_eq!(round_trip(addr, b"ok\n"), b"ok\n");
+    stop.shutdown();
+    assert_eq!(t.join().unwrap().unwrap().requests, 502);
+}
+
+#[test]
+fn panics_in_a_loop_leak_nothing() {
+    std::panic::set_hook(Box::new(|_| {})); // 1,000 panic messages would only be noise here
+    panic_loop(Threading::new());
+    panic_loop(Sequential);
+}
