@@ -9,16 +9,14 @@ mod util;
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{self as nsock, AddressFamily, SockFlag, SockType, SockaddrIn};
 use socketserver::proxy_protocol::ProxyProtocol;
 use socketserver::{ShutdownHandle, StreamRequest, ThreadingTcpServer};
-use util::TIMEOUT;
+use util::{connect_from, TIMEOUT};
 
 /// The client's address: not HAProxy's, so seeing it proves the header was used.
 const CLIENT_IP: [u8; 4] = [127, 0, 0, 2];
@@ -113,27 +111,6 @@ impl Drop for HaProxy {
     }
 }
 
-/// Connects to `to` from 127.0.0.2 (any port), with the test's timeouts.
-fn connect_from_client_ip(to: SocketAddr) -> TcpStream {
-    let SocketAddr::V4(to) = to else {
-        panic!("IPv4 expected")
-    };
-    let fd = nsock::socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .unwrap();
-    let local = SocketAddrV4::new(CLIENT_IP.into(), 0);
-    nsock::bind(fd.as_raw_fd(), &SockaddrIn::from(local)).unwrap();
-    nsock::connect(fd.as_raw_fd(), &SockaddrIn::from(to)).unwrap();
-    let s = TcpStream::from(fd);
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    s.set_write_timeout(Some(TIMEOUT)).unwrap();
-    s
-}
-
 /// Our server in a thread, stopped and joined on drop.
 struct Backend {
     addr: SocketAddr,
@@ -210,7 +187,7 @@ fn haproxy_send_proxy_v1_and_v2_give_the_handler_the_clients_address() {
     for (port, version) in [(v2_port, "V2"), (v1_port, "V1")] {
         let frontend: SocketAddr = ([127, 0, 0, 1], port).into();
         haproxy.wait_ready(frontend);
-        let mut client = connect_from_client_ip(frontend);
+        let mut client = connect_from(CLIENT_IP.into(), frontend);
         let me = client.local_addr().unwrap();
         client.write_all(b"hello through haproxy").unwrap();
         client.shutdown(Shutdown::Write).unwrap();

@@ -145,25 +145,21 @@ fn without_root_a_drop_is_refused_unless_already_the_target() {
             .env("RUST_LOG", "off");
         cmd
     };
+    let refused = |args: &[&str], reason: &str| {
+        let out = as_nobody(args).stdin(Stdio::null()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}: it must not have served");
+    };
 
     // Asked to become root: refused, with the reason, and the server never starts.
-    let out = as_nobody(&["--user", "root"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("not root"), "{stderr}");
-    assert!(out.stdout.is_empty(), "it must not have served");
-
+    refused(&["--user", "root"], "not root");
     // A chroot needs root even when the ids already match.
-    let out = as_nobody(&["--user", "nobody", "--chroot", "/"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("chroot(2) needs root"), "{stderr}");
+    refused(
+        &["--user", "nobody", "--chroot", "/"],
+        "chroot(2) needs root",
+    );
 
     // Already nobody: nothing to drop, it serves.
     let mut server = ServerProc::start(as_nobody(&["--user", "nobody"]));

@@ -12,13 +12,12 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{self as nsock, AddressFamily, SockFlag, SockType, SockaddrIn};
 use socketserver::mock::{MockConn, MockProbe, MockStream};
 use socketserver::proxy_protocol::{Command, ProxyHeader, ProxyProtocol, Version};
 use socketserver::{
     Addr, HandleOutcome, RequestError, Sequential, Server, StreamRequest, ThreadingTcpServer,
 };
-use util::TIMEOUT;
+use util::{connect_from, TIMEOUT};
 
 /// Replies `peer=<peer> via=<proxy or -> cmd=<command or -> data=<everything after the header>`.
 fn report(req: &mut StreamRequest) -> anyhow::Result<()> {
@@ -64,6 +63,10 @@ fn hook(reports: &Reports) -> impl Fn(Option<&Addr>, &RequestError) + Send + Syn
 }
 
 fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn ip(s: &str) -> std::net::Ipv4Addr {
     s.parse().unwrap()
 }
 
@@ -302,38 +305,6 @@ impl Drop for Loopback {
     }
 }
 
-/// A TCP connection from `local` (a 127.0.0.x address, port 0) to `server`, with test timeouts.
-fn connect_from(local: &str, server: SocketAddr) -> TcpStream {
-    let fd = nsock::socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .unwrap();
-    let local: SocketAddr = format!("{local}:0").parse().unwrap();
-    let SocketAddr::V4(local) = local else {
-        unreachable!()
-    };
-    let SocketAddr::V4(server) = server else {
-        panic!("IPv4 server expected")
-    };
-    nsock::bind(
-        std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &SockaddrIn::from(local),
-    )
-    .unwrap();
-    nsock::connect(
-        std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &SockaddrIn::from(server),
-    )
-    .unwrap();
-    let stream = TcpStream::from(fd);
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(TIMEOUT)).unwrap();
-    stream
-}
-
 /// Writes each chunk, half-closes, and returns the whole reply.
 fn exchange(mut stream: TcpStream, chunks: &[&[u8]]) -> String {
     for chunk in chunks {
@@ -349,7 +320,7 @@ fn exchange(mut stream: TcpStream, chunks: &[&[u8]]) -> String {
 fn loopback_trusted_proxy_v1_and_v2() {
     let server = Loopback::start(ProxyProtocol::trusted(["127.0.0.1"]).unwrap());
 
-    let proxy = connect_from("127.0.0.1", server.addr);
+    let proxy = connect_from(ip("127.0.0.1"), server.addr);
     let via = proxy.local_addr().unwrap();
     let v1 = format!(
         "PROXY TCP4 203.0.113.1 127.0.0.1 4242 {}\r\n",
@@ -361,7 +332,7 @@ fn loopback_trusted_proxy_v1_and_v2() {
         format!("peer=203.0.113.1:4242 via={via} cmd=Proxy data=one")
     );
 
-    let proxy = connect_from("127.0.0.1", server.addr);
+    let proxy = connect_from(ip("127.0.0.1"), server.addr);
     let via = proxy.local_addr().unwrap();
     let v2 = v2_header(Command::Proxy, "[2001:db8::9]:4343", "[2001:db8::1]:443");
     let reply = exchange(proxy, &[&v2, b"two"]);
@@ -376,7 +347,7 @@ fn loopback_trusted_proxy_v1_and_v2() {
 #[test]
 fn loopback_untrusted_peer_sees_its_own_address_and_bytes() {
     let server = Loopback::start(ProxyProtocol::trusted(["127.0.0.1"]).unwrap());
-    let client = connect_from("127.0.0.3", server.addr);
+    let client = connect_from(ip("127.0.0.3"), server.addr);
     let me = client.local_addr().unwrap();
     assert_eq!(me.ip().to_string(), "127.0.0.3");
     let spoof = "PROXY TCP4 1.2.3.4 127.0.0.1 1 2\r\nhi";
@@ -388,7 +359,7 @@ fn loopback_untrusted_peer_sees_its_own_address_and_bytes() {
 #[test]
 fn loopback_malformed_header_closes_and_reports() {
     let server = Loopback::start(ProxyProtocol::trusted(["127.0.0.0/8"]).unwrap());
-    let proxy = connect_from("127.0.0.2", server.addr);
+    let proxy = connect_from(ip("127.0.0.2"), server.addr);
     let via = proxy.local_addr().unwrap();
     let reply = exchange(proxy, &[b"PROXY TCP9 nonsense\r\nhello"]);
     assert_eq!(reply, "", "closed without a reply");
@@ -410,7 +381,7 @@ fn loopback_slow_header_times_out_as_a_whole_without_stalling_others() {
     );
     // A proxy that trickles its header a byte every 100 ms (3.9 s in all): each read is quick, the
     // whole is not.
-    let mut slow = connect_from("127.0.0.1", server.addr);
+    let mut slow = connect_from(ip("127.0.0.1"), server.addr);
     let started = Instant::now();
     let (done_tx, done_rx) = mpsc::channel();
     let trickler = std::thread::spawn(move || {
@@ -428,7 +399,7 @@ fn loopback_slow_header_times_out_as_a_whole_without_stalling_others() {
     });
 
     // Meanwhile another client is served at once: the header is read by the worker, not the loop.
-    let quick = connect_from("127.0.0.4", server.addr);
+    let quick = connect_from(ip("127.0.0.4"), server.addr);
     let me = quick.local_addr().unwrap();
     assert_eq!(
         exchange(quick, &[b"hi"]),
