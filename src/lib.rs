@@ -40,6 +40,9 @@
 //!   a [`ShutdownHandle`] that stops it from anywhere, and Python's hooks
 //!   ([`verify_request`](Server::verify_request), [`handle_error`](Server::handle_error),
 //!   [`handle_timeout`](Server::handle_timeout), [`service_actions`](Server::service_actions)).
+//! - **Deployment** — [`Server::proxy_protocol`] makes handlers see the client behind a trusted load
+//!   balancer (HAProxy's PROXY protocol, see [`proxy_protocol`]); [`PrivDrop`] gives up root after
+//!   binding. The guide is `docs/DEPLOYMENT.md`.
 //!
 //! # What it does better than Python's
 //!

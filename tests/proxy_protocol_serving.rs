@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use socketserver::mock::{MockConn, MockProbe, MockStream};
 use socketserver::proxy_protocol::{Command, ProxyHeader, ProxyProtocol, Version};
 use socketserver::{
-    Addr, HandleOutcome, RequestError, Sequential, Server, StreamRequest, ThreadingTcpServer,
+    Addr, HandleOutcome, RequestError, Sequential, Server, StreamOptions, StreamRequest,
+    ThreadingTcpServer,
 };
 use util::{connect_from, TIMEOUT};
 
@@ -148,6 +149,30 @@ fn header_and_data_in_one_read_lose_nothing() {
     assert_eq!(
         probes[0].written_str(),
         format!("peer={CLIENT} via={PROXY} cmd=Proxy data=GET / HTTP/1.0\r\n\r\n")
+    );
+}
+
+#[test]
+fn a_one_byte_read_buffer_still_reads_header_and_data() {
+    let transport = MockStream::new().unwrap();
+    let probe = transport.push(
+        MockConn::new()
+            .peer(sa(PROXY))
+            .read(v2_header(Command::Proxy, CLIENT, "10.0.0.5:443"))
+            .read("tiny"),
+    );
+    let options = StreamOptions {
+        rbufsize: 1,
+        proxy_protocol: Some(trusted()),
+        ..StreamOptions::default()
+    };
+    let mut server = Server::new(Sequential, transport, report)
+        .unwrap()
+        .stream_options(options);
+    server.handle_request().unwrap();
+    assert_eq!(
+        probe.written_str(),
+        format!("peer={CLIENT} via={PROXY} cmd=Proxy data=tiny")
     );
 }
 
