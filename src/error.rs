@@ -40,6 +40,11 @@ pub enum RequestError {
     },
     /// A forked child that handled the request ended abnormally (non-zero exit or a signal).
     ChildFailed(String),
+    /// A trusted proxy's PROXY protocol header was missing, malformed, too long, cut short or too slow
+    /// (see [`ProxyProtocol`](crate::proxy_protocol::ProxyProtocol)); the connection was closed without
+    /// running the handler. The error's kind says which: `InvalidData` (wrapping a
+    /// [`ProxyError`](crate::proxy_protocol::ProxyError)), `UnexpectedEof` or `TimedOut`.
+    ProxyHeader(io::Error),
 }
 
 impl fmt::Display for RequestError {
@@ -54,6 +59,7 @@ impl fmt::Display for RequestError {
                 "datagram of {len} bytes exceeds the {capacity}-byte receive buffer; dropped"
             ),
             RequestError::ChildFailed(how) => write!(f, "forked child {how}"),
+            RequestError::ProxyHeader(e) => write!(f, "PROXY protocol header refused: {e}"),
         }
     }
 }
@@ -62,7 +68,9 @@ impl std::error::Error for RequestError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             RequestError::Handler(e) => Some(e.as_ref()),
-            RequestError::Accept(e) | RequestError::Reply(e) => Some(e),
+            RequestError::Accept(e) | RequestError::Reply(e) | RequestError::ProxyHeader(e) => {
+                Some(e)
+            }
             _ => None,
         }
     }
@@ -81,7 +89,8 @@ impl RequestError {
         RequestError::Panicked(msg)
     }
 
-    /// Whether this is a timeout of the connection's read or write (a slow or silent client).
+    /// Whether this is a timeout of the connection's read or write (a slow or silent client), or of a
+    /// trusted proxy's PROXY protocol header.
     ///
     /// # Examples
     ///
@@ -100,6 +109,7 @@ impl RequestError {
                     )
                 })
             }),
+            RequestError::ProxyHeader(e) => e.kind() == io::ErrorKind::TimedOut,
             _ => false,
         }
     }

@@ -40,6 +40,9 @@
 //!   a [`ShutdownHandle`] that stops it from anywhere, and Python's hooks
 //!   ([`verify_request`](Server::verify_request), [`handle_error`](Server::handle_error),
 //!   [`handle_timeout`](Server::handle_timeout), [`service_actions`](Server::service_actions)).
+//! - **Deployment** — [`Server::proxy_protocol`] makes handlers see the client behind a trusted load
+//!   balancer (HAProxy's PROXY protocol, see [`proxy_protocol`]); [`PrivDrop`] gives up root after
+//!   binding. The guide is `docs/DEPLOYMENT.md`.
 //!
 //! # What it does better than Python's
 //!
@@ -64,6 +67,7 @@ pub mod concurrency;
 mod error;
 pub mod framing;
 pub mod handler;
+mod privdrop;
 pub mod proxy_protocol;
 mod server;
 mod shutdown;
@@ -75,6 +79,7 @@ pub use addr::Addr;
 pub use concurrency::{Concurrency, Forking, Sequential, Threading};
 pub use error::RequestError;
 pub use handler::{DatagramHandler, DatagramRequest, StreamHandler, StreamOptions, StreamRequest};
+pub use privdrop::PrivDrop;
 pub use server::{HandleOutcome, Serve, ServeSummary, Server};
 pub use shutdown::ShutdownHandle;
 pub use transport::{mock, Tcp, Transport, Udp};

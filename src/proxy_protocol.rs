@@ -6,7 +6,9 @@
 //! original source and destination addresses. This module parses that header
 //! (incrementally, rejecting non-PROXY streams as early as possible), offers a
 //! blocking [`read_header`] for stream handlers, and can encode headers for
-//! test clients.
+//! test clients. To have a server read the header of every connection from
+//! its trusted proxies, so that handlers see the original client, set a
+//! [`ProxyProtocol`] with [`Server::proxy_protocol`](crate::Server::proxy_protocol).
 //!
 //! Behaviour follows HAProxy's `proxy-protocol.txt`:
 //!
@@ -32,6 +34,12 @@
 use std::fmt;
 use std::io::{self, BufRead};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+mod cidr;
+mod config;
+
+pub use cidr::{Cidr, CidrError};
+pub use config::ProxyProtocol;
 
 /// Maximum length of a v1 header, CRLF included (the specification's worst
 /// case `PROXY UNKNOWN` line with two full IPv6 addresses and ports).

@@ -13,9 +13,10 @@ use crate::addr::Addr;
 use crate::concurrency::{Concurrency, Dispatch, SpawnEnv};
 use crate::error::RequestError;
 use crate::handler::{self, ErrorHook, RequestContext, Service, StreamOptions};
+use crate::proxy_protocol::ProxyProtocol;
 use crate::shutdown::ShutdownHandle;
 use crate::sys;
-use crate::transport::{Accept, Connection, Kind, Tcp, Transport, Udp};
+use crate::transport::{Accept, Connection, Kind, Stream, Tcp, Transport, Udp};
 
 /// How a strategy serves: the link between `Server<C, T, H>` and its strategy `C`.
 ///
@@ -537,6 +538,33 @@ where
     /// ```
     pub fn server_close(mut self) -> ServeSummary {
         C::server_close(&mut self)
+    }
+}
+
+impl<C, T, H> Server<C, T, H>
+where
+    C: Serve<T, H>,
+    T: Transport<Kind = Stream>,
+{
+    /// Reads a PROXY protocol header (v1 or v2) from each connection of a trusted proxy, so handlers
+    /// see the original client as [`peer()`](crate::StreamRequest::peer); connections from anyone else
+    /// are served as they are. Off by default. See [`ProxyProtocol`] for the policy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::proxy_protocol::ProxyProtocol;
+    /// use socketserver::{StreamRequest, ThreadingTcpServer};
+    ///
+    /// let server = ThreadingTcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?
+    ///     .proxy_protocol(ProxyProtocol::trusted(["127.0.0.1", "::1"])?);
+    /// println!("listening on {}", server.local_addr());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn proxy_protocol(mut self, config: ProxyProtocol) -> Self {
+        self.core.stream.proxy_protocol = Some(config);
+        self.core.ctx = None;
+        self
     }
 }
 

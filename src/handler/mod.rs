@@ -19,6 +19,7 @@ use crate::shutdown::ShutdownHandle;
 use crate::transport::Kind;
 
 mod datagram;
+mod proxy;
 mod stream;
 
 pub use datagram::{DatagramHandler, DatagramRequest};

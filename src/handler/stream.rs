@@ -5,9 +5,11 @@ use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::proxy::{read_trusted_header, Proxied};
 use super::{guarded, RequestContext, Service};
 use crate::addr::Addr;
 use crate::error::RequestError;
+use crate::proxy_protocol::{ProxyHeader, ProxyProtocol};
 use crate::shutdown::ShutdownHandle;
 use crate::transport::{Connection, Incoming, Stream};
 
@@ -80,6 +82,9 @@ impl<H: StreamHandler> Service<Stream> for H {
     fn serve(&self, request: Incoming, ctx: &RequestContext) -> Result<(), RequestError> {
         let mut req =
             StreamRequest::new(request, ctx).map_err(|e| RequestError::Handler(e.into()))?;
+        if let Some(config) = &ctx.stream.proxy_protocol {
+            req.read_proxy_header(config, ctx.stream.read_timeout)?;
+        }
         guarded(|| self.setup(&mut req))?;
         let handled = guarded(|| self.handle(&mut req));
         let finished = guarded(|| self.finish(&mut req));
@@ -123,6 +128,9 @@ pub struct StreamOptions {
     /// to the socket and an interactive protocol never waits on an unflushed buffer. Raise it when a
     /// handler makes many small writes per reply.
     pub wbufsize: usize,
+    /// Read a PROXY protocol header from trusted proxies before serving (default `None`: off). See
+    /// [`ProxyProtocol`] for the policy, and [`Server::proxy_protocol`](crate::Server::proxy_protocol).
+    pub proxy_protocol: Option<ProxyProtocol>,
 }
 
 impl StreamOptions {
@@ -140,6 +148,7 @@ impl Default for StreamOptions {
             nodelay: false,
             rbufsize: 8 * 1024,
             wbufsize: 0,
+            proxy_protocol: None,
         }
     }
 }
@@ -178,6 +187,7 @@ pub struct StreamRequest {
     pub wfile: BufWriter<Writer>,
     conn: Arc<dyn Connection>,
     peer: Addr,
+    proxied: Option<Proxied>,
     server: ShutdownHandle,
 }
 
@@ -207,13 +217,90 @@ impl StreamRequest {
             ),
             conn,
             peer,
+            proxied: None,
             server: ctx.shutdown.clone(),
         })
     }
 
-    /// The peer's address (Python's `client_address`).
+    /// Reads a trusted proxy's header and makes its client the peer; an untrusted peer is left as is.
+    fn read_proxy_header(
+        &mut self,
+        config: &ProxyProtocol,
+        read_timeout: Option<Duration>,
+    ) -> Result<(), RequestError> {
+        let proxied = read_trusted_header(
+            &mut self.rfile,
+            &*self.conn,
+            &self.peer,
+            config,
+            read_timeout,
+        )?;
+        if let Some(proxied) = proxied {
+            self.peer = proxied.client();
+            self.proxied = Some(proxied);
+        }
+        Ok(())
+    }
+
+    /// The peer's address (Python's `client_address`). Behind a trusted proxy speaking the PROXY
+    /// protocol (see [`Server::proxy_protocol`](crate::Server::proxy_protocol)), the original client's.
     pub fn peer(&self) -> &Addr {
         &self.peer
+    }
+
+    /// The proxy this connection came through, when a trusted proxy sent a PROXY protocol header;
+    /// `None` for a connection straight from its client. [`peer`](Self::peer) is then the client (or,
+    /// for a `LOCAL` health check, the proxy itself).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use socketserver::mock::{MockConn, MockStream};
+    /// use socketserver::proxy_protocol::ProxyProtocol;
+    /// use socketserver::{HandleOutcome, Sequential, Server, StreamRequest};
+    /// use std::io::Write;
+    ///
+    /// let who = |req: &mut StreamRequest| -> anyhow::Result<()> {
+    ///     let via = req.proxy_peer().map_or("-".to_string(), |p| p.to_string());
+    ///     let reply = format!("{} via {via}", req.peer());
+    ///     req.write_all(reply.as_bytes())?;
+    ///     Ok(())
+    /// };
+    /// let transport = MockStream::new()?;
+    /// let proxy: SocketAddr = "10.0.0.5:40000".parse().unwrap();
+    /// let relayed = transport.push(
+    ///     MockConn::new().peer(proxy).read("PROXY TCP4 198.51.100.7 10.0.0.5 5555 443\r\n"),
+    /// );
+    /// let mut server = Server::new(Sequential, transport, who)?
+    ///     .proxy_protocol(ProxyProtocol::trusted(["10.0.0.0/8"]).unwrap());
+    /// assert_eq!(server.handle_request()?, HandleOutcome::Handled);
+    /// assert_eq!(relayed.written_str(), "198.51.100.7:5555 via 10.0.0.5:40000");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn proxy_peer(&self) -> Option<&Addr> {
+        self.proxied.as_ref().map(|p| &p.via)
+    }
+
+    /// The PROXY protocol header a trusted proxy sent, with the address the client connected to
+    /// (`destination`) and any v2 TLVs; `None` for a connection straight from its client.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::mock::{run_stream, MockConn};
+    /// use socketserver::StreamRequest;
+    ///
+    /// // run_stream serves with the default options, where the PROXY protocol is off.
+    /// let check = |req: &mut StreamRequest| -> anyhow::Result<()> {
+    ///     anyhow::ensure!(req.proxy_header().is_none() && req.proxy_peer().is_none());
+    ///     Ok(())
+    /// };
+    /// run_stream(&check, MockConn::new().read("PROXY UNKNOWN\r\n"))?;
+    /// # Ok::<(), socketserver::RequestError>(())
+    /// ```
+    pub fn proxy_header(&self) -> Option<&ProxyHeader> {
+        self.proxied.as_ref().map(|p| &p.header)
     }
 
     /// The server's shutdown handle (Python's `self.server.shutdown`), so a handler can stop the server

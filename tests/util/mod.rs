@@ -146,6 +146,30 @@ pub fn connect(addr: impl std::net::ToSocketAddrs) -> TcpStream {
     s
 }
 
+/// Connects from `local_ip` (any port) — 127.0.0.2, say, so the server can tell this client from others
+/// on loopback — with the same timeouts as [`connect`].
+pub fn connect_from(local_ip: std::net::Ipv4Addr, to: SocketAddr) -> TcpStream {
+    use nix::sys::socket::{self as nsock, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::os::fd::AsRawFd;
+    let SocketAddr::V4(to) = to else {
+        panic!("connect_from: {to} is not IPv4")
+    };
+    let fd = nsock::socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("socket");
+    let local = std::net::SocketAddrV4::new(local_ip, 0);
+    nsock::bind(fd.as_raw_fd(), &SockaddrIn::from(local)).expect("bind");
+    nsock::connect(fd.as_raw_fd(), &SockaddrIn::from(to)).expect("connect");
+    let s = TcpStream::from(fd);
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(TIMEOUT)).unwrap();
+    s
+}
+
 /// Sends `msg`, half-closes, and reads the whole reply.
 pub fn round_trip(addr: impl std::net::ToSocketAddrs, msg: &[u8]) -> Vec<u8> {
     let mut s = connect(addr);
