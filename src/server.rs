@@ -563,7 +563,6 @@ where
     /// ```
     pub fn proxy_protocol(mut self, config: ProxyProtocol) -> Self {
         self.core.stream.proxy_protocol = Some(config);
-        self.core.ctx = None;
         self
     }
 }
