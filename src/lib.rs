@@ -72,7 +72,7 @@ mod sys;
 pub mod transport;
 
 pub use addr::Addr;
-pub use concurrency::{Concurrency, Forking, Sequential, Threading};
+pub use concurrency::{Concurrency, Forking, Pool, PreFork, ReloadHandle, Sequential, Threading};
 pub use error::RequestError;
 pub use handler::{DatagramHandler, DatagramRequest, StreamHandler, StreamOptions, StreamRequest};
 pub use server::{HandleOutcome, Serve, ServeSummary, Server};
@@ -91,3 +91,11 @@ pub type ThreadingUdpServer<H> = Server<Threading, Udp, H>;
 pub type ForkingTcpServer<H> = Server<Forking, Tcp, H>;
 /// Python's `ForkingUDPServer`: a process per datagram.
 pub type ForkingUdpServer<H> = Server<Forking, Udp, H>;
+/// A TCP server whose connections run on a fixed pool of threads.
+pub type PoolTcpServer<H> = Server<Pool, Tcp, H>;
+/// A UDP server whose datagrams run on a fixed pool of threads.
+pub type PoolUdpServer<H> = Server<Pool, Udp, H>;
+/// A TCP server whose pre-forked worker processes accept and serve connections.
+pub type PreForkTcpServer<H> = Server<PreFork, Tcp, H>;
+/// A UDP server whose pre-forked worker processes receive and serve datagrams.
+pub type PreForkUdpServer<H> = Server<PreFork, Udp, H>;

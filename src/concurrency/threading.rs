@@ -2,16 +2,16 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::slot::Slot;
 use super::{sealed, Concurrency, Dispatch, SpawnEnv};
 use crate::handler::RequestContext;
-use crate::sys::{self, EventFd, PollFd};
+use crate::sys::{self, PollFd};
 
 /// Serves each request in a new thread: Python's `ThreadingMixIn`.
 ///
@@ -43,15 +43,6 @@ pub struct Threading {
     slot: Arc<Slot>,
 }
 
-/// How a finishing thread tells a loop waiting at the cap that a slot is free.
-#[derive(Debug)]
-struct Slot {
-    /// Set by the serving loop only while it waits at the cap, so that threads pay for the eventfd
-    /// write only when someone is listening.
-    waiting: AtomicBool,
-    freed: EventFd,
-}
-
 impl Default for Threading {
     fn default() -> Self {
         Threading::new()
@@ -78,10 +69,7 @@ impl Threading {
             next_id: 0,
             done_tx,
             done_rx,
-            slot: Arc::new(Slot {
-                waiting: AtomicBool::new(false),
-                freed: EventFd::new(false).expect("eventfd(2) for the thread-slot notifier"),
-            }),
+            slot: Arc::new(Slot::new().expect("eventfd(2) for the thread-slot notifier")),
         }
     }
 
@@ -140,9 +128,7 @@ struct Finished {
 impl Drop for Finished {
     fn drop(&mut self) {
         let _ = self.done.send(self.id);
-        if self.slot.waiting.load(Ordering::SeqCst) {
-            self.slot.freed.notify();
-        }
+        self.slot.release();
     }
 }
 
@@ -151,18 +137,17 @@ impl Dispatch for Threading {
 
     fn watch(&mut self, fds: &mut Vec<PollFd>) {
         if self.at_cap() {
-            // Announce the wait first, then look again: a thread that finished in between either sees
-            // `waiting` and writes the eventfd, or is already in the channel.
-            self.slot.waiting.store(true, Ordering::SeqCst);
-            self.join_finished();
-            fds.push(sys::readable(sys::raw(&self.slot.freed)));
+            let slot = self.slot.clone();
+            slot.watch(fds, || {
+                self.join_finished();
+                self.at_cap()
+            });
         }
     }
 
     fn reap(&mut self, ready: &[PollFd], _ctx: &RequestContext) {
         if !ready.is_empty() {
-            self.slot.waiting.store(false, Ordering::SeqCst);
-            self.slot.freed.take();
+            self.slot.reset();
         }
         self.join_finished();
     }
@@ -228,20 +213,11 @@ impl Threading {
     /// Joins threads as they finish until none is left or `deadline` passes; returns how many finished.
     fn wait_live(&mut self, deadline: Instant) -> usize {
         let mut finished = 0;
-        self.slot.waiting.store(true, Ordering::SeqCst);
-        loop {
+        let slot = self.slot.clone();
+        slot.wait_until(deadline, || {
             finished += self.join_finished();
-            let now = Instant::now();
-            if self.live.is_empty() || now >= deadline {
-                break;
-            }
-            let mut fds = [sys::readable(sys::raw(&self.slot.freed))];
-            if sys::poll(&mut fds, Some(deadline - now)).is_err() {
-                break;
-            }
-            self.slot.freed.take();
-        }
-        self.slot.waiting.store(false, Ordering::SeqCst);
+            self.live.is_empty()
+        });
         finished
     }
 }
