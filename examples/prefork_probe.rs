@@ -3,6 +3,7 @@
 //!
 //! - `pid` → the serving worker's pid;
 //! - `stop` → `req.server().shutdown()`, which stops the whole server;
+//! - `crash` → the worker exits at once with status 3 (a crashing worker);
 //! - anything else is echoed back.
 //!
 //! Before serving it starts an *unrelated* child (`sh -c 'exit 7'`) and prints its pid on the second
@@ -44,6 +45,7 @@ fn handle(req: &mut StreamRequest) -> anyhow::Result<()> {
     while req.rfile.read_line(&mut line)? > 0 {
         match line.trim_end() {
             "pid" => writeln!(req.wfile, "{}", std::process::id())?,
+            "crash" => std::process::exit(3),
             "stop" => {
                 req.server().shutdown();
                 writeln!(req.wfile, "stopping")?;

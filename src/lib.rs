@@ -28,7 +28,8 @@
 //!
 //! # The parts
 //!
-//! - **[`concurrency`]** — who runs a request: [`Sequential`], [`Threading`], [`Forking`]. Each caps
+//! - **[`concurrency`]** — who runs a request: [`Sequential`], [`Threading`], [`Forking`], a thread
+//!   [`Pool`], pre-forked worker processes ([`PreFork`]). Each caps
 //!   what it runs at once and, at the cap, stops accepting rather than growing without bound.
 //! - **[`transport`]** — where requests come from: [`Tcp`] and [`Udp`] (IPv4 and IPv6), and the
 //!   [`mock`] transports that serve scripted requests without sockets. A transport is either a
@@ -53,8 +54,8 @@
 //!
 //! # Limits
 //!
-//! Linux only (eventfd, pidfd, `MSG_TRUNC`). `Forking` must be used from a single-threaded process, as
-//! Python's `ForkingMixIn`.
+//! Linux only (eventfd, pidfd, `MSG_TRUNC`). `Forking` and `PreFork` must be used from a
+//! single-threaded process, as Python's `ForkingMixIn`.
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![doc(test(attr(deny(warnings))))]

@@ -265,6 +265,8 @@ fn drain_lets_queued_and_running_requests_finish_before_the_deadline() {
     let clients: Vec<TcpStream> = (0..3).map(|_| connect(("127.0.0.1", port))).collect();
     assert!(eventually(TIMEOUT, || accept_queue(port) == Some(0)));
     stop.shutdown();
+    // Release the handlers only once the drain has begun (the listener is closed first).
+    assert!(eventually(TIMEOUT, || accept_queue(port).is_none()));
     for _ in 0..3 {
         release.send(()).unwrap();
     }

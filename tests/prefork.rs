@@ -296,3 +296,45 @@ fn an_unrelated_child_is_never_reaped_by_the_supervisor() {
         Some("unrelated child: exit status: 7")
     );
 }
+
+/// CPU time (user + system, in clock ticks) process `pid` has used.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the comm: state is field 3, utime 14 and stime 15 (1-based, as in proc(5)).
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn crash_looping_workers_are_replaced_with_back_off() {
+    let probe = Probe::start(&["--workers", "1"]);
+    let mut worker = *probe.settled_workers(1).iter().next().unwrap();
+    let ticks_before = cpu_ticks(probe.pid());
+    let started = Instant::now();
+    for _ in 0..5 {
+        let mut s = probe.session();
+        writeln!(s.stream, "crash").unwrap();
+        let mut rest = Vec::new();
+        let _ = s.stream.read_to_end(&mut rest);
+        let replaced = eventually(TIMEOUT, || {
+            let now = probe.workers();
+            now.len() == 1 && !now.contains(&worker) && probe.zombie_workers().is_empty()
+        });
+        assert!(replaced, "worker {worker} was not replaced");
+        worker = *probe.workers().iter().next().unwrap();
+    }
+    // At least four of the five died young, so their replacements waited 100 + 200 + 400 + 800 ms.
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(1500),
+        "no back-off: {elapsed:?}"
+    );
+    // Waiting, not spinning: the supervisor used little CPU meanwhile (generous bound).
+    let ticks = cpu_ticks(probe.pid()) - ticks_before;
+    assert!(ticks < 50, "supervisor used {ticks} ticks in {elapsed:?}");
+    assert_eq!(
+        round_trip(&probe.server.addr, b"recovered\n"),
+        b"recovered\n"
+    );
+}

@@ -51,6 +51,10 @@ const RESPAWN_BACKOFF_MAX: Duration = Duration::from_secs(10);
 ///   `waitpid(-1)`, so an unrelated child of the process keeps its exit status for its owner. Workers
 ///   get `SIGTERM` if the supervisor itself dies.
 ///
+/// The server's hooks run where the requests are: `verify_request`, `service_actions` and the error
+/// hook for request failures run in the workers; the error hook also hears, in the supervisor, of
+/// workers that died abnormally ([`RequestError::ChildFailed`]).
+///
 /// Workers share one listening socket, so the kernel hands each connection (or datagram) to one idle
 /// worker; a busy worker does not accept. The request count in the returned
 /// [`ServeSummary`](crate::ServeSummary) is gathered from every worker through shared memory.
