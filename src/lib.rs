@@ -28,7 +28,8 @@
 //!
 //! # The parts
 //!
-//! - **[`concurrency`]** — who runs a request: [`Sequential`], [`Threading`], [`Forking`]. Each caps
+//! - **[`concurrency`]** — who runs a request: [`Sequential`], [`Threading`], [`Forking`], a thread
+//!   [`Pool`], pre-forked worker processes ([`PreFork`]). Each caps
 //!   what it runs at once and, at the cap, stops accepting rather than growing without bound.
 //! - **[`transport`]** — where requests come from: [`Tcp`] and [`Udp`] (IPv4 and IPv6), and the
 //!   [`mock`] transports that serve scripted requests without sockets. A transport is either a
@@ -56,8 +57,8 @@
 //!
 //! # Limits
 //!
-//! Linux only (eventfd, pidfd, `MSG_TRUNC`). `Forking` must be used from a single-threaded process, as
-//! Python's `ForkingMixIn`.
+//! Linux only (eventfd, pidfd, `MSG_TRUNC`). `Forking` and `PreFork` must be used from a
+//! single-threaded process, as Python's `ForkingMixIn`.
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![doc(test(attr(deny(warnings))))]
@@ -76,7 +77,7 @@ mod sys;
 pub mod transport;
 
 pub use addr::Addr;
-pub use concurrency::{Concurrency, Forking, Sequential, Threading};
+pub use concurrency::{Concurrency, Forking, Pool, PreFork, ReloadHandle, Sequential, Threading};
 pub use error::RequestError;
 pub use handler::{DatagramHandler, DatagramRequest, StreamHandler, StreamOptions, StreamRequest};
 pub use privdrop::PrivDrop;
@@ -96,3 +97,11 @@ pub type ThreadingUdpServer<H> = Server<Threading, Udp, H>;
 pub type ForkingTcpServer<H> = Server<Forking, Tcp, H>;
 /// Python's `ForkingUDPServer`: a process per datagram.
 pub type ForkingUdpServer<H> = Server<Forking, Udp, H>;
+/// A TCP server whose connections run on a fixed pool of threads.
+pub type PoolTcpServer<H> = Server<Pool, Tcp, H>;
+/// A UDP server whose datagrams run on a fixed pool of threads.
+pub type PoolUdpServer<H> = Server<Pool, Udp, H>;
+/// A TCP server whose pre-forked worker processes accept and serve connections.
+pub type PreForkTcpServer<H> = Server<PreFork, Tcp, H>;
+/// A UDP server whose pre-forked worker processes receive and serve datagrams.
+pub type PreForkUdpServer<H> = Server<PreFork, Udp, H>;

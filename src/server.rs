@@ -630,7 +630,7 @@ where
             log::info!("serving on {}", self.local_addr);
         }
         loop {
-            if self.shutdown.is_shutdown() {
+            if self.shutdown.is_shutdown() || strategy.retiring() {
                 return Ok(HandleOutcome::ShutDown);
             }
             let Some(transport) = self.transport.as_mut() else {

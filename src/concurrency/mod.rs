@@ -5,6 +5,8 @@
 //! | [`Sequential`] | inline, in the serving thread, one at a time | `TCPServer` / `UDPServer` |
 //! | [`Threading`] | in a new thread (optionally capped) | `ThreadingMixIn` |
 //! | [`Forking`] | in a new child process (capped by `max_children`) | `ForkingMixIn` |
+//! | [`Pool`] | on one of a fixed set of threads, fed by a bounded queue | — |
+//! | [`PreFork`] | in one of a fixed set of worker processes, each accepting on the shared listener | — (Apache prefork, gunicorn sync workers) |
 //!
 //! Swapping strategies is a one-type change: `Server<Threading, Tcp, Echo>` becomes
 //! `Server<Forking, Tcp, Echo>`, with the same handler.
@@ -24,10 +26,15 @@ use crate::handler::RequestContext;
 use crate::sys::PollFd;
 
 mod forking;
+mod pool;
+mod prefork;
 mod sequential;
+mod slot;
 mod threading;
 
 pub use forking::Forking;
+pub use pool::Pool;
+pub use prefork::{PreFork, ReloadHandle};
 pub use sequential::Sequential;
 pub use threading::Threading;
 
@@ -76,6 +83,13 @@ pub trait Dispatch: Concurrency {
 
     /// How many requests are running now.
     fn in_flight(&self) -> usize;
+
+    /// Whether this serving loop should end although the server is not shutting down: a pre-forked
+    /// worker that is being recycled or replaced leaves its loop between two requests. Checked by the
+    /// loop before each accept; `false` for every strategy that serves until shutdown.
+    fn retiring(&self) -> bool {
+        false
+    }
 
     /// Waits for in-flight requests until `deadline` (`None`: do not wait at all), then cuts whatever is
     /// left, as the strategy can: threads have their connections shut down through `cut_connections`

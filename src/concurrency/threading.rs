@@ -3,16 +3,16 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::slot::Slot;
 use super::{sealed, Concurrency, Dispatch, SpawnEnv};
 use crate::handler::RequestContext;
-use crate::sys::{self, EventFd, PollFd};
+use crate::sys::{self, PollFd};
 
 /// Serves each request in a new thread: Python's `ThreadingMixIn`.
 ///
@@ -46,38 +46,6 @@ pub struct Threading {
     slot: Arc<Slot>,
 }
 
-/// How a finishing thread tells a loop waiting at the cap that a slot is free.
-#[derive(Debug, Default)]
-struct Slot {
-    /// Set by the serving loop only while it waits at the cap, so that threads pay for the eventfd
-    /// write only when someone is listening.
-    waiting: AtomicBool,
-    /// Created with the first thread, so that constructing the strategy cannot fail.
-    freed: OnceLock<EventFd>,
-}
-
-impl Slot {
-    fn notify(&self) {
-        if let Some(fd) = self.freed.get() {
-            fd.notify();
-        }
-    }
-
-    fn take(&self) {
-        if let Some(fd) = self.freed.get() {
-            fd.take();
-        }
-    }
-
-    /// The eventfd's descriptor, creating it on first use.
-    fn fd(&self) -> io::Result<std::os::fd::RawFd> {
-        if self.freed.get().is_none() {
-            let _ = self.freed.set(EventFd::new(false)?);
-        }
-        Ok(self.freed.get().map(sys::raw).unwrap_or(-1))
-    }
-}
-
 impl Default for Threading {
     fn default() -> Self {
         Threading::new()
@@ -90,6 +58,9 @@ impl Threading {
 
     /// A thread per request, at most [`DEFAULT_MAX_THREADS`](Self::DEFAULT_MAX_THREADS) at once, blocking
     /// on close.
+    ///
+    /// # Panics
+    /// If the process cannot create an `eventfd(2)` (descriptor exhaustion at start-up).
     ///
     /// # Examples
     ///
@@ -164,9 +135,7 @@ struct Finished {
 impl Drop for Finished {
     fn drop(&mut self) {
         let _ = self.done.send(self.id);
-        if self.slot.waiting.load(Ordering::SeqCst) {
-            self.slot.notify();
-        }
+        self.slot.release();
     }
 }
 
@@ -175,29 +144,22 @@ impl Dispatch for Threading {
 
     fn watch(&mut self, fds: &mut Vec<PollFd>) {
         if self.at_cap() {
-            // Announce the wait, then look again: a thread that finished before the announcement sent
-            // its id without writing the eventfd, so write it ourselves and the poll returns at once.
-            self.slot.waiting.store(true, Ordering::SeqCst);
-            if !self.done_rx.is_empty() {
-                self.slot.notify();
-            }
-            // `spawn` created the eventfd before the first thread started, so this cannot fail.
-            if let Ok(fd) = self.slot.fd() {
-                fds.push(sys::readable(fd));
-            }
+            let slot = self.slot.clone();
+            slot.watch(fds, || {
+                self.join_finished();
+                self.at_cap()
+            });
         }
     }
 
     fn reap(&mut self, ready: &[PollFd], _ctx: &RequestContext) {
         if !ready.is_empty() {
-            self.slot.waiting.store(false, Ordering::SeqCst);
-            self.slot.take();
+            self.slot.reset();
         }
         self.join_finished();
     }
 
     fn has_capacity(&mut self) -> bool {
-        self.join_finished();
         !self.at_cap()
     }
 
@@ -205,7 +167,7 @@ impl Dispatch for Threading {
     where
         F: FnOnce() -> bool + Send + 'static,
     {
-        self.slot.fd()?;
+        self.slot.ensure()?;
         let id = self.next_id;
         self.next_id += 1;
         let finished = Finished {
@@ -256,25 +218,14 @@ impl Dispatch for Threading {
 const CUT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Threading {
-    /// Joins threads as they finish until none is left, `deadline` passes, or `force` (an eventfd)
-    /// becomes readable; returns how many finished.
+    /// Joins threads as they finish until none is left or `deadline` passes; returns how many finished.
     fn wait_live(&mut self, deadline: Instant, force: Option<RawFd>) -> usize {
         let mut finished = 0;
-        self.slot.waiting.store(true, Ordering::SeqCst);
-        loop {
+        let slot = self.slot.clone();
+        slot.wait_until(deadline, force, || {
             finished += self.join_finished();
-            let now = Instant::now();
-            if self.live.is_empty() || now >= deadline {
-                break;
-            }
-            let Ok(fd) = self.slot.fd() else { break };
-            let mut fds = [sys::readable(fd), sys::readable(force.unwrap_or(-1))];
-            if sys::poll(&mut fds, Some(deadline - now)).is_err() || sys::is_ready(&fds[1]) {
-                break;
-            }
-            self.slot.take();
-        }
-        self.slot.waiting.store(false, Ordering::SeqCst);
+            self.live.is_empty()
+        });
         finished
     }
 }

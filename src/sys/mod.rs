@@ -254,3 +254,84 @@ fn inet_from_storage(storage: &libc::sockaddr_storage) -> Option<std::net::Socke
         _ => None,
     }
 }
+
+/// Counters in memory shared with forked children: a `MAP_SHARED | MAP_ANONYMOUS` mapping of zeroed
+/// `AtomicU64`s, so that a supervisor can read what its worker processes count (requests served, who
+/// is busy) without a pipe or a message per request.
+pub(crate) struct SharedCounters {
+    ptr: std::ptr::NonNull<std::sync::atomic::AtomicU64>,
+    len: usize,
+}
+
+// SAFETY: the mapping holds only atomics, which are safe to share; the pointer is never re-pointed.
+unsafe impl Send for SharedCounters {}
+// SAFETY: as above.
+unsafe impl Sync for SharedCounters {}
+
+impl SharedCounters {
+    /// Maps `len` counters, all zero.
+    pub(crate) fn new(len: usize) -> io::Result<Self> {
+        let len = len.max(1);
+        let bytes = len * std::mem::size_of::<std::sync::atomic::AtomicU64>();
+        // SAFETY: an anonymous mapping with no address hint; the result is checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(context(
+                io::Error::last_os_error(),
+                "mmap(2) of shared counters",
+            ));
+        }
+        // Anonymous mappings are zero-filled, and an all-zero AtomicU64 is 0; mmap never returns null
+        // on success.
+        let ptr = std::ptr::NonNull::new(ptr.cast())
+            .ok_or_else(|| io::Error::other("mmap(2) returned a null mapping"))?;
+        Ok(SharedCounters { ptr, len })
+    }
+
+    /// Counter `i`, if there is one.
+    pub(crate) fn get(&self, i: usize) -> Option<&std::sync::atomic::AtomicU64> {
+        // SAFETY: `i < len` keeps the access inside the mapping, which lives as long as `self`.
+        (i < self.len).then(|| unsafe { &*self.ptr.as_ptr().add(i) })
+    }
+}
+
+impl Drop for SharedCounters {
+    fn drop(&mut self) {
+        let bytes = self.len * std::mem::size_of::<std::sync::atomic::AtomicU64>();
+        // SAFETY: unmaps exactly the mapping `new` made; no reference into it outlives `self`.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), bytes);
+        }
+    }
+}
+
+impl std::fmt::Debug for SharedCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedCounters")
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// `prctl(PR_SET_PDEATHSIG)`: the kernel sends `sig` to this process when its parent exits, so a
+/// worker never outlives its supervisor by accident.
+pub(crate) fn set_parent_death_signal(sig: nix::sys::signal::Signal) -> io::Result<()> {
+    // SAFETY: plain prctl with integer arguments.
+    let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) };
+    if rc != 0 {
+        return Err(context(
+            io::Error::last_os_error(),
+            "prctl(2) PR_SET_PDEATHSIG",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! A pre-forked TCP server for testing `PreFork` from the outside (the tests drive it as a process,
+//! because forking needs a single-threaded process). Each connection is a line protocol:
+//!
+//! - `pid` → the serving worker's pid;
+//! - `stop` → `req.server().shutdown()`, which stops the whole server;
+//! - `crash` → the worker exits at once with status 3 (a crashing worker);
+//! - anything else is echoed back.
+//!
+//! Before serving it starts an *unrelated* child (`sh -c 'exit 7'`) and prints its pid on the second
+//! stdout line, `unrelated <pid>`; after serving it reaps that child itself and prints
+//! `unrelated child: <status>` — which fails if the supervisor stole its exit status.
+//!
+//! ```text
+//! cargo run --example prefork_probe -- --workers 3 --max-requests 100
+//! ```
+
+mod common;
+
+use std::io::{BufRead, Write};
+use std::process::Command;
+use std::time::Duration;
+
+use clap::Parser;
+use socketserver::{signals, PreFork, Server, StreamRequest, Tcp};
+
+#[derive(Parser, Debug)]
+#[command(about = "Pre-forked line server that reports worker pids (for tests)")]
+struct Args {
+    /// Address to bind; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    addr: String,
+    /// Worker processes.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    workers: u32,
+    /// Recycle each worker after this many requests.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_requests: Option<u64>,
+    /// How long shutdown waits for in-flight requests, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    shutdown_timeout_ms: u64,
+}
+
+fn handle(req: &mut StreamRequest) -> anyhow::Result<()> {
+    let mut line = String::new();
+    while req.rfile.read_line(&mut line)? > 0 {
+        match line.trim_end() {
+            "pid" => writeln!(req.wfile, "{}", std::process::id())?,
+            "crash" => std::process::exit(3),
+            "stop" => {
+                req.server().shutdown();
+                writeln!(req.wfile, "stopping")?;
+            }
+            other => writeln!(req.wfile, "{other}")?,
+        }
+        req.wfile.flush()?;
+        line.clear();
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    common::init_logging();
+    let args: Args = common::parse_args();
+    let prefork = PreFork::new(args.workers as usize).max_requests(args.max_requests);
+    signals::reload_on_sighup(&prefork.reload_handle())?;
+    let mut server = Server::new(prefork, Tcp::bind(args.addr.as_str())?, handle)?
+        .shutdown_timeout(Duration::from_millis(args.shutdown_timeout_ms));
+    let mut unrelated = Command::new("sh").args(["-c", "exit 7"]).spawn()?;
+
+    println!("listening on {}", server.local_addr());
+    println!("unrelated {}", unrelated.id());
+    std::io::stdout().flush()?;
+    signals::shutdown_on_signals(&server.shutdown_handle())?;
+    let summary = server.serve_forever()?;
+    log::info!("shut down: {summary:?}");
+
+    match unrelated.wait() {
+        Ok(status) => println!("unrelated child: {status}"),
+        Err(e) => println!("unrelated child lost: {e}"),
+    }
+    Ok(())
+}
