@@ -13,8 +13,10 @@ use std::io::{BufRead, Write};
 
 use clap::{Parser, ValueEnum};
 use common::serve as run;
+use socketserver::framing::RawBytes;
+use socketserver::handler::{Conn, MessageHandler};
 use socketserver::{
-    DatagramRequest, Forking, Sequential, Server, StreamRequest, Tcp, Threading, Udp,
+    DatagramRequest, Forking, Reactor, Sequential, Server, StreamRequest, Tcp, Threading, Udp,
 };
 
 #[derive(Parser, Debug)]
@@ -42,6 +44,8 @@ enum ConcurrencyArg {
     Sequential,
     Threading,
     Forking,
+    /// One epoll event loop for every connection (TCP only).
+    Reactor,
 }
 
 /// Echoes whatever arrives, as it arrives, until the client closes.
@@ -54,6 +58,20 @@ fn echo_stream(req: &mut StreamRequest) -> anyhow::Result<()> {
         let n = chunk.len();
         req.wfile.write_all(chunk)?;
         req.rfile.consume(n);
+    }
+}
+
+/// The event-loop echo: no framing, so every chunk that arrives goes straight back.
+struct ReactorEcho;
+
+impl MessageHandler for ReactorEcho {
+    type Codec = RawBytes;
+    fn codec(&self) -> RawBytes {
+        RawBytes
+    }
+    fn on_message(&self, conn: &mut Conn<'_, RawBytes>, bytes: Vec<u8>) -> anyhow::Result<()> {
+        conn.send(&bytes)?;
+        Ok(())
     }
 }
 
@@ -78,6 +96,11 @@ fn main() -> anyhow::Result<()> {
             echo_stream,
         )?),
         (T::Tcp, C::Forking) => run(Server::new(Forking::new(), Tcp::bind(addr)?, echo_stream)?),
+        (T::Tcp, C::Reactor) => run(Server::new(Reactor::new(), Tcp::bind(addr)?, ReactorEcho)?),
+        (T::Udp, C::Reactor) => {
+            eprintln!("error: --concurrency reactor serves stream transports only; use it with --transport tcp");
+            std::process::exit(2);
+        }
         (T::Udp, C::Sequential) => run(Server::new(Sequential, Udp::bind(addr)?, echo_datagram)?),
         (T::Udp, C::Threading) => run(Server::new(
             Threading::new(),

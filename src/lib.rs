@@ -30,6 +30,8 @@
 //!
 //! - **[`concurrency`]** — who runs a request: [`Sequential`], [`Threading`], [`Forking`]. Each caps
 //!   what it runs at once and, at the cap, stops accepting rather than growing without bound.
+//!   [`Reactor`] serves thousands of connections from one epoll event loop, with a non-blocking
+//!   [`MessageHandler`] that can also message the other connections.
 //! - **[`transport`]** — where requests come from: [`Tcp`] and [`Udp`] (IPv4 and IPv6), and the
 //!   [`mock`] transports that serve scripted requests without sockets. A transport is either a
 //!   [`Stream`](transport::Stream) or a [`Datagram`](transport::Datagram) kind.
@@ -65,6 +67,7 @@ mod error;
 pub mod framing;
 pub mod handler;
 pub mod proxy_protocol;
+mod reactor;
 mod server;
 mod shutdown;
 pub mod signals;
@@ -72,9 +75,11 @@ mod sys;
 pub mod transport;
 
 pub use addr::Addr;
-pub use concurrency::{Concurrency, Forking, Sequential, Threading};
+pub use concurrency::{Concurrency, Forking, Reactor, Sequential, Threading};
 pub use error::RequestError;
-pub use handler::{DatagramHandler, DatagramRequest, StreamHandler, StreamOptions, StreamRequest};
+pub use handler::{
+    DatagramHandler, DatagramRequest, MessageHandler, StreamHandler, StreamOptions, StreamRequest,
+};
 pub use server::{HandleOutcome, Serve, ServeSummary, Server};
 pub use shutdown::ShutdownHandle;
 pub use transport::{mock, Tcp, Transport, Udp};

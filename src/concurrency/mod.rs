@@ -5,6 +5,7 @@
 //! | [`Sequential`] | inline, in the serving thread, one at a time | `TCPServer` / `UDPServer` |
 //! | [`Threading`] | in a new thread (optionally capped) | `ThreadingMixIn` |
 //! | [`Forking`] | in a new child process (capped by `max_children`) | `ForkingMixIn` |
+//! | [`Reactor`] | as callbacks of one epoll event loop, for a [`MessageHandler`](crate::handler::MessageHandler) | `selectors`-based servers |
 //!
 //! Swapping strategies is a one-type change: `Server<Threading, Tcp, Echo>` becomes
 //! `Server<Forking, Tcp, Echo>`, with the same handler.
@@ -24,10 +25,12 @@ use crate::handler::RequestContext;
 use crate::sys::PollFd;
 
 mod forking;
+mod reactor;
 mod sequential;
 mod threading;
 
 pub use forking::Forking;
+pub use reactor::Reactor;
 pub use sequential::Sequential;
 pub use threading::Threading;
 
