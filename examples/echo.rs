@@ -4,6 +4,8 @@
 //! cargo run --release --example echo -- --addr 127.0.0.1:0 --transport tcp --concurrency threading
 //! ```
 //!
+//! `--concurrency reactor` serves TCP from one epoll event loop (it refuses UDP: exit 2).
+//!
 //! The first line on stdout is `listening on <bound address>`, so scripts can find the port; `SIGINT`
 //! or `SIGTERM` shuts it down gracefully and it exits 0. Bad flags print usage and exit 2.
 
