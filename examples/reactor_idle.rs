@@ -1,15 +1,15 @@
-//! How much memory do idle connections cost a `Reactor` server? Opens many connections to a Reactor
-//! byte-echo server in a child process, checks each is served and that a newcomer still is, and
-//! prints the server's resident-memory growth per connection.
+//! How much memory do idle connections cost a `Reactor` server? Starts the `echo` example with
+//! `--concurrency reactor` in a child process, opens many connections to it, checks each is served and
+//! that a newcomer still is, and prints the server's resident-memory growth per connection.
 //!
 //! ```text
-//! cargo run --release --example reactor_idle -- --connections 10000
+//! cargo build --release --examples && target/release/examples/reactor_idle --connections 10000
 //! ```
 //!
-//! The server runs in a child process (this same binary with `--serve`), so its RSS counts only the
-//! server's side. Both processes raise their soft `RLIMIT_NOFILE` to the hard limit; if the hard limit
-//! is too low for the requested count, the run says so and exits 1. Kernel socket memory is not part
-//! of RSS and is not counted: this measures what the library allocates.
+//! The server is a separate process, so its RSS counts only the server's side. The soft
+//! `RLIMIT_NOFILE` is raised to the hard limit before the server starts (it inherits it); if the hard
+//! limit is too low for the requested count, the run says so and exits 1. Kernel socket memory is not
+//! part of RSS and is not counted: this measures what the library allocates.
 
 mod common;
 
@@ -20,9 +20,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use socketserver::framing::RawBytes;
-use socketserver::handler::{Conn, MessageHandler};
-use socketserver::{Reactor, Server, Tcp};
 
 #[derive(Parser, Debug)]
 #[command(about = "Measure a Reactor server's memory per idle connection")]
@@ -30,23 +27,6 @@ struct Args {
     /// How many connections to hold open at once.
     #[arg(long, default_value_t = 10_000)]
     connections: usize,
-    /// Run as the server (what the measuring process starts in a child).
-    #[arg(long)]
-    serve: bool,
-}
-
-/// A plain byte echo.
-struct Echo;
-
-impl MessageHandler for Echo {
-    type Codec = RawBytes;
-    fn codec(&self) -> RawBytes {
-        RawBytes
-    }
-    fn on_message(&self, conn: &mut Conn<'_, RawBytes>, bytes: Vec<u8>) -> anyhow::Result<()> {
-        conn.send(&bytes)?;
-        Ok(())
-    }
 }
 
 /// Raises the soft descriptor limit to the hard one; returns both.
@@ -77,21 +57,22 @@ fn echo_once(stream: &mut TcpStream, msg: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn serve() -> anyhow::Result<()> {
-    common::init_logging();
-    raise_nofile_limit()?;
-    let server = Server::new(Reactor::new(), Tcp::bind("127.0.0.1:0")?, Echo)?;
-    common::serve(server)
-}
-
 fn measure(connections: usize) -> anyhow::Result<()> {
     let (soft, hard) = raise_nofile_limit()?;
     println!("RLIMIT_NOFILE: soft {soft}, hard {hard}");
     if hard < connections as u64 + 64 {
         bail!("the hard RLIMIT_NOFILE ({hard}) is too low for {connections} connections");
     }
-    let mut child = Command::new(std::env::current_exe()?)
-        .arg("--serve")
+    // The `echo` example is built next to this one (`cargo build --examples`, or `cargo test`).
+    let echo = std::env::current_exe()?.with_file_name("echo");
+    if !echo.exists() {
+        bail!(
+            "{} is missing: run `cargo build --release --examples` first",
+            echo.display()
+        );
+    }
+    let mut child = Command::new(&echo)
+        .args(["--concurrency", "reactor"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -159,9 +140,5 @@ fn drive(child: &mut std::process::Child, connections: usize) -> anyhow::Result<
 
 fn main() -> anyhow::Result<()> {
     let args: Args = common::parse_args();
-    if args.serve {
-        serve()
-    } else {
-        measure(args.connections)
-    }
+    measure(args.connections)
 }
