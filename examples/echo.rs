@@ -7,6 +7,7 @@
 //! ```
 //!
 //! With `--concurrency prefork`, `SIGHUP` replaces the worker processes gracefully.
+//! `--concurrency reactor` serves TCP from one epoll event loop (it refuses UDP: exit 2).
 //!
 //! The first line on stdout is `listening on <bound address>`, so scripts can find the port; `SIGINT`
 //! or `SIGTERM` shuts it down gracefully and it exits 0. Bad flags print usage and exit 2.
@@ -17,9 +18,11 @@ use std::io::{BufRead, Write};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use socketserver::framing::RawBytes;
+use socketserver::handler::{Conn, MessageHandler};
 use socketserver::{
-    signals, DatagramRequest, Forking, Pool, PreFork, Sequential, Serve, Server, StreamRequest,
-    Tcp, Threading, Transport, Udp,
+    signals, DatagramRequest, Forking, Pool, PreFork, Reactor, Sequential, Serve, Server,
+    StreamRequest, Tcp, Threading, Transport, Udp,
 };
 
 #[derive(Parser, Debug)]
@@ -58,6 +61,8 @@ enum ConcurrencyArg {
     Forking,
     Pool,
     Prefork,
+    /// One epoll event loop for every connection (TCP only).
+    Reactor,
 }
 
 /// Echoes whatever arrives, as it arrives, until the client closes.
@@ -70,6 +75,20 @@ fn echo_stream(req: &mut StreamRequest) -> anyhow::Result<()> {
         let n = chunk.len();
         req.wfile.write_all(chunk)?;
         req.rfile.consume(n);
+    }
+}
+
+/// The same echo for the event loop: every chunk that arrives is queued straight back.
+struct ReactorEcho;
+
+impl MessageHandler for ReactorEcho {
+    type Codec = RawBytes;
+    fn codec(&self) -> RawBytes {
+        RawBytes
+    }
+    fn on_message(&self, conn: &mut Conn<'_, RawBytes>, bytes: Vec<u8>) -> anyhow::Result<()> {
+        conn.send(&bytes)?;
+        Ok(())
     }
 }
 
@@ -116,6 +135,14 @@ fn main() -> anyhow::Result<()> {
             Server::new(prefork()?, Tcp::bind(addr)?, echo_stream)?,
             &args,
         ),
+        (T::Tcp, C::Reactor) => run(
+            Server::new(Reactor::new(), Tcp::bind(addr)?, ReactorEcho)?,
+            &args,
+        ),
+        (T::Udp, C::Reactor) => {
+            eprintln!("error: --concurrency reactor serves stream transports only; use it with --transport tcp");
+            std::process::exit(2);
+        }
         (T::Udp, C::Sequential) => run(
             Server::new(Sequential, Udp::bind(addr)?, echo_datagram)?,
             &args,

@@ -31,6 +31,8 @@
 //! - **[`concurrency`]** — who runs a request: [`Sequential`], [`Threading`], [`Forking`], a thread
 //!   [`Pool`], pre-forked worker processes ([`PreFork`]). Each caps
 //!   what it runs at once and, at the cap, stops accepting rather than growing without bound.
+//!   [`Reactor`] serves thousands of connections from one epoll event loop, with a non-blocking
+//!   [`MessageHandler`] that can also message the other connections.
 //! - **[`transport`]** — where requests come from: [`Tcp`] and [`Udp`] (IPv4 and IPv6), and the
 //!   [`mock`] transports that serve scripted requests without sockets. A transport is either a
 //!   [`Stream`](transport::Stream) or a [`Datagram`](transport::Datagram) kind.
@@ -70,6 +72,7 @@ pub mod framing;
 pub mod handler;
 mod privdrop;
 pub mod proxy_protocol;
+mod reactor;
 mod server;
 mod shutdown;
 pub mod signals;
@@ -77,9 +80,13 @@ mod sys;
 pub mod transport;
 
 pub use addr::Addr;
-pub use concurrency::{Concurrency, Forking, Pool, PreFork, ReloadHandle, Sequential, Threading};
+pub use concurrency::{
+    Concurrency, Forking, Pool, PreFork, Reactor, ReloadHandle, Sequential, Threading,
+};
 pub use error::RequestError;
-pub use handler::{DatagramHandler, DatagramRequest, StreamHandler, StreamOptions, StreamRequest};
+pub use handler::{
+    DatagramHandler, DatagramRequest, MessageHandler, StreamHandler, StreamOptions, StreamRequest,
+};
 pub use privdrop::PrivDrop;
 pub use server::{HandleOutcome, Serve, ServeSummary, Server};
 pub use shutdown::ShutdownHandle;

@@ -609,6 +609,36 @@ impl<T: Transport, H> Core<T, H> {
             stream: self.stream.clone(),
         })
     }
+
+    /// Records a successful accept: the next failure backs off from the minimum again.
+    pub(crate) fn accepted(&mut self) {
+        self.backoff = Duration::ZERO;
+    }
+
+    /// Classifies an accept failure: retry at once, back off (returned), or give up (`Err`).
+    pub(crate) fn accept_failed(
+        &mut self,
+        err: io::Error,
+        ctx: &RequestContext,
+    ) -> io::Result<Duration> {
+        match err.raw_os_error() {
+            // The peer gave up before we accepted, or a signal: nothing wrong with the server.
+            Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EAGAIN) => {
+                Ok(Duration::ZERO)
+            }
+            // The listener itself is broken: serving cannot go on.
+            Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EOPNOTSUPP | libc::EFAULT) => {
+                Err(err)
+            }
+            // EMFILE, ENFILE, ENOBUFS, ENOMEM and anything unknown: report and back off, doubling, so
+            // a full descriptor table does not spin the CPU on an always-readable listener.
+            _ => {
+                ctx.report(None, &RequestError::Accept(err));
+                self.backoff = (self.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
+                Ok(self.backoff)
+            }
+        }
+    }
 }
 
 impl<T, H> Core<T, H>
@@ -747,27 +777,6 @@ where
         in_flight.next += 1;
         in_flight.conns.insert(id, conn.clone());
         id
-    }
-
-    /// Classifies an accept failure: retry at once, back off (returned), or give up (`Err`).
-    fn accept_failed(&mut self, err: io::Error, ctx: &RequestContext) -> io::Result<Duration> {
-        match err.raw_os_error() {
-            // The peer gave up before we accepted, or a signal: nothing wrong with the server.
-            Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EAGAIN) => {
-                Ok(Duration::ZERO)
-            }
-            // The listener itself is broken: serving cannot go on.
-            Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EOPNOTSUPP | libc::EFAULT) => {
-                Err(err)
-            }
-            // EMFILE, ENFILE, ENOBUFS, ENOMEM and anything unknown: report and back off, doubling, so
-            // a full descriptor table does not spin the CPU on an always-readable listener.
-            _ => {
-                ctx.report(None, &RequestError::Accept(err));
-                self.backoff = (self.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
-                Ok(self.backoff)
-            }
-        }
     }
 
     /// Stops accepting (the listener is closed, so new connects are refused), then drains.

@@ -7,6 +7,7 @@
 //! | [`Forking`] | in a new child process (capped by `max_children`) | `ForkingMixIn` |
 //! | [`Pool`] | on one of a fixed set of threads, fed by a bounded queue | — |
 //! | [`PreFork`] | in one of a fixed set of worker processes, each accepting on the shared listener | — (Apache prefork, gunicorn sync workers) |
+//! | [`Reactor`] | as callbacks of one epoll event loop, for a [`MessageHandler`](crate::handler::MessageHandler) | `selectors`-based servers |
 //!
 //! Swapping strategies is a one-type change: `Server<Threading, Tcp, Echo>` becomes
 //! `Server<Forking, Tcp, Echo>`, with the same handler.
@@ -28,6 +29,7 @@ use crate::sys::PollFd;
 mod forking;
 mod pool;
 mod prefork;
+mod reactor;
 mod sequential;
 mod slot;
 mod threading;
@@ -35,6 +37,7 @@ mod threading;
 pub use forking::Forking;
 pub use pool::Pool;
 pub use prefork::{PreFork, ReloadHandle};
+pub use reactor::Reactor;
 pub use sequential::Sequential;
 pub use threading::Threading;
 

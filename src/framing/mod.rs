@@ -87,6 +87,7 @@ mod error;
 mod fixed;
 mod length;
 mod lines;
+mod raw;
 
 pub use self::blocking::{read_length_prefixed, write_frame, write_length_prefixed, FramedReader};
 pub use self::buffer::FrameBuf;
@@ -94,6 +95,7 @@ pub use self::error::FrameError;
 pub use self::fixed::FixedSize;
 pub use self::length::{LengthPrefixed, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
 pub use self::lines::{Lines, DEFAULT_MAX_LINE_LEN};
+pub use self::raw::RawBytes;
 
 /// Splits a byte stream into frames, incrementally.
 ///

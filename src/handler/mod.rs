@@ -6,6 +6,10 @@
 //! order: if `setup` fails, neither `handle` nor `finish` runs; if `handle` fails or panics, `finish`
 //! still runs, and the first failure goes to the server's error hook.
 //!
+//! For the event-loop strategy, [`Reactor`](crate::Reactor), implement [`MessageHandler`] instead: it is
+//! called with one decoded message at a time and replies by queuing bytes through [`Conn`], never
+//! blocking.
+//!
 //! One handler value serves every request (it is shared, so `&self`); per-request state lives in the
 //! request or on the stack of `handle`. A closure taking `&mut StreamRequest` (or `&mut DatagramRequest`)
 //! and returning `anyhow::Result<()>` is a handler too.
@@ -18,11 +22,15 @@ use crate::error::RequestError;
 use crate::shutdown::ShutdownHandle;
 use crate::transport::Kind;
 
+mod conn;
 mod datagram;
+mod message;
 mod proxy;
 mod stream;
 
+pub use conn::{Broadcast, Conn, ConnId, SendError};
 pub use datagram::{DatagramHandler, DatagramRequest};
+pub use message::MessageHandler;
 pub use stream::{Reader, StreamHandler, StreamOptions, StreamRequest, Writer};
 
 /// The error hook's shape: the peer (when there is one) and what went wrong.

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::eventfd::{EfdFlags, EventFd as NixEventFd};
 
+pub(crate) mod epoll;
+
 /// Wraps an `io::Error` so that it says which operation failed on what, keeping its `ErrorKind`.
 ///
 /// Library errors must name the syscall and the address (`bind(2) on 127.0.0.1:80: Address already in

@@ -1,0 +1,127 @@
+//! A multiplexed, line-based chat server on one event-loop thread: every line a client sends goes to
+//! all the other clients, prefixed with the sender's address, with join and leave notices.
+//!
+//! ```text
+//! cargo run --release --example chat -- --addr 127.0.0.1:0
+//! nc 127.0.0.1 PORT   # in two or more terminals
+//! ```
+//!
+//! This is the select/poll chat server of the classic socket tutorials, done right:
+//!
+//! - **Framing.** Input is cut into lines by `framing::Lines`, so a message split across TCP
+//!   segments, or two messages in one, are handled correctly. A line longer than `--max-line` gets a
+//!   notice and the connection is closed; past the codec's limit (`--max-line` plus room for the
+//!   sender prefix) it is closed without reading further, so a client cannot make the server buffer
+//!   an endless line.
+//! - **Slow readers.** A client that does not read cannot stall the others or grow the server's
+//!   memory: each connection's queued output is bounded by `--write-buffer`, and a client whose queue
+//!   is full when a message for it arrives is **disconnected** (it has already missed a message;
+//!   silently dropping more would leave it with a corrupted view of the conversation).
+//! - **Never blocking.** Broadcasting queues bytes; the event loop writes them as each socket can take
+//!   them, so one stuck client never holds up the loop.
+//!
+//! The first stdout line is `listening on <addr>`; `SIGINT`/`SIGTERM` shut down gracefully (exit 0);
+//! bad flags print usage and exit 2.
+
+mod common;
+
+use std::time::Duration;
+
+use clap::Parser;
+use socketserver::framing::Lines;
+use socketserver::handler::{Conn, MessageHandler};
+use socketserver::{Reactor, Server, Tcp};
+
+#[derive(Parser, Debug)]
+#[command(about = "Line-based chat server: each line goes to every other client")]
+struct Args {
+    /// Address to bind; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    addr: String,
+    /// The longest line a client may send, in bytes.
+    #[arg(long, default_value_t = 1024)]
+    max_line: usize,
+    /// Bound on the output queued for one client, in bytes; a client whose queue is full is
+    /// disconnected.
+    #[arg(long, default_value_t = 64 * 1024)]
+    write_buffer: usize,
+    /// Seconds a client may stay silent (neither sending nor receiving) before it is disconnected.
+    #[arg(long, default_value_t = 600)]
+    idle_timeout: u64,
+}
+
+/// Room for the `<sender address>: ` prefix in relayed lines (a bracketed IPv6 address with scope and
+/// port is under 64 bytes).
+const PREFIX_ROOM: usize = 64;
+
+struct Chat {
+    max_line: usize,
+}
+
+impl Chat {
+    /// Queues `line` for every client but the current one; disconnects those that cannot take it.
+    fn relay(conn: &mut Conn<'_, Lines>, line: &[u8]) -> anyhow::Result<()> {
+        let delivery = conn.broadcast_except(conn.id(), line)?;
+        for slow in delivery.full {
+            log::warn!(
+                "disconnecting {} ({slow}): it is not reading its messages",
+                conn.peer_of(slow)
+                    .map_or_else(String::new, |a| a.to_string())
+            );
+            conn.disconnect(slow);
+        }
+        Ok(())
+    }
+}
+
+impl MessageHandler for Chat {
+    type Codec = Lines;
+
+    fn codec(&self) -> Lines {
+        Lines::with_max_line_len(self.max_line + PREFIX_ROOM)
+    }
+
+    fn on_open(&self, conn: &mut Conn<'_, Lines>) -> anyhow::Result<()> {
+        let others = conn.connections() - 1;
+        let welcome = format!("* welcome {}, {others} other(s) here", conn.peer());
+        conn.send(welcome.as_bytes())?;
+        let joined = format!("* {} joined", conn.peer());
+        Self::relay(conn, joined.as_bytes())
+    }
+
+    fn on_message(&self, conn: &mut Conn<'_, Lines>, mut line: Vec<u8>) -> anyhow::Result<()> {
+        if line.len() > self.max_line {
+            let notice = format!("* line too long (max {} bytes): goodbye", self.max_line);
+            conn.send(notice.as_bytes())?;
+            conn.close();
+            return Ok(());
+        }
+        // A lone `\r` at the end cannot be framed back as a line of its own.
+        while line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        let mut relayed = format!("{}: ", conn.peer()).into_bytes();
+        relayed.extend_from_slice(&line);
+        Self::relay(conn, &relayed)
+    }
+
+    fn on_close(&self, conn: &mut Conn<'_, Lines>) {
+        let left = format!("* {} left", conn.peer());
+        if let Err(e) = Self::relay(conn, left.as_bytes()) {
+            log::warn!("announcing that {} left: {e}", conn.peer());
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    common::init_logging();
+    let args: Args = common::parse_args();
+    let reactor = Reactor::new().write_buffer_limit(args.write_buffer);
+    let chat = Chat {
+        max_line: args.max_line,
+    };
+    let server = Server::new(reactor, Tcp::bind(args.addr.as_str())?, chat)?
+        .read_timeout(Duration::from_secs(args.idle_timeout))
+        .shutdown_timeout(Duration::from_secs(5));
+    common::serve(server)
+}

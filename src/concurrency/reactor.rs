@@ -1,0 +1,211 @@
+//! [`Reactor`]: one event-loop thread serves every connection.
+
+use std::io;
+
+use super::{sealed, Concurrency};
+use crate::handler::MessageHandler;
+use crate::reactor::event_loop;
+use crate::server::{Serve, ServeSummary, Server};
+use crate::transport::{Stream, Transport};
+
+/// Serves every connection from one thread with an `epoll(7)` event loop: the strategy for many
+/// mostly-idle connections (chat, push notifications, long polling, game lobbies, proxies).
+///
+/// # How it differs from the blocking strategies
+///
+/// [`Sequential`](crate::Sequential), [`Threading`](crate::Threading) and [`Forking`](crate::Forking)
+/// give each connection a [`StreamHandler`](crate::StreamHandler) that *owns* it and blocks reading
+/// it: simple to write, but a connection costs a thread (≈ 8 MiB of reserved stack, a scheduler entry)
+/// or a process, and connections cannot see each other. Under `Reactor` a connection costs a few
+/// hundred bytes of state, and the handler is a [`MessageHandler`]: it is *called* with one decoded
+/// message at a time, queues replies through [`Conn`](crate::handler::Conn) — to its own connection or
+/// any other, which is what a chat room needs — and must never block, since every connection waits
+/// while a callback runs. A blocking `StreamHandler` does not compile under `Reactor`:
+///
+/// ```compile_fail
+/// use socketserver::{Reactor, Server, StreamRequest, Tcp};
+/// let blocking = |_req: &mut StreamRequest| -> anyhow::Result<()> { Ok(()) };
+/// let server = Server::new(Reactor::new(), Tcp::bind("127.0.0.1:0")?, blocking)?; // no `Serve` impl
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// Choose `Reactor` for thousands of connections, or when connections talk to each other; choose
+/// `Threading` when handlers block (database calls, file I/O) or are easier to write as straight-line
+/// code.
+///
+/// # What the loop guarantees
+///
+/// - **Bounded output.** Each connection's queued output is bounded by
+///   [`write_buffer_limit`](Self::write_buffer_limit). When a connection's queue reaches it, the loop
+///   stops reading from that connection (its epoll read interest is turned off), so a peer that sends
+///   requests but never reads the replies is *paused*, not served into unbounded memory; reading
+///   resumes once half the queue has drained. Messages from *other* connections
+///   ([`send_to`](crate::handler::Conn::send_to), [`broadcast_except`](crate::handler::Conn::broadcast_except))
+///   that would pass the limit are refused with [`SendError::Full`](crate::handler::SendError::Full),
+///   and the handler decides: drop the message or disconnect the slow peer.
+/// - **Lean idle connections.** Read and write buffers are allocated when bytes arrive or are queued
+///   and released when empty; connection state lives in a slab (a vector with a free list). One read
+///   buffer of 64 KiB is shared by the whole loop.
+/// - **Idle timeout.** The server's [`read_timeout`](crate::Server::read_timeout) (60 s by default)
+///   is the idle timeout here: a connection on which nothing was received or sent for that long is
+///   closed. The loop's `epoll_wait` sleeps exactly until the next deadline — no periodic scan. The
+///   server's `write_timeout` is not used (a write never waits).
+/// - **Prompt shutdown.** The [`ShutdownHandle`](crate::ShutdownHandle)'s eventfd is in the epoll set,
+///   so `shutdown()` wakes the loop at once. The listener is then closed (new connections are refused),
+///   nothing more is read, queued output is flushed for up to the server's
+///   [`shutdown_timeout`](crate::Server::shutdown_timeout), and every connection is closed
+///   (`on_close` runs for each). [`serve_forever`](crate::Server::serve_forever) returns a
+///   [`ServeSummary`] counting connections accepted, open at shutdown, flushed and cut.
+/// - **Failures stay local.** A callback's `Err` or panic, or input the codec cannot decode, is
+///   reported to [`handle_error`](crate::Server::handle_error) and closes that connection only.
+///   `EMFILE` on accept backs off (5 ms doubling to 1 s) as the other strategies do, and at
+///   [`max_connections`](Self::max_connections) the listener is left unwatched, so excess connections
+///   wait in the kernel's backlog.
+///
+/// # Scaling past one core
+///
+/// One loop uses one core. The loop is level-triggered and reads at most 64 KiB per connection per
+/// turn, so one busy peer cannot starve the others. To use more cores, run one process per core, each
+/// with its own `Reactor` on a `Tcp::builder().reuse_port(true)` listener: the kernel spreads new
+/// connections between them (connections of different processes then cannot message each other).
+///
+/// # Examples
+///
+/// A byte echo (no framing: [`RawBytes`](crate::framing::RawBytes)):
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use socketserver::framing::RawBytes;
+/// use socketserver::handler::{Conn, MessageHandler};
+/// use socketserver::{Reactor, Server, Tcp};
+///
+/// struct Echo;
+/// impl MessageHandler for Echo {
+///     type Codec = RawBytes;
+///     fn codec(&self) -> RawBytes {
+///         RawBytes
+///     }
+///     fn on_message(&self, conn: &mut Conn<'_, RawBytes>, bytes: Vec<u8>) -> anyhow::Result<()> {
+///         conn.send(&bytes)?;
+///         Ok(())
+///     }
+/// }
+///
+/// let mut server = Server::new(Reactor::new(), Tcp::bind("127.0.0.1:0")?, Echo)?;
+/// let addr = server.local_addr().as_inet().unwrap();
+/// let stop = server.shutdown_handle();
+/// let serving = std::thread::spawn(move || server.serve_forever());
+///
+/// let mut client = std::net::TcpStream::connect(addr)?;
+/// client.write_all(b"hello")?;
+/// client.shutdown(std::net::Shutdown::Write)?;
+/// let mut reply = Vec::new();
+/// client.read_to_end(&mut reply)?;
+/// assert_eq!(reply, b"hello");
+///
+/// stop.shutdown();
+/// let summary = serving.join().unwrap()?;
+/// assert_eq!(summary.requests, 1);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Reactor {
+    max_connections: usize,
+    write_buffer_limit: usize,
+}
+
+impl Default for Reactor {
+    fn default() -> Self {
+        Reactor::new()
+    }
+}
+
+impl Reactor {
+    /// The default cap on open connections.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
+    /// The default bound on one connection's queued output: 256 KiB.
+    pub const DEFAULT_WRITE_BUFFER_LIMIT: usize = 256 * 1024;
+
+    /// One event loop, at most 65,536 connections, 256 KiB of queued output per connection.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::{Reactor, Server, Tcp};
+    /// # use socketserver::{framing::RawBytes, handler::{Conn, MessageHandler}};
+    /// # struct Echo;
+    /// # impl MessageHandler for Echo {
+    /// #     type Codec = RawBytes;
+    /// #     fn codec(&self) -> RawBytes { RawBytes }
+    /// #     fn on_message(&self, c: &mut Conn<'_, RawBytes>, m: Vec<u8>) -> anyhow::Result<()> {
+    /// #         Ok(c.send(&m)?)
+    /// #     }
+    /// # }
+    /// let server = Server::new(Reactor::new(), Tcp::bind("127.0.0.1:0")?, Echo)?;
+    /// # drop(server);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn new() -> Self {
+        Reactor {
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            write_buffer_limit: Self::DEFAULT_WRITE_BUFFER_LIMIT,
+        }
+    }
+
+    /// Caps open connections (clamped to at least 1). At the cap the loop stops accepting until one
+    /// closes; keep it below the process's descriptor limit (`RLIMIT_NOFILE`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = socketserver::Reactor::new().max_connections(10_000);
+    /// # drop(reactor);
+    /// ```
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// Bounds each connection's queued output, in bytes (clamped to at least 1): reading from a
+    /// connection pauses while its queue is at the bound, and messages from other connections that
+    /// would pass it are refused. See [What the loop guarantees](Self#what-the-loop-guarantees).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let reactor = socketserver::Reactor::new().write_buffer_limit(64 * 1024);
+    /// # drop(reactor);
+    /// ```
+    pub fn write_buffer_limit(mut self, bytes: usize) -> Self {
+        self.write_buffer_limit = bytes.max(1);
+        self
+    }
+
+    pub(crate) fn write_limit(&self) -> usize {
+        self.write_buffer_limit
+    }
+
+    pub(crate) fn connection_limit(&self) -> usize {
+        self.max_connections
+    }
+}
+
+impl sealed::Sealed for Reactor {}
+impl Concurrency for Reactor {}
+
+impl<T, H> Serve<T, H> for Reactor
+where
+    T: Transport<Kind = Stream>,
+    H: MessageHandler,
+{
+    fn serve_forever(server: &mut Server<Self, T, H>) -> io::Result<ServeSummary> {
+        let Server { concurrency, core } = server;
+        event_loop::serve(concurrency, core)
+    }
+
+    fn server_close(server: &mut Server<Self, T, H>) -> ServeSummary {
+        // The loop closes its connections before `serve_forever` returns; only the listener is left.
+        server.core.transport = None;
+        std::mem::take(&mut server.core.summary)
+    }
+}

@@ -1,0 +1,101 @@
+//! [`Output`]: a connection's queue of bytes waiting for the socket to take them.
+
+use std::io;
+
+use crate::transport::Connection;
+
+/// Bytes queued for one connection, sent in order as the socket accepts them.
+///
+/// The storage is allocated on the first queued byte and released as soon as everything has been sent,
+/// so the tens of thousands of idle connections an event loop holds cost no buffer memory at all.
+/// Sent bytes are dropped from the front by moving a cursor; the live bytes are moved back only when
+/// the dead prefix is larger than they are, so each byte is copied O(1) times.
+#[derive(Debug, Default)]
+pub(crate) struct Output {
+    buf: Vec<u8>,
+    sent: usize,
+}
+
+/// What [`Output::flush`] achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flushed {
+    /// Everything was sent; the storage is released.
+    All,
+    /// The socket is full; the rest waits for it to become writable.
+    Partly,
+}
+
+impl Output {
+    /// Bytes waiting to be sent.
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len() - self.sent
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The vector to append encoded bytes to (compacted first if the sent prefix dominates).
+    pub(crate) fn tail(&mut self) -> &mut Vec<u8> {
+        if self.sent > 0 && self.sent >= self.len() {
+            self.buf.drain(..self.sent);
+            self.sent = 0;
+        }
+        &mut self.buf
+    }
+
+    /// Drops everything queued (an aborted connection), releasing the storage.
+    pub(crate) fn clear(&mut self) {
+        *self = Output::default();
+    }
+
+    /// Writes as much as the non-blocking socket takes; returns how many bytes went and whether all did.
+    ///
+    /// # Errors
+    /// The socket's error (`EPIPE`, `ECONNRESET`): the peer is gone and the rest can never be sent.
+    pub(crate) fn flush(&mut self, io: &dyn Connection) -> io::Result<(usize, Flushed)> {
+        let mut written = 0;
+        while self.sent < self.buf.len() {
+            match io.write(&self.buf[self.sent..]) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "the socket accepted no bytes",
+                    ))
+                }
+                Ok(n) => {
+                    self.sent += n;
+                    written += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok((written, Flushed::Partly))
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.clear();
+        Ok((written, Flushed::All))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::mock::MockConn;
+
+    #[test]
+    fn compacts_and_releases() {
+        let mut out = Output::default();
+        assert_eq!(out.buf.capacity(), 0, "nothing allocated while idle");
+        out.tail().extend_from_slice(b"hello");
+        out.sent = 3;
+        out.tail().extend_from_slice(b"!");
+        assert_eq!(&out.buf[out.sent..], b"lo!");
+        let conn = MockConn::new();
+        let probe = conn.probe();
+        assert_eq!(out.flush(&conn).unwrap(), (3, Flushed::All));
+        assert_eq!(probe.written(), b"lo!");
+        assert_eq!(out.buf.capacity(), 0, "released once drained");
+    }
+}

@@ -1,0 +1,88 @@
+//! [`Peer`]: everything the event loop keeps about one connection.
+
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::output::Output;
+use crate::addr::Addr;
+use crate::framing::FrameBuf;
+use crate::sys::epoll::{READABLE, WRITABLE};
+use crate::transport::Connection;
+
+/// One connection's state. Small on purpose (a few hundred bytes): an idle connection holds no buffer
+/// storage, since both `input` and `output` allocate on their first byte and are released when empty.
+#[derive(Debug)]
+pub(crate) struct Peer<C> {
+    pub(crate) io: Arc<dyn Connection>,
+    pub(crate) fd: RawFd,
+    pub(crate) addr: Addr,
+    /// Decodes this connection's input and encodes what is sent to it.
+    pub(crate) codec: C,
+    /// Received bytes not yet decoded into a frame (part of a frame, usually nothing).
+    pub(crate) input: FrameBuf,
+    pub(crate) output: Output,
+    /// The epoll interest currently registered, so it is changed only when it must be.
+    pub(crate) registered: u32,
+    /// Reading is paused because the output queue reached the limit (the peer does not read).
+    pub(crate) paused: bool,
+    /// No more reading: close once the output is flushed (peer EOF, `Conn::close`, a failure, shutdown).
+    pub(crate) closing: bool,
+    /// Being torn down: its `on_close` is running or done; nothing more is queued to it.
+    pub(crate) closed: bool,
+    /// Listed for a flush in the loop's pending work.
+    pub(crate) dirty: bool,
+    /// The last time bytes were received from or sent to it, for the idle timeout.
+    pub(crate) last_active: Instant,
+}
+
+impl<C> Peer<C> {
+    pub(crate) fn new(io: Arc<dyn Connection>, fd: RawFd, addr: Addr, codec: C) -> Self {
+        Peer {
+            io,
+            fd,
+            addr,
+            codec,
+            input: FrameBuf::new(),
+            output: Output::default(),
+            registered: READABLE,
+            paused: false,
+            closing: false,
+            closed: false,
+            dirty: false,
+            last_active: Instant::now(),
+        }
+    }
+
+    /// Whether the loop should read from it now.
+    pub(crate) fn reading(&self) -> bool {
+        !self.paused && !self.closing && !self.closed
+    }
+
+    /// Updates the pause state from the output queue (pause at `limit`, resume at half of it, so a
+    /// connection hovering at the limit does not flip on every byte) and returns the epoll interest
+    /// it needs now.
+    pub(crate) fn wanted_interest(&mut self, limit: usize) -> u32 {
+        let queued = self.output.len();
+        if queued >= limit {
+            self.paused = true;
+        } else if queued <= limit / 2 {
+            self.paused = false;
+        }
+        let mut interest = 0;
+        if self.reading() {
+            interest |= READABLE;
+        }
+        if !self.output.is_empty() {
+            interest |= WRITABLE;
+        }
+        interest
+    }
+
+    /// Drops any partial input frame and releases its storage.
+    pub(crate) fn release_input_if_empty(&mut self) {
+        if self.input.is_empty() {
+            self.input = FrameBuf::new();
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The `chat` example, driven by several real clients: broadcast to all but the sender, join and leave
+//! notices, a client that never reads neither stalls the others nor grows the server's memory, and
+//! over-long lines are refused.
+
+mod util;
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use util::{connect, example_bin, ServerProc, TIMEOUT};
+
+struct Client {
+    addr: SocketAddr,
+    writer: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    fn from_stream(stream: TcpStream) -> Client {
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(TIMEOUT)).unwrap();
+        Client {
+            addr: stream.local_addr().unwrap(),
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        }
+    }
+
+    /// Connects and reads the welcome line.
+    fn join(server: &ServerProc) -> Client {
+        let mut client = Client::from_stream(connect(&server.addr));
+        let welcome = client.line();
+        assert!(welcome.starts_with("* welcome "), "{welcome:?}");
+        client
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader
+            .read_line(&mut line)
+            .unwrap_or_else(|e| panic!("{}: reading a line: {e}", self.addr));
+        assert!(line.ends_with('\n'), "{}: cut line {line:?}", self.addr);
+        line.pop();
+        line
+    }
+
+    fn say(&mut self, text: &str) {
+        self.writer.write_all(text.as_bytes()).unwrap();
+        self.writer.write_all(b"\n").unwrap();
+    }
+
+    /// Reads until the server closes the connection (EOF or reset); returns what came before.
+    fn read_until_closed(&mut self) -> String {
+        let mut rest = Vec::new();
+        match self.reader.read_to_end(&mut rest) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("{}: expected the server to close: {e}", self.addr),
+        }
+        String::from_utf8_lossy(&rest).into_owned()
+    }
+}
+
+/// The server's resident memory, in KiB.
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// A client with a tiny receive buffer that will never read: the kernel absorbs little for it, so
+/// the server's own bound is what is tested.
+fn never_reading_client(addr: SocketAddr) -> TcpStream {
+    use nix::sys::socket::{self as s, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
+    let fd = s::socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .unwrap();
+    s::setsockopt(&fd, sockopt::RcvBuf, &4096).unwrap();
+    let SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 expected")
+    };
+    s::connect(fd.as_raw_fd(), &SockaddrIn::from(v4)).unwrap();
+    TcpStream::from(fd)
+}
+
+#[test]
+fn lines_reach_every_other_client_but_not_the_sender() {
+    let mut server = ServerProc::example("chat", &[]);
+    let mut a = Client::join(&server);
+    let mut b = Client::join(&server);
+    assert_eq!(a.line(), format!("* {} joined", b.addr));
+    let mut c = Client::join(&server);
+    assert_eq!(a.line(), format!("* {} joined", c.addr));
+    assert_eq!(b.line(), format!("* {} joined", c.addr));
+
+    a.say("hello, everyone");
+    assert_eq!(b.line(), format!("{}: hello, everyone", a.addr));
+    assert_eq!(c.line(), format!("{}: hello, everyone", a.addr));
+    // If `a` had been sent its own line, it would come before this one.
+    b.say("hi a");
+    assert_eq!(a.line(), format!("{}: hi a", b.addr));
+    assert_eq!(c.line(), format!("{}: hi a", b.addr));
+
+    let c_addr = c.addr;
+    drop(c);
+    assert_eq!(a.line(), format!("* {c_addr} left"));
+    assert_eq!(b.line(), format!("* {c_addr} left"));
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
+#[test]
+fn a_client_that_never_reads_stalls_no_one_and_is_disconnected() {
+    let mut server = ServerProc::example("chat", &["--write-buffer", "65536"]);
+    let addr = server.socket_addr();
+    let mut sender = Client::join(&server);
+    let mut reader = Client::join(&server);
+    assert_eq!(sender.line(), format!("* {} joined", reader.addr));
+    let sleeper = never_reading_client(addr);
+    let sleeper_addr = sleeper.local_addr().unwrap();
+    assert_eq!(reader.line(), format!("* {sleeper_addr} joined"));
+    let rss_before = rss_kib(server.pid());
+
+    // 16 MiB of chat in batches of 64 lines; the reader must get each batch promptly.
+    let text = "x".repeat(900);
+    let expected = format!("{}: {text}", sender.addr);
+    let left_notice = format!("* {sleeper_addr} left");
+    let mut sleeper_left = false;
+    let mut slowest = Duration::ZERO;
+    for _batch in 0..(16 << 20) / (64 * 900) {
+        let sent = Instant::now();
+        let mut lines = String::new();
+        for _ in 0..64 {
+            lines.push_str(&text);
+            lines.push('\n');
+        }
+        sender.writer.write_all(lines.as_bytes()).unwrap();
+        let mut got = 0;
+        while got < 64 {
+            let line = reader.line();
+            if line == left_notice {
+                sleeper_left = true;
+            } else {
+                assert_eq!(line, expected);
+                got += 1;
+            }
+        }
+        slowest = slowest.max(sent.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_secs(10),
+        "a batch took {slowest:?} to arrive"
+    );
+    assert!(
+        sleeper_left,
+        "the never-reading client was not disconnected"
+    );
+    let rss_after = rss_kib(server.pid());
+    assert!(
+        rss_after < rss_before + 8 * 1024,
+        "server RSS grew from {rss_before} to {rss_after} KiB while relaying 16 MiB"
+    );
+    // The sleeper finds its connection closed once it reads what was delivered.
+    let mut sleeper = Client::from_stream(sleeper);
+    sleeper.read_until_closed();
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
+#[test]
+fn over_long_lines_are_refused_and_the_sender_disconnected() {
+    let mut server = ServerProc::example("chat", &["--max-line", "100"]);
+    let mut a = Client::join(&server);
+
+    // Over --max-line: a notice, then the connection is closed.
+    let mut b = Client::join(&server);
+    assert_eq!(a.line(), format!("* {} joined", b.addr));
+    b.say(&"y".repeat(150));
+    assert_eq!(
+        b.read_until_closed(),
+        "* line too long (max 100 bytes): goodbye\n"
+    );
+    assert_eq!(a.line(), format!("* {} left", b.addr));
+
+    // Far over it, with no newline ever: closed without buffering the rest.
+    let mut c = Client::join(&server);
+    assert_eq!(a.line(), format!("* {} joined", c.addr));
+    let _ = c.writer.write_all(&[b'z'; 10_000]);
+    c.read_until_closed();
+    assert_eq!(a.line(), format!("* {} left", c.addr));
+
+    // The room still works.
+    let mut d = Client::join(&server);
+    assert_eq!(a.line(), format!("* {} joined", d.addr));
+    d.say("short enough");
+    assert_eq!(a.line(), format!("{}: short enough", d.addr));
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
+#[test]
+fn bad_flags_print_usage_and_exit_2() {
+    let out = Command::new(example_bin("chat"))
+        .args(["--max-line", "lots"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage"));
+}

@@ -1,0 +1,386 @@
+//! The `Reactor` strategy over real sockets: echo under many clients, framing across writes, a
+//! non-reading peer paused with bounded memory, idle timeouts, prompt shutdown, failures that stay
+//! local to their connection.
+
+mod util;
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use socketserver::framing::{Lines, RawBytes};
+use socketserver::handler::{Conn, MessageHandler};
+use socketserver::{Addr, Reactor, RequestError, ServeSummary, Server, ShutdownHandle, Tcp};
+use util::{connect, round_trip, TIMEOUT};
+
+/// A byte echo that records the largest output queue it ever saw on a connection.
+#[derive(Default)]
+struct Echo {
+    max_pending: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+}
+
+impl MessageHandler for Echo {
+    type Codec = RawBytes;
+    fn codec(&self) -> RawBytes {
+        RawBytes
+    }
+    fn on_message(&self, conn: &mut Conn<'_, RawBytes>, bytes: Vec<u8>) -> anyhow::Result<()> {
+        conn.send(&bytes)?;
+        self.max_pending.fetch_max(conn.pending(), Ordering::SeqCst);
+        Ok(())
+    }
+    fn on_close(&self, _conn: &mut Conn<'_, RawBytes>) {
+        self.closed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Replies to each line with `<length> <line>`; "fail" returns an error, "panic" panics.
+struct LineLen;
+
+impl MessageHandler for LineLen {
+    type Codec = Lines;
+    fn codec(&self) -> Lines {
+        Lines::with_max_line_len(1000)
+    }
+    fn on_message(&self, conn: &mut Conn<'_, Lines>, line: Vec<u8>) -> anyhow::Result<()> {
+        match &line[..] {
+            b"fail" => anyhow::bail!("asked to fail"),
+            b"panic" => panic!("asked to panic"),
+            _ => {
+                let mut reply = format!("{} ", line.len()).into_bytes();
+                reply.extend_from_slice(&line);
+                conn.send(&reply)?;
+                Ok(())
+            }
+        }
+    }
+}
+
+struct Running {
+    addr: SocketAddr,
+    stop: ShutdownHandle,
+    serving: JoinHandle<io::Result<ServeSummary>>,
+}
+
+impl Running {
+    fn stop(self) -> ServeSummary {
+        self.stop.shutdown();
+        self.serving
+            .join()
+            .expect("serving thread")
+            .expect("serve_forever")
+    }
+}
+
+fn start<H: MessageHandler>(server: Server<Reactor, Tcp, H>) -> Running {
+    let mut server = server;
+    let addr = server.local_addr().as_inet().expect("inet");
+    let stop = server.shutdown_handle();
+    let serving = std::thread::spawn(move || server.serve_forever());
+    Running {
+        addr,
+        stop,
+        serving,
+    }
+}
+
+fn bind<H: MessageHandler>(reactor: Reactor, handler: H) -> Server<Reactor, Tcp, H> {
+    Server::new(reactor, Tcp::bind("127.0.0.1:0").unwrap(), handler).unwrap()
+}
+
+#[test]
+fn echoes_for_many_concurrent_clients() {
+    let running = start(bind(Reactor::new(), Echo::default()));
+    // All 200 connected at once, each with its own 10 KiB message in flight before any is read.
+    let mut clients: Vec<(TcpStream, Vec<u8>)> = (0..200)
+        .map(|i| {
+            let msg: Vec<u8> = (0..10_000).map(|j| ((i * 7 + j) % 251) as u8).collect();
+            (connect(running.addr), msg)
+        })
+        .collect();
+    for (stream, msg) in &mut clients {
+        stream.write_all(msg).unwrap();
+    }
+    for (stream, msg) in &mut clients {
+        let mut reply = vec![0; msg.len()];
+        stream.read_exact(&mut reply).unwrap();
+        assert!(reply == *msg, "a client got someone else's bytes");
+    }
+    drop(clients);
+    let summary = running.stop();
+    assert_eq!(summary.requests, 200);
+}
+
+#[test]
+fn half_close_gets_the_whole_reply_then_eof() {
+    let running = start(bind(Reactor::new(), Echo::default()));
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 256) as u8).collect();
+    assert!(round_trip(running.addr, &big) == big);
+    running.stop();
+}
+
+#[test]
+fn messages_split_across_writes_are_reassembled() {
+    let running = start(bind(Reactor::new(), LineLen));
+    let mut client = connect(running.addr);
+    client.set_nodelay(true).unwrap();
+    let mut replies = BufReader::new(client.try_clone().unwrap());
+    // One line in single-byte writes, and two lines (one split in the middle) in two writes.
+    for b in b"hello world\n" {
+        client.write_all(&[*b]).unwrap();
+        client.flush().unwrap();
+    }
+    client.write_all(b"one\ntw").unwrap();
+    client.write_all(b"o\r\n").unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let mut line = String::new();
+        replies.read_line(&mut line).unwrap();
+        got.push(line);
+    }
+    assert_eq!(got, ["11 hello world\n", "3 one\n", "3 two\n"]);
+    running.stop();
+}
+
+#[test]
+fn a_peer_that_does_not_read_is_paused_with_bounded_output() {
+    const LIMIT: usize = 64 * 1024;
+    let echo = Echo::default();
+    let max_pending = echo.max_pending.clone();
+    let running = start(bind(Reactor::new().write_buffer_limit(LIMIT), echo));
+
+    // Write without reading until the server stops taking bytes: proof that it stopped reading.
+    let mut slow = connect(running.addr);
+    slow.set_nonblocking(true).unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut written = 0usize;
+    let started = Instant::now();
+    let mut stalled_since: Option<Instant> = None;
+    loop {
+        assert!(
+            written < 512 << 20,
+            "the server kept reading 512 MiB from a peer that reads nothing"
+        );
+        assert!(started.elapsed() < TIMEOUT, "no stall within {TIMEOUT:?}");
+        match slow.write(&chunk) {
+            Ok(n) => {
+                written += n;
+                stalled_since = None;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let since = *stalled_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(1) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("writing: {e}"),
+        }
+    }
+    // The server's queue for it stayed within the bound (plus the echo of one 64 KiB read).
+    let max = max_pending.load(Ordering::SeqCst);
+    assert!(max <= LIMIT + 64 * 1024, "queued {max} bytes");
+    assert!(
+        max >= LIMIT,
+        "the queue never reached the limit ({max}): not paused by it"
+    );
+
+    // Meanwhile the others are served.
+    assert_eq!(round_trip(running.addr, b"still here"), b"still here");
+
+    // Once it reads, it is resumed and every byte comes back.
+    slow.set_nonblocking(false).unwrap();
+    slow.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut back = vec![0u8; written];
+    slow.read_exact(&mut back).unwrap();
+    assert!(back.iter().all(|&b| b == b'x'));
+    running.stop();
+}
+
+#[test]
+fn an_idle_connection_is_closed_and_an_active_one_is_not() {
+    let echo = Echo::default();
+    let closed = echo.closed.clone();
+    let server = bind(Reactor::new(), echo).read_timeout(Duration::from_millis(500));
+    let running = start(server);
+    let mut idle = connect(running.addr);
+    let mut active = connect(running.addr);
+    let started = Instant::now();
+    // The active one talks every 50 ms for well past the timeout.
+    while started.elapsed() < Duration::from_millis(1200) {
+        active.write_all(b"!").unwrap();
+        let mut one = [0u8];
+        active.read_exact(&mut one).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut buf = [0u8; 8];
+    match idle.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("idle connection got {n} bytes"),
+        Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}"),
+    }
+    assert_eq!(closed.load(Ordering::SeqCst), 1, "on_close ran for it");
+    active.write_all(b"?").unwrap();
+    let mut one = [0u8];
+    active.read_exact(&mut one).unwrap();
+    assert_eq!(&one, b"?");
+    running.stop();
+}
+
+#[test]
+fn shutdown_wakes_the_loop_at_once_and_closes_the_listener() {
+    let running = start(bind(Reactor::new(), Echo::default()));
+    let addr = running.addr;
+    let mut client = connect(addr);
+    client.write_all(b"ping").unwrap();
+    let mut pong = [0u8; 4];
+    client.read_exact(&mut pong).unwrap();
+
+    let asked = Instant::now();
+    let summary = running.stop();
+    // No idle timeout is near (60 s), so only the eventfd can have woken the loop this soon.
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(summary.requests, 1);
+    assert_eq!(summary.in_flight_at_shutdown, 1);
+    assert_eq!((summary.drained, summary.cut), (1, 0));
+    assert_eq!(
+        client.read(&mut pong).unwrap(),
+        0,
+        "the connection was closed"
+    );
+    let refused = TcpStream::connect(addr).unwrap_err();
+    assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+}
+
+#[test]
+fn shutdown_cuts_output_that_cannot_be_flushed_by_the_timeout() {
+    let server = bind(
+        Reactor::new().write_buffer_limit(16 * 1024),
+        Echo::default(),
+    )
+    .shutdown_timeout(Duration::from_millis(200));
+    let running = start(server);
+    // A peer that never reads, with output queued for it.
+    let mut slow = connect(running.addr);
+    slow.set_nonblocking(true).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        let _ = slow.write(&chunk);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let asked = Instant::now();
+    let summary = running.stop();
+    assert!(asked.elapsed() < Duration::from_secs(5));
+    assert_eq!((summary.in_flight_at_shutdown, summary.cut), (1, 1));
+}
+
+#[test]
+fn handler_errors_and_panics_close_only_their_connection() {
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let seen = errors.clone();
+    let server = bind(Reactor::new(), LineLen).handle_error(
+        move |peer: Option<&Addr>, err: &RequestError| {
+            seen.lock().unwrap().push((peer.cloned(), err.to_string()));
+        },
+    );
+    let running = start(server);
+    let mut bystander = BufReader::new(connect(running.addr));
+    let mut failing = connect(running.addr);
+    let mut panicking = connect(running.addr);
+    failing.write_all(b"fail\nnever\n").unwrap();
+    panicking.write_all(b"panic\n").unwrap();
+    for (name, stream) in [("fail", &mut failing), ("panic", &mut panicking)] {
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "{name}: got {rest:?}");
+    }
+    bystander.get_mut().write_all(b"ok\n").unwrap();
+    let mut line = String::new();
+    bystander.read_line(&mut line).unwrap();
+    assert_eq!(line, "2 ok\n");
+
+    let errors = errors.lock().unwrap();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    let failing_addr = failing.local_addr().unwrap();
+    let panicking_addr = panicking.local_addr().unwrap();
+    let peer_of = |msg: &str| {
+        errors
+            .iter()
+            .find(|(_, e)| e.contains(msg))
+            .and_then(|(p, _)| p.as_ref().and_then(Addr::as_inet))
+    };
+    assert_eq!(peer_of("asked to fail"), Some(failing_addr));
+    assert_eq!(peer_of("panicked: asked to panic"), Some(panicking_addr));
+    drop(errors);
+    running.stop();
+}
+
+#[test]
+fn undecodable_input_is_reported_and_closes_the_connection() {
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let seen = errors.clone();
+    let server = bind(Reactor::new(), LineLen).handle_error(move |_: Option<&Addr>, err| {
+        seen.lock().unwrap().push(err.to_string());
+    });
+    let running = start(server);
+    let mut client = connect(running.addr);
+    client.write_all(&[b'a'; 5000]).unwrap();
+    let mut rest = Vec::new();
+    match client.read_to_end(&mut rest) {
+        Ok(_) => assert!(rest.is_empty()),
+        Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset),
+    }
+    let errors = errors.lock().unwrap();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("exceeds the limit of 1000")),
+        "{errors:?}"
+    );
+    drop(errors);
+    running.stop();
+}
+
+#[test]
+fn verify_request_rejects_before_on_open() {
+    let server = bind(Reactor::new(), Echo::default()).verify_request(|_: &Addr| false);
+    let running = start(server);
+    let mut client = connect(running.addr);
+    let _ = client.write_all(b"x");
+    let _ = client.shutdown(Shutdown::Write);
+    let mut rest = Vec::new();
+    let _ = client.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+    assert_eq!(running.stop().requests, 0);
+}
+
+#[test]
+fn echo_example_serves_tcp_with_reactor() {
+    let mut server = util::ServerProc::example("echo", &["--concurrency", "reactor"]);
+    for i in 0..3 {
+        let msg = format!("hello {i} from the reactor\n");
+        assert_eq!(round_trip(&server.addr, msg.as_bytes()), msg.as_bytes());
+    }
+    let status = server.stop_with(nix::sys::signal::Signal::SIGINT);
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+#[test]
+fn echo_example_refuses_udp_with_reactor() {
+    let out = std::process::Command::new(util::example_bin("echo"))
+        .args(["--transport", "udp", "--concurrency", "reactor"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("stream transports only"), "{stderr}");
+}
