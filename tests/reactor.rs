@@ -284,6 +284,30 @@ fn shutdown_cuts_output_that_cannot_be_flushed_by_the_timeout() {
 }
 
 #[test]
+fn a_forced_shutdown_cuts_the_drain_short() {
+    let server = bind(
+        Reactor::new().write_buffer_limit(16 * 1024),
+        Echo::default(),
+    )
+    .shutdown_timeout(Duration::from_secs(60));
+    let running = start(server);
+    let mut slow = connect(running.addr);
+    slow.set_nonblocking(true).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        let _ = slow.write(&chunk);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // A plain shutdown would wait up to 60 s for output the peer never reads; forcing ends it now.
+    let asked = Instant::now();
+    running.stop.force();
+    let summary = running.serving.join().unwrap().unwrap();
+    assert!(asked.elapsed() < Duration::from_secs(10), "took {:?}", asked.elapsed());
+    assert_eq!((summary.in_flight_at_shutdown, summary.cut), (1, 1));
+}
+
+#[test]
 fn handler_errors_and_panics_close_only_their_connection() {
     let errors = Arc::new(Mutex::new(Vec::new()));
     let seen = errors.clone();

@@ -22,6 +22,8 @@ use crate::transport::{Accept, Incoming, Stream, Transport};
 const WAKE: u64 = u64::MAX;
 /// The epoll token of the listener.
 const LISTENER: u64 = u64::MAX - 1;
+/// The epoll token of the "force" eventfd, watched while draining: a forced shutdown ends the drain.
+const FORCE: u64 = u64::MAX - 2;
 /// How many bytes one read takes from one connection per turn: large enough for throughput, small
 /// enough that one busy peer cannot starve the others (the rest is read on the next turn).
 const READ_CHUNK: usize = 64 * 1024;
@@ -409,6 +411,8 @@ where
     fn shut_down(&mut self) -> ServeSummary {
         self.shutting_down = true;
         let _ = self.epoll.delete(self.core.shutdown.wake_fd().as_raw_fd());
+        let force = self.core.shutdown.force_fd().as_raw_fd();
+        let watching_force = self.epoll.add(force, READABLE, FORCE).is_ok();
         if let Some(fd) = self.listener.take() {
             let _ = self.epoll.delete(fd);
         }
@@ -426,7 +430,8 @@ where
         }
         self.settle();
         let deadline = Instant::now() + self.core.shutdown_timeout;
-        while self.conns.slab.len() > 0 {
+        let mut forced = false;
+        while self.conns.slab.len() > 0 && !forced {
             let now = Instant::now();
             if now >= deadline
                 || self
@@ -439,15 +444,20 @@ where
             for i in 0..self.events.len() {
                 let event = self.events[i];
                 let token = epoll::token(&event);
-                if token != WAKE && token != LISTENER {
+                if token == FORCE {
+                    forced = true;
+                } else if token != WAKE && token != LISTENER {
                     self.ready(ConnId::from_token(token), epoll::readiness(&event));
                 }
                 self.settle();
             }
         }
+        if watching_force {
+            let _ = self.epoll.delete(force);
+        }
         let cut = self.conns.slab.len();
         if cut > 0 {
-            log::warn!("shutdown timeout passed: closing {cut} connection(s) with output pending");
+            log::warn!("shutdown timeout passed or forced: closing {cut} connection(s) with output pending");
         }
         let mut cursor = 0;
         while let Some(id) = self.conns.slab.nth_id_from(&mut cursor) {
