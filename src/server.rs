@@ -99,7 +99,7 @@ type PlainHook = Box<dyn FnMut() + Send>;
 #[derive(Default)]
 struct InFlight {
     next: u64,
-    conns: HashMap<u64, Arc<dyn Connection>>,
+    conns: HashMap<u64, (Addr, Arc<dyn Connection>)>,
 }
 
 /// The first delay after a failed `accept(2)` (Go's `net/http` uses the same 5 ms doubling to 1 s).
@@ -748,7 +748,7 @@ where
         let handler = self.handler.clone();
         let job_ctx = ctx.clone();
         let tracked = if D::CONCURRENT_IN_PROCESS {
-            <T::Kind as Kind>::connection(&request).map(|conn| self.track(conn))
+            <T::Kind as Kind>::connection(&request).map(|conn| self.track(&peer, conn))
         } else {
             None
         };
@@ -765,17 +765,18 @@ where
                 (Some(t), false) => Some(t.as_fd().as_raw_fd()),
                 _ => None,
             },
+            peer: &peer,
         };
         if let Err(e) = strategy.spawn(job, &env) {
             ctx.report(Some(&peer), &RequestError::Accept(e));
         }
     }
 
-    fn track(&self, conn: &Arc<dyn Connection>) -> u64 {
+    fn track(&self, peer: &Addr, conn: &Arc<dyn Connection>) -> u64 {
         let mut in_flight = self.in_flight.lock();
         let id = in_flight.next;
         in_flight.next += 1;
-        in_flight.conns.insert(id, conn.clone());
+        in_flight.conns.insert(id, (peer.clone(), conn.clone()));
         id
     }
 
@@ -799,7 +800,8 @@ where
         let deadline = Instant::now() + self.shutdown_timeout;
         let conns = self.in_flight.clone();
         let mut cut = move || {
-            for conn in conns.lock().conns.values() {
+            for (peer, conn) in conns.lock().conns.values() {
+                log::warn!("cutting the connection from {peer}");
                 let _ = conn.shutdown(Shutdown::Both);
             }
         };

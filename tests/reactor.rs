@@ -303,7 +303,11 @@ fn a_forced_shutdown_cuts_the_drain_short() {
     let asked = Instant::now();
     running.stop.force();
     let summary = running.serving.join().unwrap().unwrap();
-    assert!(asked.elapsed() < Duration::from_secs(10), "took {:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        asked.elapsed()
+    );
     assert_eq!((summary.in_flight_at_shutdown, summary.cut), (1, 1));
 }
 

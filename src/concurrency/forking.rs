@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::{sealed, Concurrency, Dispatch, SpawnEnv};
+use crate::addr::Addr;
 use crate::error::RequestError;
 use crate::handler::RequestContext;
 use crate::sys::{self, ChildExit, Forked, PollFd};
@@ -51,6 +52,8 @@ pub struct Forking {
 struct Child {
     pid: libc::pid_t,
     pidfd: OwnedFd,
+    /// Whom the child serves, for the log line if it has to be cut.
+    peer: Addr,
 }
 
 impl Default for Forking {
@@ -162,7 +165,7 @@ impl Dispatch for Forking {
         self.children.len() < self.max_children
     }
 
-    fn spawn<F>(&mut self, job: F, env: &SpawnEnv) -> io::Result<()>
+    fn spawn<F>(&mut self, job: F, env: &SpawnEnv<'_>) -> io::Result<()>
     where
         F: FnOnce() -> bool + Send + 'static,
     {
@@ -189,7 +192,11 @@ impl Dispatch for Forking {
                         return Err(e);
                     }
                 };
-                self.children.push(Child { pid, pidfd });
+                self.children.push(Child {
+                    pid,
+                    pidfd,
+                    peer: env.peer.clone(),
+                });
                 Ok(())
             }
         }
@@ -227,6 +234,7 @@ impl Dispatch for Forking {
         if cut > 0 {
             log::warn!("drain deadline passed: sending SIGTERM to {cut} child(ren)");
             for c in &self.children {
+                log::warn!("cutting the request from {} (child {})", c.peer, c.pid);
                 sys::kill(c.pid, Signal::SIGTERM);
             }
             self.wait_children(Instant::now() + KILL_GRACE, None, ctx);

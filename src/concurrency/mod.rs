@@ -23,6 +23,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Instant;
 
+use crate::addr::Addr;
 use crate::handler::RequestContext;
 use crate::sys::PollFd;
 
@@ -80,7 +81,7 @@ pub trait Dispatch: Concurrency {
     ///
     /// # Errors
     /// The worker could not be started (`fork(2)` or thread creation failed); the request is dropped.
-    fn spawn<F>(&mut self, job: F, env: &SpawnEnv) -> io::Result<()>
+    fn spawn<F>(&mut self, job: F, env: &SpawnEnv<'_>) -> io::Result<()>
     where
         F: FnOnce() -> bool + Send + 'static;
 
@@ -108,8 +109,10 @@ pub trait Dispatch: Concurrency {
 
 /// What a strategy needs to know about the server when starting a worker.
 #[derive(Debug)]
-pub struct SpawnEnv {
+pub struct SpawnEnv<'a> {
     /// A forked child closes its copy of this descriptor (the stream listener) first, so a slow child
     /// cannot keep the port accepting after the server has shut down.
     pub(crate) close_in_child: Option<RawFd>,
+    /// Who the request is from, for the strategy's own log lines (a child cut at a drain deadline).
+    pub(crate) peer: &'a Addr,
 }

@@ -267,7 +267,7 @@ impl Dispatch for Pool {
         !self.at_cap()
     }
 
-    fn spawn<F>(&mut self, job: F, _env: &SpawnEnv) -> io::Result<()>
+    fn spawn<F>(&mut self, job: F, _env: &SpawnEnv<'_>) -> io::Result<()>
     where
         F: FnOnce() -> bool + Send + 'static,
     {

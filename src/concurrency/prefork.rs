@@ -618,7 +618,7 @@ impl Dispatch for WorkerLoop {
         !self.retiring()
     }
 
-    fn spawn<F>(&mut self, job: F, _env: &SpawnEnv) -> io::Result<()>
+    fn spawn<F>(&mut self, job: F, _env: &SpawnEnv<'_>) -> io::Result<()>
     where
         F: FnOnce() -> bool + Send + 'static,
     {

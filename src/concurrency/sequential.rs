@@ -38,7 +38,7 @@ impl Dispatch for Sequential {
         true
     }
 
-    fn spawn<F>(&mut self, job: F, _env: &SpawnEnv) -> io::Result<()>
+    fn spawn<F>(&mut self, job: F, _env: &SpawnEnv<'_>) -> io::Result<()>
     where
         F: FnOnce() -> bool + Send + 'static,
     {
