@@ -33,6 +33,7 @@ use std::time::Duration;
 use crate::addr::Addr;
 use crate::error::RequestError;
 
+mod inet;
 pub mod mock;
 mod tcp;
 mod udp;

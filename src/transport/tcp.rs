@@ -2,14 +2,13 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::socket::{
-    self as nsock, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage,
-};
+use nix::sys::socket::{self as nsock, SockFlag, SockType};
 
+use super::inet::{bind_first, bound_socket, BindOptions};
 use super::{sealed, Accept, Connection, Incoming, Kind, Stream, Transport};
 use crate::addr::Addr;
 use crate::sys::context;
@@ -50,18 +49,17 @@ pub struct Tcp {
 #[derive(Debug, Clone)]
 pub struct TcpBuilder {
     backlog: i32,
-    reuse_addr: bool,
-    reuse_port: bool,
-    only_v6: Option<bool>,
+    opts: BindOptions,
 }
 
 impl Default for TcpBuilder {
     fn default() -> Self {
         TcpBuilder {
             backlog: libc::SOMAXCONN,
-            reuse_addr: true,
-            reuse_port: false,
-            only_v6: None,
+            opts: BindOptions {
+                reuse_addr: true,
+                ..BindOptions::default()
+            },
         }
     }
 }
@@ -77,21 +75,21 @@ impl TcpBuilder {
 
     /// `SO_REUSEADDR` (default on): bind again at once after a restart, despite `TIME_WAIT`.
     pub fn reuse_addr(mut self, on: bool) -> Self {
-        self.reuse_addr = on;
+        self.opts.reuse_addr = on;
         self
     }
 
     /// `SO_REUSEPORT` (default off): let several sockets, in one process or many, bind the same address
     /// and port; the kernel spreads incoming connections between them.
     pub fn reuse_port(mut self, on: bool) -> Self {
-        self.reuse_port = on;
+        self.opts.reuse_port = on;
         self
     }
 
     /// `IPV6_V6ONLY` for IPv6 addresses: `Some(false)` makes `[::]` accept IPv4 too. Default: the
     /// system's setting.
     pub fn only_v6(mut self, on: bool) -> Self {
-        self.only_v6 = Some(on);
+        self.opts.only_v6 = Some(on);
         self
     }
 
@@ -102,60 +100,13 @@ impl TcpBuilder {
     /// The failing syscall and address, e.g. `bind(2) on 127.0.0.1:80: Permission denied`; the socket is
     /// closed on failure, so nothing leaks.
     pub fn bind(&self, addr: impl ToSocketAddrs) -> io::Result<Tcp> {
-        let mut last = None;
-        for a in addr
-            .to_socket_addrs()
-            .map_err(|e| context(e, "resolving the listen address"))?
-        {
-            match self.bind_one(a) {
-                Ok(tcp) => return Ok(tcp),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the address resolved to nothing",
-            )
-        }))
-    }
-
-    fn bind_one(&self, addr: SocketAddr) -> io::Result<Tcp> {
-        let family = if addr.is_ipv4() {
-            AddressFamily::Inet
-        } else {
-            AddressFamily::Inet6
-        };
-        let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
-        let fd: OwnedFd = nsock::socket(family, SockType::Stream, flags, None)
-            .map_err(|e| context(e.into(), format!("socket(2) for {addr}")))?;
-        let opt = |r: nix::Result<()>, name: &str| {
-            r.map_err(|e| context(e.into(), format!("setsockopt({name}) on {addr}")))
-        };
-        opt(
-            nsock::setsockopt(&fd, sockopt::ReuseAddr, &self.reuse_addr),
-            "SO_REUSEADDR",
-        )?;
-        if self.reuse_port {
-            opt(
-                nsock::setsockopt(&fd, sockopt::ReusePort, &true),
-                "SO_REUSEPORT",
-            )?;
-        }
-        if let (Some(v6only), false) = (self.only_v6, addr.is_ipv4()) {
-            opt(
-                nsock::setsockopt(&fd, sockopt::Ipv6V6Only, &v6only),
-                "IPV6_V6ONLY",
-            )?;
-        }
-        nsock::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))
-            .map_err(|e| context(e.into(), format!("bind(2) on {addr}")))?;
-        nsock::listen(
-            &fd,
-            nsock::Backlog::new(self.backlog).unwrap_or(nsock::Backlog::MAXCONN),
-        )
-        .map_err(|e| context(e.into(), format!("listen(2) on {addr}")))?;
-        Tcp::from_listener(TcpListener::from(fd))
+        bind_first(addr, |addr| {
+            let fd = bound_socket(addr, SockType::Stream, SockFlag::SOCK_NONBLOCK, &self.opts)?;
+            let backlog = nsock::Backlog::new(self.backlog).unwrap_or(nsock::Backlog::MAXCONN);
+            nsock::listen(&fd, backlog)
+                .map_err(|e| context(e.into(), format!("listen(2) on {addr}")))?;
+            Tcp::from_listener(TcpListener::from(fd))
+        })
     }
 }
 

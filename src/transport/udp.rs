@@ -2,13 +2,12 @@
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Arc;
 
-use nix::sys::socket::{
-    self as nsock, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage,
-};
+use nix::sys::socket::{SockFlag, SockType};
 
+use super::inet::{bind_first, bound_socket, BindOptions};
 use super::{sealed, Accept, Datagram, DatagramSocket, Kind, Packet, Transport};
 use crate::addr::Addr;
 use crate::error::RequestError;
@@ -49,16 +48,14 @@ pub struct Udp {
 #[derive(Debug, Clone)]
 pub struct UdpBuilder {
     max_packet_size: usize,
-    reuse_addr: bool,
-    reuse_port: bool,
+    opts: BindOptions,
 }
 
 impl Default for UdpBuilder {
     fn default() -> Self {
         UdpBuilder {
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
-            reuse_addr: false,
-            reuse_port: false,
+            opts: BindOptions::default(),
         }
     }
 }
@@ -73,13 +70,13 @@ impl UdpBuilder {
 
     /// `SO_REUSEADDR` (default off, as in Python's `UDPServer`: for UDP it lets two sockets share a port).
     pub fn reuse_addr(mut self, on: bool) -> Self {
-        self.reuse_addr = on;
+        self.opts.reuse_addr = on;
         self
     }
 
     /// `SO_REUSEPORT` (default off): several sockets share the port; the kernel spreads datagrams.
     pub fn reuse_port(mut self, on: bool) -> Self {
-        self.reuse_port = on;
+        self.opts.reuse_port = on;
         self
     }
 
@@ -88,44 +85,10 @@ impl UdpBuilder {
     /// # Errors
     /// The failing syscall and address; the socket is closed on failure.
     pub fn bind(&self, addr: impl ToSocketAddrs) -> io::Result<Udp> {
-        let mut last = None;
-        for a in addr
-            .to_socket_addrs()
-            .map_err(|e| context(e, "resolving the listen address"))?
-        {
-            match self.bind_one(a) {
-                Ok(udp) => return Ok(udp),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the address resolved to nothing",
-            )
-        }))
-    }
-
-    fn bind_one(&self, addr: SocketAddr) -> io::Result<Udp> {
-        let family = if addr.is_ipv4() {
-            AddressFamily::Inet
-        } else {
-            AddressFamily::Inet6
-        };
-        let flags = SockFlag::SOCK_CLOEXEC;
-        let fd: OwnedFd = nsock::socket(family, SockType::Datagram, flags, None)
-            .map_err(|e| context(e.into(), format!("socket(2) for {addr}")))?;
-        if self.reuse_addr {
-            nsock::setsockopt(&fd, sockopt::ReuseAddr, &true)
-                .map_err(|e| context(e.into(), format!("setsockopt(SO_REUSEADDR) on {addr}")))?;
-        }
-        if self.reuse_port {
-            nsock::setsockopt(&fd, sockopt::ReusePort, &true)
-                .map_err(|e| context(e.into(), format!("setsockopt(SO_REUSEPORT) on {addr}")))?;
-        }
-        nsock::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))
-            .map_err(|e| context(e.into(), format!("bind(2) on {addr}")))?;
-        Udp::from_socket_sized(UdpSocket::from(fd), self.max_packet_size)
+        bind_first(addr, |addr| {
+            let fd = bound_socket(addr, SockType::Datagram, SockFlag::empty(), &self.opts)?;
+            Udp::from_socket_sized(UdpSocket::from(fd), self.max_packet_size)
+        })
     }
 }
 
