@@ -6,14 +6,12 @@ mod util;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use socketserver::{
-    Addr, RequestError, Serve, ServeSummary, Server, ShutdownHandle, StreamRequest, Tcp, Transport,
+use socketserver::{Addr, Serve, Server, StreamRequest, Tcp, Transport};
+use util::{
+    connect, eventually, fd_count, recorder, report_for, round_trip, Reports, Serving, TIMEOUT,
 };
-use util::{connect, eventually, fd_count, round_trip, TIMEOUT};
 
 /// Echoes lines; `error` makes the handler fail, `panic` makes it panic, `stop` shuts the server down.
 fn line_echo(req: &mut StreamRequest) -> anyhow::Result<()> {
@@ -33,56 +31,17 @@ fn line_echo(req: &mut StreamRequest) -> anyhow::Result<()> {
     Ok(())
 }
 
-type Errors = Arc<Mutex<Vec<String>>>;
-
-/// A server running on its own thread, stopped and joined on drop.
-struct Running {
-    addr: std::net::SocketAddr,
-    stop: ShutdownHandle,
-    thread: Option<JoinHandle<std::io::Result<ServeSummary>>>,
-    errors: Errors,
-}
-
-impl Running {
-    fn start<C>(strategy: C) -> Running
-    where
-        C: Serve<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
-    {
-        let errors: Errors = Arc::default();
-        let seen = errors.clone();
-        let handler: fn(&mut StreamRequest) -> anyhow::Result<()> = line_echo;
-        let mut server = Server::new(strategy, Tcp::bind("127.0.0.1:0").unwrap(), handler)
-            .unwrap()
-            .handle_error(move |peer: Option<&Addr>, err: &RequestError| {
-                seen.lock().unwrap().push(format!(
-                    "{} {err}",
-                    peer.map(|p| p.to_string()).unwrap_or_default()
-                ));
-            });
-        let addr = server.local_addr().as_inet().unwrap();
-        let stop = server.shutdown_handle();
-        let thread = Some(std::thread::spawn(move || server.serve_forever()));
-        Running {
-            addr,
-            stop,
-            thread,
-            errors,
-        }
-    }
-
-    fn finish(mut self) -> ServeSummary {
-        self.stop.shutdown();
-        self.thread.take().unwrap().join().unwrap().unwrap()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.stop.shutdown();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// A line-echo server on its own thread, with every reported failure recorded.
+fn start<C>(strategy: C) -> (Serving, Reports)
+where
+    C: Serve<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
+{
+    let (reports, hook) = recorder();
+    let handler: fn(&mut StreamRequest) -> anyhow::Result<()> = line_echo;
+    let server = Server::new(strategy, Tcp::bind("127.0.0.1:0").unwrap(), handler)
+        .unwrap()
+        .handle_error(hook);
+    (Serving::start(server), reports)
 }
 
 /// One test per strategy for each behaviour, as socket2's `test!` does per address family.
@@ -103,7 +62,7 @@ fn echo_lines<C>(strategy: C)
 where
     C: Serve<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
 {
-    let server = Running::start(strategy);
+    let (server, _reports) = start(strategy);
     for i in 0..5 {
         let msg = format!("line {i}\nsecond {i}\n");
         assert_eq!(round_trip(server.addr, msg.as_bytes()), msg.as_bytes());
@@ -116,7 +75,7 @@ where
     C: Serve<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
 {
     // 4 MiB is far more than the socket buffers hold: the server must keep writing as the client reads.
-    let server = Running::start(strategy);
+    let (server, _reports) = start(strategy);
     let mut client = connect(server.addr);
     let mut payload = Vec::with_capacity(4 << 20);
     let mut n = 0u32;
@@ -143,44 +102,31 @@ fn errors_and_panics_are_reported<C>(strategy: C)
 where
     C: Serve<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
 {
-    let server = Running::start(strategy);
-    for cmd in ["error\n", "panic\n"] {
-        let client_port = {
-            let mut c = connect(server.addr);
-            c.write_all(cmd.as_bytes()).unwrap();
-            let mut rest = Vec::new();
-            c.read_to_end(&mut rest).unwrap(); // the server closes the connection
-            assert!(rest.is_empty());
-            c.local_addr().unwrap()
-        };
-        assert!(eventually(TIMEOUT, || server
-            .errors
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|e| e.starts_with(&client_port.to_string()))));
+    let (server, reports) = start(strategy);
+    for (cmd, expected) in [
+        ("error\n", "handler failed: asked to fail"),
+        ("panic\n", "handler panicked: asked to panic"),
+    ] {
+        let mut c = connect(server.addr);
+        c.write_all(cmd.as_bytes()).unwrap();
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).unwrap(); // the server closes the connection
+        assert!(rest.is_empty());
+        assert!(eventually(TIMEOUT, || report_for(&reports, &c).is_some()));
+        assert_eq!(report_for(&reports, &c).unwrap().message, expected);
     }
     // And the server keeps serving.
     assert_eq!(round_trip(server.addr, b"still here\n"), b"still here\n");
-    let errors = server.errors.lock().unwrap().clone();
-    assert!(
-        errors[0].ends_with("handler failed: asked to fail"),
-        "{errors:?}"
-    );
-    assert!(
-        errors[1].ends_with("handler panicked: asked to panic"),
-        "{errors:?}"
-    );
 }
 
 fn shutdown_from_inside_a_handler<C>(strategy: C)
 where
     C: Serve<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
 {
-    let mut server = Running::start(strategy);
+    let (mut server, _reports) = start(strategy);
     assert_eq!(round_trip(server.addr, b"stop\n"), b"stopping\n");
     // serve_forever returns by itself, and the listener is closed afterwards.
-    let summary = server.thread.take().unwrap().join().unwrap().unwrap();
+    let summary = server.join();
     assert_eq!(summary.requests, 1);
     assert!(TcpStream::connect(server.addr).is_err());
 }
@@ -223,7 +169,7 @@ fn many_connections_leak_nothing<C>(strategy: C)
 where
     C: Serve<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
 {
-    let server = Running::start(strategy);
+    let (server, _reports) = start(strategy);
     let me = std::process::id() as i32;
     assert_eq!(round_trip(server.addr, b"warm up\n"), b"warm up\n");
     let before = fd_count(me);

@@ -238,3 +238,89 @@ fn children_where(pid: i32, keep: impl Fn(&str) -> bool) -> Vec<i32> {
     }
     out
 }
+
+/// A server serving on a thread of this process; asked to stop and joined when dropped.
+pub struct Serving {
+    pub addr: SocketAddr,
+    pub stop: socketserver::ShutdownHandle,
+    thread: Option<std::thread::JoinHandle<std::io::Result<socketserver::ServeSummary>>>,
+}
+
+impl Serving {
+    /// Starts `server.serve_forever()` on a new thread.
+    pub fn start<C, T, H>(mut server: socketserver::Server<C, T, H>) -> Serving
+    where
+        C: socketserver::Serve<T, H>,
+        T: socketserver::Transport,
+        socketserver::Server<C, T, H>: Send + 'static,
+    {
+        let addr = server.local_addr().as_inet().expect("an inet server");
+        let stop = server.shutdown_handle();
+        let thread = Some(std::thread::spawn(move || server.serve_forever()));
+        Serving { addr, stop, thread }
+    }
+
+    /// Asks for shutdown and returns what the server reports.
+    pub fn finish(mut self) -> socketserver::ServeSummary {
+        self.stop.shutdown();
+        self.join()
+    }
+
+    /// Waits for `serve_forever` to return by itself (a handler asked for shutdown).
+    pub fn join(&mut self) -> socketserver::ServeSummary {
+        let thread = self.thread.take().expect("joined once");
+        thread
+            .join()
+            .expect("serving thread panicked")
+            .expect("serve_forever failed")
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.stop.shutdown();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One failure reported to a server's error hook.
+#[derive(Debug, Clone)]
+pub struct Reported {
+    /// The peer, or "" for failures without one.
+    pub peer: String,
+    pub message: String,
+    pub timeout: bool,
+}
+
+/// Where an error hook made by [`recorder`] puts what it is given.
+pub type Reports = std::sync::Arc<std::sync::Mutex<Vec<Reported>>>;
+
+/// An error hook that records every report, and the record.
+pub fn recorder() -> (
+    Reports,
+    impl Fn(Option<&socketserver::Addr>, &socketserver::RequestError) + Send + Sync + 'static,
+) {
+    let reports = Reports::default();
+    let seen = reports.clone();
+    let hook = move |peer: Option<&socketserver::Addr>, err: &socketserver::RequestError| {
+        seen.lock().unwrap().push(Reported {
+            peer: peer.map(|p| p.to_string()).unwrap_or_default(),
+            message: err.to_string(),
+            timeout: err.is_timeout(),
+        });
+    };
+    (reports, hook)
+}
+
+/// The report for the client whose local address is `client`, if there is one yet.
+pub fn report_for(reports: &Reports, client: &TcpStream) -> Option<Reported> {
+    let me = client.local_addr().unwrap().to_string();
+    reports
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|r| r.peer == me)
+        .cloned()
+}
