@@ -1,8 +1,23 @@
-//! The echo server: every byte (TCP) or datagram (UDP) comes straight back.
+//! The echo server: every byte (TCP, Unix stream) or datagram (UDP, Unix datagram) comes straight back.
 //!
 //! ```text
 //! cargo run --release --example echo -- --addr 127.0.0.1:0 --transport tcp --concurrency threading
+//! cargo run --release --example echo -- --transport unix --addr /tmp/echo.sock --mode 600
+//! cargo run --release --example echo -- --transport unix-dgram --addr @echo   # abstract address
 //! ```
+//!
+//! Where the socket comes from:
+//!
+//! - bound here from `--addr` (for Unix transports a path, or `@name` for a Linux abstract address);
+//! - `--listen-fd N`: a socket the parent process bound and left open as descriptor `N` (its kind —
+//!   TCP, UDP, Unix stream or datagram — is read from the socket itself);
+//! - systemd socket activation (`--systemd`, or automatically when `LISTEN_FDS` is set): the first
+//!   socket passed, e.g. `systemd-socket-activate -l /tmp/echo.sock echo --systemd`.
+//!
+//! Scale-out: `--reuse-port` lets several echo processes bind the same TCP (or UDP) port, and
+//! `--pid-banner` makes each stream connection start with a `pid <PID>` line naming the process that
+//! serves it (the child's pid under `--concurrency forking`), then echo as usual — so a client can see
+//! how the kernel spread connections.
 //!
 //! The first line on stdout is `listening on <bound address>`, so scripts can find the port; `SIGINT`
 //! or `SIGTERM` shuts it down gracefully and it exits 0. Bad flags print usage and exit 2.
@@ -11,30 +26,62 @@ mod common;
 
 use std::io::{BufRead, Write};
 
+use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use common::serve as run;
+use socketserver::transport::{Datagram, Stream};
 use socketserver::{
-    DatagramRequest, Forking, Sequential, Server, StreamRequest, Tcp, Threading, Udp,
+    activation, DatagramRequest, Forking, InheritedSocket, Sequential, Server, SocketKind,
+    StreamRequest, Tcp, Threading, Transport, Udp, UnixDatagram, UnixStream,
 };
 
 #[derive(Parser, Debug)]
-#[command(about = "Echo server: TCP echoes bytes, UDP echoes datagrams")]
+#[command(about = "Echo server: stream transports echo bytes, datagram transports echo datagrams")]
 struct Args {
-    /// Address to bind; port 0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    addr: String,
-    /// Transport.
-    #[arg(long, value_enum, default_value_t = TransportArg::Tcp)]
-    transport: TransportArg,
+    /// Address to bind: `host:port` (port 0 picks a free port), or for Unix transports a path or
+    /// `@name` (abstract). Default: 127.0.0.1:0.
+    #[arg(long)]
+    addr: Option<String>,
+    /// Transport (default tcp). With --listen-fd or socket activation it is read from the socket,
+    /// and must match if given.
+    #[arg(long, value_enum)]
+    transport: Option<TransportArg>,
     /// Concurrency strategy.
     #[arg(long, value_enum, default_value_t = ConcurrencyArg::Threading)]
     concurrency: ConcurrencyArg,
+    /// Serve on inherited descriptor N, bound (and for streams listening) by the parent process.
+    #[arg(long, value_name = "N", conflicts_with_all = ["addr", "systemd"])]
+    listen_fd: Option<i32>,
+    /// Serve on the first socket passed by systemd socket activation (automatic when LISTEN_FDS is set).
+    #[arg(long, conflicts_with = "addr")]
+    systemd: bool,
+    /// SO_REUSEPORT: several processes may bind the same TCP/UDP port; the kernel spreads the load.
+    #[arg(long)]
+    reuse_port: bool,
+    /// Start each stream connection with a `pid <PID>` line from the serving process, then echo.
+    #[arg(long)]
+    pid_banner: bool,
+    /// Unix socket file mode, in octal (e.g. 600), applied before the file exists.
+    #[arg(long, value_parser = parse_mode)]
+    mode: Option<u32>,
+    /// Replace a stale Unix socket file (one nothing answers on) at --addr.
+    #[arg(long)]
+    replace_stale: bool,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum TransportArg {
     Tcp,
     Udp,
+    Unix,
+    UnixDgram,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal file mode such as 600"))
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -57,6 +104,12 @@ fn echo_stream(req: &mut StreamRequest) -> anyhow::Result<()> {
     }
 }
 
+/// `pid <PID>\n`, then the echo: which process serves the connection, for `--reuse-port` scale-out.
+fn echo_stream_with_pid(req: &mut StreamRequest) -> anyhow::Result<()> {
+    writeln!(req.wfile, "pid {}", std::process::id())?;
+    echo_stream(req)
+}
+
 /// Sends the datagram back.
 fn echo_datagram(req: &mut DatagramRequest) -> anyhow::Result<()> {
     let data = req.data().to_vec();
@@ -64,30 +117,122 @@ fn echo_datagram(req: &mut DatagramRequest) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The socket to serve on, of whichever transport.
+enum Listener {
+    Tcp(Tcp),
+    Udp(Udp),
+    Unix(UnixStream),
+    UnixDgram(UnixDatagram),
+}
+
+impl Listener {
+    /// Binds `--addr` as `--transport` says.
+    fn bind(args: &Args) -> anyhow::Result<Listener> {
+        let transport = args.transport.unwrap_or(TransportArg::Tcp);
+        let addr = args.addr.as_deref().unwrap_or("127.0.0.1:0");
+        let abstract_name = addr.strip_prefix('@');
+        Ok(match transport {
+            TransportArg::Tcp => {
+                Listener::Tcp(Tcp::builder().reuse_port(args.reuse_port).bind(addr)?)
+            }
+            TransportArg::Udp => {
+                Listener::Udp(Udp::builder().reuse_port(args.reuse_port).bind(addr)?)
+            }
+            TransportArg::Unix => {
+                let mut b = UnixStream::builder().replace_stale(args.replace_stale);
+                if let Some(mode) = args.mode {
+                    b = b.mode(mode);
+                }
+                Listener::Unix(match abstract_name {
+                    Some(name) => b.bind_abstract(name)?,
+                    None => b.bind(addr)?,
+                })
+            }
+            TransportArg::UnixDgram => {
+                let mut b = UnixDatagram::builder().replace_stale(args.replace_stale);
+                if let Some(mode) = args.mode {
+                    b = b.mode(mode);
+                }
+                Listener::UnixDgram(match abstract_name {
+                    Some(name) => b.bind_abstract(name)?,
+                    None => b.bind(addr)?,
+                })
+            }
+        })
+    }
+
+    /// Serves on a socket the parent bound, after checking it is what `--transport` (if given) says.
+    fn inherited(socket: InheritedSocket, args: &Args) -> anyhow::Result<Listener> {
+        let (kind, what) = (socket.kind(), format!("{socket:?}"));
+        let listener = match kind {
+            SocketKind::Tcp => Listener::Tcp(socket.into_tcp()?),
+            SocketKind::Udp => Listener::Udp(socket.into_udp()?),
+            SocketKind::UnixStream => Listener::Unix(socket.into_unix_stream()?),
+            SocketKind::UnixDatagram => Listener::UnixDgram(socket.into_unix_datagram()?),
+            other => anyhow::bail!("{what}: {other} is not served by this example"),
+        };
+        let actual = match listener {
+            Listener::Tcp(_) => TransportArg::Tcp,
+            Listener::Udp(_) => TransportArg::Udp,
+            Listener::Unix(_) => TransportArg::Unix,
+            Listener::UnixDgram(_) => TransportArg::UnixDgram,
+        };
+        if let Some(want) = args.transport.filter(|t| *t != actual) {
+            anyhow::bail!("the inherited socket is {kind}, but --transport {want:?} was given");
+        }
+        Ok(listener)
+    }
+}
+
+/// Serves a stream transport under the chosen strategy.
+fn serve_stream<T: Transport<Kind = Stream>>(t: T, args: &Args) -> anyhow::Result<()> {
+    let handler = if args.pid_banner {
+        echo_stream_with_pid
+    } else {
+        echo_stream
+    };
+    match args.concurrency {
+        ConcurrencyArg::Sequential => run(Server::new(Sequential, t, handler)?),
+        ConcurrencyArg::Threading => run(Server::new(Threading::new(), t, handler)?),
+        ConcurrencyArg::Forking => run(Server::new(Forking::new(), t, handler)?),
+    }
+}
+
+/// Serves a datagram transport under the chosen strategy.
+fn serve_datagram<T: Transport<Kind = Datagram>>(t: T, args: &Args) -> anyhow::Result<()> {
+    match args.concurrency {
+        ConcurrencyArg::Sequential => run(Server::new(Sequential, t, echo_datagram)?),
+        ConcurrencyArg::Threading => run(Server::new(Threading::new(), t, echo_datagram)?),
+        ConcurrencyArg::Forking => run(Server::new(Forking::new(), t, echo_datagram)?),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
-    common::init_logging();
     let args: Args = common::parse_args();
-    let addr = args.addr.as_str();
-    use ConcurrencyArg as C;
-    use TransportArg as T;
-    match (args.transport, args.concurrency) {
-        (T::Tcp, C::Sequential) => run(Server::new(Sequential, Tcp::bind(addr)?, echo_stream)?),
-        (T::Tcp, C::Threading) => run(Server::new(
-            Threading::new(),
-            Tcp::bind(addr)?,
-            echo_stream,
-        )?),
-        (T::Tcp, C::Forking) => run(Server::new(Forking::new(), Tcp::bind(addr)?, echo_stream)?),
-        (T::Udp, C::Sequential) => run(Server::new(Sequential, Udp::bind(addr)?, echo_datagram)?),
-        (T::Udp, C::Threading) => run(Server::new(
-            Threading::new(),
-            Udp::bind(addr)?,
-            echo_datagram,
-        )?),
-        (T::Udp, C::Forking) => run(Server::new(
-            Forking::new(),
-            Udp::bind(addr)?,
-            echo_datagram,
-        )?),
+    // Before any thread starts: taking the activation sockets removes environment variables.
+    let activated = if args.listen_fd.is_none() && args.addr.is_none() {
+        activation::listen_fds().context("socket activation")?
+    } else {
+        Vec::new()
+    };
+    common::init_logging();
+    let listener = if let Some(fd) = args.listen_fd {
+        // SAFETY: descriptor `fd` was left open for us by the parent (that is what --listen-fd
+        // means) and nothing else in this process uses it.
+        let socket = unsafe { InheritedSocket::from_raw_fd(fd) }
+            .with_context(|| format!("--listen-fd {fd}"))?;
+        Listener::inherited(socket, &args)?
+    } else if let Some(socket) = activated.into_iter().next() {
+        Listener::inherited(socket, &args)?
+    } else if args.systemd {
+        anyhow::bail!("--systemd: no sockets were passed (LISTEN_FDS/LISTEN_PID are not set for this process)");
+    } else {
+        Listener::bind(&args)?
+    };
+    match listener {
+        Listener::Tcp(t) => serve_stream(t, &args),
+        Listener::Udp(t) => serve_datagram(t, &args),
+        Listener::Unix(t) => serve_stream(t, &args),
+        Listener::UnixDgram(t) => serve_datagram(t, &args),
     }
 }

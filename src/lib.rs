@@ -59,6 +59,7 @@
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod activation;
 mod addr;
 pub mod concurrency;
 mod error;
@@ -78,6 +79,7 @@ pub use handler::{DatagramHandler, DatagramRequest, StreamHandler, StreamOptions
 pub use server::{HandleOutcome, Serve, ServeSummary, Server};
 pub use shutdown::ShutdownHandle;
 pub use transport::{mock, Tcp, Transport, Udp};
+pub use transport::{InheritedSocket, SocketKind, UnixDatagram, UnixStream};
 
 /// Python's `TCPServer`: one connection at a time.
 pub type TcpServer<H> = Server<Sequential, Tcp, H>;
@@ -91,3 +93,15 @@ pub type ThreadingUdpServer<H> = Server<Threading, Udp, H>;
 pub type ForkingTcpServer<H> = Server<Forking, Tcp, H>;
 /// Python's `ForkingUDPServer`: a process per datagram.
 pub type ForkingUdpServer<H> = Server<Forking, Udp, H>;
+/// Python's `UnixStreamServer`: one connection at a time.
+pub type UnixStreamServer<H> = Server<Sequential, UnixStream, H>;
+/// Python's `ThreadingUnixStreamServer`: a thread per connection.
+pub type ThreadingUnixStreamServer<H> = Server<Threading, UnixStream, H>;
+/// Python's `ForkingUnixStreamServer`: a process per connection.
+pub type ForkingUnixStreamServer<H> = Server<Forking, UnixStream, H>;
+/// Python's `UnixDatagramServer`: one datagram at a time.
+pub type UnixDatagramServer<H> = Server<Sequential, UnixDatagram, H>;
+/// Python's `ThreadingUnixDatagramServer`: a thread per datagram.
+pub type ThreadingUnixDatagramServer<H> = Server<Threading, UnixDatagram, H>;
+/// Python's `ForkingUnixDatagramServer`: a process per datagram.
+pub type ForkingUnixDatagramServer<H> = Server<Forking, UnixDatagram, H>;
