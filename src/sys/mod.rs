@@ -335,3 +335,30 @@ pub(crate) unsafe fn claim_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: the descriptor is open and, by the caller's contract, owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// `getsockopt(SO_PEERCRED)`: the pid, uid and gid of a connected Unix socket's peer.
+pub(crate) fn peer_cred(fd: RawFd) -> io::Result<libc::ucred> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` is valid for writes of `len` bytes; a closed descriptor fails with EBADF.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(context(
+            io::Error::last_os_error(),
+            "getsockopt(SO_PEERCRED)",
+        ));
+    }
+    Ok(cred)
+}

@@ -41,7 +41,7 @@ mod tcp;
 mod udp;
 mod unix_datagram;
 mod unix_path;
-mod unix_stream;
+pub(crate) mod unix_stream;
 
 pub use inherited::{InheritedSocket, SocketKind};
 pub use mock::{MockDatagram, MockStream};

@@ -28,7 +28,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::socket::{self as nsock, sockopt, SockFlag, SockType, SockaddrLike};
+use nix::sys::socket::{self as nsock, SockFlag, SockType, SockaddrLike};
 
 use super::unix_path::{self, PathOptions, SocketPath, Target};
 use super::{sealed, Accept, Connection, Incoming, Kind, Stream, Transport};
@@ -384,21 +384,24 @@ pub struct PeerCredentials {
 ///
 /// See [`PeerCredentials`].
 pub fn peer_credentials(socket: &impl AsFd) -> io::Result<PeerCredentials> {
-    let fd = socket.as_fd();
-    let local: nsock::SockaddrStorage = nsock::getsockname(fd.as_raw_fd())
-        .map_err(|e| context(e.into(), "getsockname(2) for SO_PEERCRED"))?;
+    peer_credentials_of(socket.as_fd().as_raw_fd())
+}
+
+/// [`peer_credentials`] for a descriptor the caller keeps open (a request's connection).
+pub(crate) fn peer_credentials_of(fd: RawFd) -> io::Result<PeerCredentials> {
+    let local: nsock::SockaddrStorage =
+        nsock::getsockname(fd).map_err(|e| context(e.into(), "getsockname(2) for SO_PEERCRED"))?;
     if local.family() != Some(nsock::AddressFamily::Unix) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "SO_PEERCRED: not a Unix socket",
         ));
     }
-    let cred = nsock::getsockopt(&fd, sockopt::PeerCredentials)
-        .map_err(|e| context(e.into(), "getsockopt(SO_PEERCRED)"))?;
+    let cred = crate::sys::peer_cred(fd)?;
     Ok(PeerCredentials {
-        pid: cred.pid(),
-        uid: cred.uid(),
-        gid: cred.gid(),
+        pid: cred.pid,
+        uid: cred.uid,
+        gid: cred.gid,
     })
 }
 
