@@ -32,7 +32,10 @@
 //!   what it runs at once and, at the cap, stops accepting rather than growing without bound.
 //! - **[`transport`]** — where requests come from: [`Tcp`] and [`Udp`] (IPv4 and IPv6), and the
 //!   [`mock`] transports that serve scripted requests without sockets. A transport is either a
-//!   [`Stream`](transport::Stream) or a [`Datagram`](transport::Datagram) kind.
+//!   [`Stream`](transport::Stream) or a [`Datagram`](transport::Datagram) kind. [`UnixStream`] and
+//!   [`UnixDatagram`] serve Unix sockets (paths, owned like files, and Linux abstract names).
+//! - **[`activation`]** and [`InheritedSocket`] — serving on sockets bound by someone else: systemd
+//!   socket activation, a `--listen-fd` from a parent, a supervisor's zero-downtime restart.
 //! - **[`handler`]** — what to do with a request: a [`StreamHandler`] for stream transports, a
 //!   [`DatagramHandler`] for datagram transports, with Python's `setup` → `handle` → `finish`. A closure
 //!   is a handler too. A handler of the wrong kind for the transport does not compile.

@@ -436,6 +436,28 @@ fn abstract_addresses_work() {
     running.stop();
 }
 
+#[test]
+fn the_echo_example_binds_abstract_addresses() {
+    let name = abstract_name("example");
+    let at = format!("@{name}");
+    let mut server = ServerProc::example(
+        "echo",
+        &[
+            "--transport",
+            "unix",
+            "--addr",
+            &at,
+            "--concurrency",
+            "forking",
+        ],
+    );
+    assert_eq!(server.addr, at, "`listening on` prints the abstract name");
+    let client = StdStream::connect_addr(&SocketAddr::from_abstract_name(&name).unwrap()).unwrap();
+    client.set_read_timeout(Some(TIMEOUT)).unwrap();
+    assert_eq!(round_trip(client, b"@"), b"@");
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
 // ---- datagram peers ----
 
 #[test]

@@ -1,22 +1,8 @@
-//! Unix datagram sockets: [`UnixDatagram`], the transport of Python's `UnixDatagramServer`.
+//! Unix datagram sockets: [`UnixDatagram`], the transport of Python's `UnixDatagramServer`, and the
+//! socket its replies are sent from.
 //!
-//! The socket path is owned as for [`UnixStream`](super::UnixStream): binding never clobbers a live
-//! socket or a file that is not a socket, a stale socket is replaced only on request, the mode is set
-//! before the file exists, and the path is removed on close by the process that bound it.
-//!
-//! # Replies
-//! A reply goes to the address the datagram came from, which is the client's *bound* path (or abstract
-//! name). A client that sent from an unbound socket has no address: its datagram is still served (a
-//! one-way protocol such as syslog needs no reply), but if the handler writes a reply, nothing is sent
-//! and the error hook receives a [`RequestError::Reply`](crate::RequestError::Reply) saying the peer is
-//! unbound.
-//!
-//! Unlike UDP, a Unix datagram sender *waits* while the receiver's queue is full. So that one client
-//! that never reads cannot stall the server, a reply waits at most the
-//! [`reply_timeout`](UnixDatagramBuilder::reply_timeout) (default 1 s), then is dropped and reported.
-//!
-//! Datagrams larger than the receive buffer are detected (`MSG_TRUNC`) and reported as
-//! [`RequestError::DatagramTruncated`](crate::RequestError::DatagramTruncated), never served cut short.
+//! Path ownership, replies to unbound senders, the reply timeout and truncation are documented on
+//! [`UnixDatagram`]; the path mechanics live in `unix_path`, shared with the stream transport.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -41,7 +27,20 @@ pub const DEFAULT_MAX_PACKET_SIZE: usize = 65_535;
 
 /// A bound Unix datagram socket: Python's `UnixDatagramServer` transport.
 ///
-/// See the [module documentation](self) for path ownership and replies.
+/// The socket path is owned as for [`UnixStream`](super::UnixStream): binding never clobbers a live
+/// socket or a file that is not a socket, a stale socket is replaced only with
+/// [`replace_stale(true)`](UnixDatagramBuilder::replace_stale), the [`mode`](UnixDatagramBuilder::mode)
+/// is set before the file exists, and the path is removed on close by the process that bound it.
+///
+/// **Replies** go to the address the datagram came from: the client's *bound* path or abstract name.
+/// A client sending from an unbound socket has no address; its datagram is still served (one-way
+/// protocols such as syslog need no reply), but a reply the handler writes is not sent: the error hook
+/// receives a [`RequestError::Reply`](crate::RequestError::Reply) saying the peer is unbound.
+///
+/// Unlike UDP, a Unix datagram sender *waits* while the receiver's queue is full, so a reply waits at
+/// most the [`reply_timeout`](UnixDatagramBuilder::reply_timeout) (default 1 s) — one client that never
+/// reads cannot stall the server. Datagrams larger than the receive buffer are reported as
+/// [`RequestError::DatagramTruncated`](crate::RequestError::DatagramTruncated), never served cut short.
 ///
 /// # Examples
 ///

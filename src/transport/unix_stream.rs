@@ -1,23 +1,9 @@
-//! Unix stream sockets: [`UnixStream`], the listening transport of Python's `UnixStreamServer`.
+//! Unix stream sockets: [`UnixStream`], the listening transport of Python's `UnixStreamServer`, its
+//! builder, the accepted connection type, and `SO_PEERCRED`.
 //!
-//! A Unix socket bound to a path is a file, and the transport owns it as one:
-//!
-//! - **Binding never clobbers.** A path where a server answers is an `AddrInUse` error saying so; a
-//!   *stale* socket file (left by a server that crashed: nothing answers on it) is replaced only when
-//!   asked with [`replace_stale(true)`](UnixStreamBuilder::replace_stale); a path that is not a socket
-//!   is never removed.
-//! - **The mode is set race-free.** [`mode(0o600)`](UnixStreamBuilder::mode) is applied to the socket
-//!   before `bind(2)` creates the file, so the file is never more open than asked, not even for an
-//!   instant (Linux creates it with the socket inode's mode, less the umask).
-//! - **Closing removes the path**, but only in the process that bound it (never in a forked child) and
-//!   only if the path still names the socket it bound (same device and inode): a path another server
-//!   has since taken over is left alone.
-//!
-//! Linux abstract addresses ([`UnixStream::bind_abstract`]) have no file at all: nothing to clean up,
-//! no permissions (any process in the network namespace can connect), printed as `@name`.
-//!
-//! The accepted connection's peer is an [`Addr::Unix`]; clients usually do not bind, so it is mostly
-//! `(unnamed)`. [`peer_credentials`] reads who is on the other end (`SO_PEERCRED`).
+//! How the socket path is owned (never clobbering, race-free mode, unlink on close by the owner only)
+//! is documented on [`UnixStream`], where users read it; the mechanics live in `unix_path`, shared with
+//! the datagram transport.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -38,7 +24,24 @@ use crate::sys::context;
 
 /// A listening Unix stream socket: Python's `UnixStreamServer` transport.
 ///
-/// See the [module documentation](self) for how the socket path is owned.
+/// A Unix socket bound to a path is a file, and the transport owns it as one:
+///
+/// - **Binding never clobbers.** A path where a server answers is an `AddrInUse` error saying so; a
+///   *stale* socket file (left by a server that crashed: nothing answers on it) is replaced only when
+///   asked with [`replace_stale(true)`](UnixStreamBuilder::replace_stale); a path that is not a socket
+///   is never removed.
+/// - **The mode is set race-free.** [`mode(0o600)`](UnixStreamBuilder::mode) is applied to the socket
+///   before `bind(2)` creates the file, so the file is never more open than asked, not even for an
+///   instant (Linux creates it with the socket inode's mode, less the umask; bits the umask removed
+///   are added back with `chmod(2)` right after, which only widens towards the mode asked for).
+/// - **Closing removes the path**, but only in the process that bound it (never in a forked child) and
+///   only if the path still names the socket it bound (same device and inode): a path another server
+///   has since taken over is left alone.
+///
+/// Linux abstract addresses ([`UnixStream::bind_abstract`]) have no file: nothing to clean up, no
+/// permissions (any process in the network namespace can connect), printed as `@name`. Peers are
+/// usually `(unnamed)` (clients rarely bind); [`StreamRequest::peer_credentials`](crate::StreamRequest::peer_credentials)
+/// says who they are.
 ///
 /// # Examples
 ///
