@@ -179,8 +179,14 @@ fn clear_the_way(ty: SockType, path: &Path, replace_stale: bool) -> io::Result<(
             "the path exists and is not a socket; it is left alone".into(),
         ));
     }
-    if answers(ty, path) {
-        return Err(in_use("a server is already listening on it".into()));
+    match probe(ty, path) {
+        Probe::Live => return Err(in_use("a server is already listening on it".into())),
+        Probe::Unknown(e) => {
+            return Err(in_use(format!(
+                "a socket is there and probing it failed ({e}); it is left alone"
+            )))
+        }
+        Probe::Stale => {}
     }
     if !replace_stale {
         return Err(in_use(
@@ -203,22 +209,32 @@ fn clear_the_way(ty: SockType, path: &Path, replace_stale: bool) -> io::Result<(
     }
 }
 
-/// Whether a server is bound at `path`: a non-blocking `connect(2)` of the same socket type. Only
-/// `ECONNREFUSED` (no socket behind the file) means stale; success, a full backlog (`EAGAIN`) or a
-/// socket of another type (`EPROTOTYPE`) all mean someone is there.
-fn answers(ty: SockType, path: &Path) -> bool {
-    let Ok(addr) = UnixAddr::new(path) else {
-        return false;
-    };
+/// What a probe found behind a socket file.
+enum Probe {
+    /// A server answers (or its backlog is full, or it is a socket of another type).
+    Live,
+    /// Nothing is bound behind the file: a crashed server's leftover.
+    Stale,
+    /// The probe itself failed (no permission to connect, say): assume it is in use.
+    Unknown(nix::errno::Errno),
+}
+
+/// Probes `path` with a non-blocking `connect(2)` of the same socket type. Only `ECONNREFUSED` (no
+/// socket behind the file) means stale; success, a full backlog (`EAGAIN`) or a socket of another type
+/// (`EPROTOTYPE`) all mean someone is there.
+fn probe(ty: SockType, path: &Path) -> Probe {
+    use nix::errno::Errno;
     let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
-    let Ok(probe) = nsock::socket(AddressFamily::Unix, ty, flags, None) else {
-        // Cannot probe: assume it is live rather than risk removing a working server's socket.
-        return true;
-    };
-    !matches!(
-        nsock::connect(probe.as_raw_fd(), &addr),
-        Err(nix::errno::Errno::ECONNREFUSED | nix::errno::Errno::ENOENT)
-    )
+    let probed = UnixAddr::new(path).and_then(|addr| {
+        let socket = nsock::socket(AddressFamily::Unix, ty, flags, None)?;
+        nsock::connect(socket.as_raw_fd(), &addr)
+    });
+    match probed {
+        Ok(()) | Err(Errno::EAGAIN | Errno::EINPROGRESS | Errno::EPROTOTYPE) => Probe::Live,
+        // ENOENT: the file went away since it was looked at, which is as good as stale.
+        Err(Errno::ECONNREFUSED | Errno::ENOENT) => Probe::Stale,
+        Err(e) => Probe::Unknown(e),
+    }
 }
 
 /// The longest path Linux's `sun_path` (108 bytes) holds, without its terminating NUL.
