@@ -1,13 +1,30 @@
-//! The echo server: every byte (TCP) or datagram (UDP) comes straight back.
+//! The echo server: every byte (TCP, Unix stream) or datagram (UDP, Unix datagram) comes straight back.
 //!
 //! ```text
 //! cargo run --release --example echo -- --addr 127.0.0.1:0 --transport tcp --concurrency threading
 //! cargo run --release --example echo -- --concurrency pool --workers 8
 //! cargo run --release --example echo -- --concurrency prefork --workers 4 --max-requests 1000
+//! cargo run --release --example echo -- --concurrency reactor
+//! cargo run --release --example echo -- --transport unix --addr /tmp/echo.sock --mode 600
+//! cargo run --release --example echo -- --transport unix-dgram --addr @echo   # abstract address
 //! ```
 //!
 //! With `--concurrency prefork`, `SIGHUP` replaces the worker processes gracefully.
-//! `--concurrency reactor` serves TCP from one epoll event loop (it refuses UDP: exit 2).
+//! `--concurrency reactor` serves stream transports from one epoll event loop (datagram transports:
+//! exit 2).
+//!
+//! Where the socket comes from:
+//!
+//! - bound here from `--addr` (for Unix transports a path, or `@name` for a Linux abstract address);
+//! - `--listen-fd N`: a socket the parent process bound and left open as descriptor `N` (its kind —
+//!   TCP, UDP, Unix stream or datagram — is read from the socket itself);
+//! - systemd socket activation (`--systemd`, or automatically when `LISTEN_FDS` is set): the first
+//!   socket passed, e.g. `systemd-socket-activate -l /tmp/echo.sock echo --systemd`.
+//!
+//! Scale-out: `--reuse-port` lets several echo processes bind the same TCP (or UDP) port, and
+//! `--pid-banner` makes each stream connection start with a `pid <PID>` line naming the process that
+//! serves it (the child's pid under `--concurrency forking`), then echo as usual — so a client can see
+//! how the kernel spread connections.
 //!
 //! The first line on stdout is `listening on <bound address>`, so scripts can find the port; `SIGINT`
 //! or `SIGTERM` shuts it down gracefully and it exits 0. Bad flags print usage and exit 2.
@@ -17,26 +34,49 @@ mod common;
 use std::io::{BufRead, Write};
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use socketserver::framing::RawBytes;
 use socketserver::handler::{Conn, MessageHandler};
+use socketserver::transport::{Datagram, Stream};
 use socketserver::{
-    signals, DatagramRequest, Forking, Pool, PreFork, Reactor, Sequential, Serve, Server,
-    StreamRequest, Tcp, Threading, Transport, Udp,
+    activation, signals, DatagramRequest, Forking, InheritedSocket, Pool, PreFork, Reactor,
+    Sequential, Serve, Server, SocketKind, StreamRequest, Tcp, Threading, Transport, Udp,
+    UnixDatagram, UnixStream,
 };
 
 #[derive(Parser, Debug)]
-#[command(about = "Echo server: TCP echoes bytes, UDP echoes datagrams")]
+#[command(about = "Echo server: stream transports echo bytes, datagram transports echo datagrams")]
 struct Args {
-    /// Address to bind; port 0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    addr: String,
-    /// Transport.
-    #[arg(long, value_enum, default_value_t = TransportArg::Tcp)]
-    transport: TransportArg,
+    /// Address to bind: `host:port` (port 0 picks a free port), or for Unix transports a path or
+    /// `@name` (abstract). Default: 127.0.0.1:0.
+    #[arg(long)]
+    addr: Option<String>,
+    /// Transport (default tcp). With --listen-fd or socket activation it is read from the socket,
+    /// and must match if given.
+    #[arg(long, value_enum)]
+    transport: Option<TransportArg>,
     /// Concurrency strategy.
     #[arg(long, value_enum, default_value_t = ConcurrencyArg::Threading)]
     concurrency: ConcurrencyArg,
+    /// Serve on inherited descriptor N, bound (and for streams listening) by the parent process.
+    #[arg(long, value_name = "N", conflicts_with_all = ["addr", "systemd"])]
+    listen_fd: Option<i32>,
+    /// Serve on the first socket passed by systemd socket activation (automatic when LISTEN_FDS is set).
+    #[arg(long, conflicts_with = "addr")]
+    systemd: bool,
+    /// SO_REUSEPORT: several processes may bind the same TCP/UDP port; the kernel spreads the load.
+    #[arg(long)]
+    reuse_port: bool,
+    /// Start each stream connection with a `pid <PID>` line from the serving process, then echo.
+    #[arg(long)]
+    pid_banner: bool,
+    /// Unix socket file mode, in octal (e.g. 600), applied before the file exists.
+    #[arg(long, value_parser = parse_mode)]
+    mode: Option<u32>,
+    /// Replace a stale Unix socket file (one nothing answers on) at --addr.
+    #[arg(long)]
+    replace_stale: bool,
     /// Worker threads (pool) or processes (prefork); default: the strategy's own.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     workers: Option<u32>,
@@ -48,10 +88,19 @@ struct Args {
     shutdown_timeout_ms: Option<u64>,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum TransportArg {
     Tcp,
     Udp,
+    Unix,
+    UnixDgram,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal file mode such as 600"))
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -61,7 +110,7 @@ enum ConcurrencyArg {
     Forking,
     Pool,
     Prefork,
-    /// One epoll event loop for every connection (TCP only).
+    /// One epoll event loop for every connection (stream transports only).
     Reactor,
 }
 
@@ -78,13 +127,27 @@ fn echo_stream(req: &mut StreamRequest) -> anyhow::Result<()> {
     }
 }
 
+/// `pid <PID>\n`, then the echo: which process serves the connection, for `--reuse-port` scale-out.
+fn echo_stream_with_pid(req: &mut StreamRequest) -> anyhow::Result<()> {
+    writeln!(req.wfile, "pid {}", std::process::id())?;
+    echo_stream(req)
+}
+
 /// The same echo for the event loop: every chunk that arrives is queued straight back.
-struct ReactorEcho;
+struct ReactorEcho {
+    pid_banner: bool,
+}
 
 impl MessageHandler for ReactorEcho {
     type Codec = RawBytes;
     fn codec(&self) -> RawBytes {
         RawBytes
+    }
+    fn on_open(&self, conn: &mut Conn<'_, RawBytes>) -> anyhow::Result<()> {
+        if self.pid_banner {
+            conn.send(format!("pid {}\n", std::process::id()).as_bytes())?;
+        }
+        Ok(())
     }
     fn on_message(&self, conn: &mut Conn<'_, RawBytes>, bytes: Vec<u8>) -> anyhow::Result<()> {
         conn.send(&bytes)?;
@@ -99,68 +162,123 @@ fn echo_datagram(req: &mut DatagramRequest) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
-    common::init_logging();
-    let args: Args = common::parse_args();
-    let addr = args.addr.as_str();
-    let pool = || {
-        args.workers
-            .map_or_else(Pool::default, |n| Pool::new(n as usize))
+/// The socket to serve on, of whichever transport.
+enum Listener {
+    Tcp(Tcp),
+    Udp(Udp),
+    Unix(UnixStream),
+    UnixDgram(UnixDatagram),
+}
+
+impl Listener {
+    /// Binds `--addr` as `--transport` says.
+    fn bind(args: &Args) -> anyhow::Result<Listener> {
+        let transport = args.transport.unwrap_or(TransportArg::Tcp);
+        let addr = args.addr.as_deref().unwrap_or("127.0.0.1:0");
+        let abstract_name = addr.strip_prefix('@');
+        Ok(match transport {
+            TransportArg::Tcp => {
+                Listener::Tcp(Tcp::builder().reuse_port(args.reuse_port).bind(addr)?)
+            }
+            TransportArg::Udp => {
+                Listener::Udp(Udp::builder().reuse_port(args.reuse_port).bind(addr)?)
+            }
+            TransportArg::Unix => {
+                let mut b = UnixStream::builder().replace_stale(args.replace_stale);
+                if let Some(mode) = args.mode {
+                    b = b.mode(mode);
+                }
+                Listener::Unix(match abstract_name {
+                    Some(name) => b.bind_abstract(name)?,
+                    None => b.bind(addr)?,
+                })
+            }
+            TransportArg::UnixDgram => {
+                let mut b = UnixDatagram::builder().replace_stale(args.replace_stale);
+                if let Some(mode) = args.mode {
+                    b = b.mode(mode);
+                }
+                Listener::UnixDgram(match abstract_name {
+                    Some(name) => b.bind_abstract(name)?,
+                    None => b.bind(addr)?,
+                })
+            }
+        })
+    }
+
+    /// Serves on a socket the parent bound, after checking it is what `--transport` (if given) says.
+    fn inherited(socket: InheritedSocket, args: &Args) -> anyhow::Result<Listener> {
+        let (kind, what) = (socket.kind(), format!("{socket:?}"));
+        let listener = match kind {
+            SocketKind::Tcp => Listener::Tcp(socket.into_tcp()?),
+            SocketKind::Udp => Listener::Udp(socket.into_udp()?),
+            SocketKind::UnixStream => Listener::Unix(socket.into_unix_stream()?),
+            SocketKind::UnixDatagram => Listener::UnixDgram(socket.into_unix_datagram()?),
+            other => anyhow::bail!("{what}: {other} is not served by this example"),
+        };
+        let actual = match listener {
+            Listener::Tcp(_) => TransportArg::Tcp,
+            Listener::Udp(_) => TransportArg::Udp,
+            Listener::Unix(_) => TransportArg::Unix,
+            Listener::UnixDgram(_) => TransportArg::UnixDgram,
+        };
+        if let Some(want) = args.transport.filter(|t| *t != actual) {
+            anyhow::bail!("the inherited socket is {kind}, but --transport {want:?} was given");
+        }
+        Ok(listener)
+    }
+}
+
+/// Serves a stream transport under the chosen strategy.
+fn serve_stream<T: Transport<Kind = Stream>>(t: T, args: &Args) -> anyhow::Result<()> {
+    let handler = if args.pid_banner {
+        echo_stream_with_pid
+    } else {
+        echo_stream
     };
-    let prefork = || -> anyhow::Result<PreFork> {
-        let strategy = args
-            .workers
-            .map_or_else(PreFork::default, |n| PreFork::new(n as usize))
-            .max_requests(args.max_requests);
-        signals::reload_on_sighup(&strategy.reload_handle())?;
-        Ok(strategy)
-    };
-    use ConcurrencyArg as C;
-    use TransportArg as T;
-    match (args.transport, args.concurrency) {
-        (T::Tcp, C::Sequential) => run(
-            Server::new(Sequential, Tcp::bind(addr)?, echo_stream)?,
-            &args,
-        ),
-        (T::Tcp, C::Threading) => run(
-            Server::new(Threading::new(), Tcp::bind(addr)?, echo_stream)?,
-            &args,
-        ),
-        (T::Tcp, C::Forking) => run(
-            Server::new(Forking::new(), Tcp::bind(addr)?, echo_stream)?,
-            &args,
-        ),
-        (T::Tcp, C::Pool) => run(Server::new(pool(), Tcp::bind(addr)?, echo_stream)?, &args),
-        (T::Tcp, C::Prefork) => run(
-            Server::new(prefork()?, Tcp::bind(addr)?, echo_stream)?,
-            &args,
-        ),
-        (T::Tcp, C::Reactor) => run(
-            Server::new(Reactor::new(), Tcp::bind(addr)?, ReactorEcho)?,
-            &args,
-        ),
-        (T::Udp, C::Reactor) => {
-            eprintln!("error: --concurrency reactor serves stream transports only; use it with --transport tcp");
+    match args.concurrency {
+        ConcurrencyArg::Sequential => run(Server::new(Sequential, t, handler)?, args),
+        ConcurrencyArg::Threading => run(Server::new(Threading::new(), t, handler)?, args),
+        ConcurrencyArg::Forking => run(Server::new(Forking::new(), t, handler)?, args),
+        ConcurrencyArg::Pool => run(Server::new(pool(args), t, handler)?, args),
+        ConcurrencyArg::Prefork => run(Server::new(prefork(args)?, t, handler)?, args),
+        ConcurrencyArg::Reactor => {
+            let handler = ReactorEcho {
+                pid_banner: args.pid_banner,
+            };
+            run(Server::new(Reactor::new(), t, handler)?, args)
+        }
+    }
+}
+
+/// Serves a datagram transport under the chosen strategy.
+fn serve_datagram<T: Transport<Kind = Datagram>>(t: T, args: &Args) -> anyhow::Result<()> {
+    match args.concurrency {
+        ConcurrencyArg::Sequential => run(Server::new(Sequential, t, echo_datagram)?, args),
+        ConcurrencyArg::Threading => run(Server::new(Threading::new(), t, echo_datagram)?, args),
+        ConcurrencyArg::Forking => run(Server::new(Forking::new(), t, echo_datagram)?, args),
+        ConcurrencyArg::Pool => run(Server::new(pool(args), t, echo_datagram)?, args),
+        ConcurrencyArg::Prefork => run(Server::new(prefork(args)?, t, echo_datagram)?, args),
+        ConcurrencyArg::Reactor => {
+            eprintln!("error: --concurrency reactor serves stream transports only (tcp, unix)");
             std::process::exit(2);
         }
-        (T::Udp, C::Sequential) => run(
-            Server::new(Sequential, Udp::bind(addr)?, echo_datagram)?,
-            &args,
-        ),
-        (T::Udp, C::Threading) => run(
-            Server::new(Threading::new(), Udp::bind(addr)?, echo_datagram)?,
-            &args,
-        ),
-        (T::Udp, C::Forking) => run(
-            Server::new(Forking::new(), Udp::bind(addr)?, echo_datagram)?,
-            &args,
-        ),
-        (T::Udp, C::Pool) => run(Server::new(pool(), Udp::bind(addr)?, echo_datagram)?, &args),
-        (T::Udp, C::Prefork) => run(
-            Server::new(prefork()?, Udp::bind(addr)?, echo_datagram)?,
-            &args,
-        ),
     }
+}
+
+fn pool(args: &Args) -> Pool {
+    args.workers
+        .map_or_else(Pool::default, |n| Pool::new(n as usize))
+}
+
+/// A pre-fork strategy whose workers `SIGHUP` replaces.
+fn prefork(args: &Args) -> anyhow::Result<PreFork> {
+    let strategy = args
+        .workers
+        .map_or_else(PreFork::default, |n| PreFork::new(n as usize))
+        .max_requests(args.max_requests);
+    signals::reload_on_sighup(&strategy.reload_handle())?;
+    Ok(strategy)
 }
 
 /// Applies the flags every strategy shares, then serves.
@@ -173,4 +291,34 @@ where
         server = server.shutdown_timeout(Duration::from_millis(ms));
     }
     common::serve(server)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Args = common::parse_args();
+    // Before any thread starts: taking the activation sockets removes environment variables.
+    let activated = if args.listen_fd.is_none() && args.addr.is_none() {
+        activation::listen_fds().context("socket activation")?
+    } else {
+        Vec::new()
+    };
+    common::init_logging();
+    let listener = if let Some(fd) = args.listen_fd {
+        // SAFETY: descriptor `fd` was left open for us by the parent (that is what --listen-fd
+        // means) and nothing else in this process uses it.
+        let socket = unsafe { InheritedSocket::from_raw_fd(fd) }
+            .with_context(|| format!("--listen-fd {fd}"))?;
+        Listener::inherited(socket, &args)?
+    } else if let Some(socket) = activated.into_iter().next() {
+        Listener::inherited(socket, &args)?
+    } else if args.systemd {
+        anyhow::bail!("--systemd: no sockets were passed (LISTEN_FDS/LISTEN_PID are not set for this process)");
+    } else {
+        Listener::bind(&args)?
+    };
+    match listener {
+        Listener::Tcp(t) => serve_stream(t, &args),
+        Listener::Udp(t) => serve_datagram(t, &args),
+        Listener::Unix(t) => serve_stream(t, &args),
+        Listener::UnixDgram(t) => serve_datagram(t, &args),
+    }
 }

@@ -35,7 +35,10 @@
 //!   [`MessageHandler`] that can also message the other connections.
 //! - **[`transport`]** — where requests come from: [`Tcp`] and [`Udp`] (IPv4 and IPv6), and the
 //!   [`mock`] transports that serve scripted requests without sockets. A transport is either a
-//!   [`Stream`](transport::Stream) or a [`Datagram`](transport::Datagram) kind.
+//!   [`Stream`](transport::Stream) or a [`Datagram`](transport::Datagram) kind. [`UnixStream`] and
+//!   [`UnixDatagram`] serve Unix sockets (paths, owned like files, and Linux abstract names).
+//! - **[`activation`]** and [`InheritedSocket`] — serving on sockets bound by someone else: systemd
+//!   socket activation, a `--listen-fd` from a parent, a supervisor's zero-downtime restart.
 //! - **[`handler`]** — what to do with a request: a [`StreamHandler`] for stream transports, a
 //!   [`DatagramHandler`] for datagram transports, with Python's `setup` → `handle` → `finish`. A closure
 //!   is a handler too. A handler of the wrong kind for the transport does not compile.
@@ -65,6 +68,7 @@
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod activation;
 mod addr;
 pub mod concurrency;
 mod error;
@@ -91,6 +95,7 @@ pub use privdrop::PrivDrop;
 pub use server::{HandleOutcome, Serve, ServeSummary, Server};
 pub use shutdown::ShutdownHandle;
 pub use transport::{mock, Tcp, Transport, Udp};
+pub use transport::{InheritedSocket, SocketKind, UnixDatagram, UnixStream};
 
 /// Python's `TCPServer`: one connection at a time.
 pub type TcpServer<H> = Server<Sequential, Tcp, H>;
@@ -112,3 +117,15 @@ pub type PoolUdpServer<H> = Server<Pool, Udp, H>;
 pub type PreForkTcpServer<H> = Server<PreFork, Tcp, H>;
 /// A UDP server whose pre-forked worker processes receive and serve datagrams.
 pub type PreForkUdpServer<H> = Server<PreFork, Udp, H>;
+/// Python's `UnixStreamServer`: one connection at a time.
+pub type UnixStreamServer<H> = Server<Sequential, UnixStream, H>;
+/// Python's `ThreadingUnixStreamServer`: a thread per connection.
+pub type ThreadingUnixStreamServer<H> = Server<Threading, UnixStream, H>;
+/// Python's `ForkingUnixStreamServer`: a process per connection.
+pub type ForkingUnixStreamServer<H> = Server<Forking, UnixStream, H>;
+/// Python's `UnixDatagramServer`: one datagram at a time.
+pub type UnixDatagramServer<H> = Server<Sequential, UnixDatagram, H>;
+/// Python's `ThreadingUnixDatagramServer`: a thread per datagram.
+pub type ThreadingUnixDatagramServer<H> = Server<Threading, UnixDatagram, H>;
+/// Python's `ForkingUnixDatagramServer`: a process per datagram.
+pub type ForkingUnixDatagramServer<H> = Server<Forking, UnixDatagram, H>;

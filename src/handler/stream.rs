@@ -309,6 +309,31 @@ impl StreamRequest {
         &self.server
     }
 
+    /// Who is on the other end of a Unix stream connection (`SO_PEERCRED`): pid, uid and gid as of
+    /// `connect(2)` — e.g. to serve only the socket owner's user.
+    ///
+    /// # Errors
+    /// `InvalidInput` on a transport other than Unix streams (TCP has no peer credentials);
+    /// `getsockopt(2)` failing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::StreamRequest;
+    /// let same_user_only = |req: &mut StreamRequest| -> anyhow::Result<()> {
+    ///     let cred = req.peer_credentials()?;
+    ///     anyhow::ensure!(cred.uid == nix::unistd::getuid().as_raw(), "uid {} refused", cred.uid);
+    ///     Ok(())
+    /// };
+    /// # let _ = same_user_only;
+    /// ```
+    pub fn peer_credentials(&self) -> io::Result<crate::transport::PeerCredentials> {
+        let fd = self.conn.raw_fd().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "the connection has no socket")
+        })?;
+        crate::transport::unix_stream::peer_credentials_of(fd)
+    }
+
     /// `shutdown(2)` on the connection: `Shutdown::Write` sends EOF to the peer while still reading.
     ///
     /// # Errors

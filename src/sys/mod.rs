@@ -337,3 +337,111 @@ pub(crate) fn set_parent_death_signal(sig: nix::sys::signal::Signal) -> io::Resu
     }
     Ok(())
 }
+
+/// The sender of a Unix datagram, as `recvfrom(2)` reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum UnixPeer {
+    /// Bound to a filesystem path.
+    Path(std::path::PathBuf),
+    /// Bound to a Linux abstract name (without the leading NUL).
+    Abstract(Vec<u8>),
+    /// Not bound: there is no address to reply to.
+    Unnamed,
+}
+
+/// [`recv_from_trunc`] for `AF_UNIX` datagram sockets: receives one datagram without blocking and returns
+/// its *real* length (`MSG_TRUNC` reports it for Unix datagrams since Linux 3.4) and its sender.
+pub(crate) fn recv_from_unix_trunc(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, UnixPeer)> {
+    // SAFETY: all-zero is a valid sockaddr_un.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: `buf` and `addr` are valid for writes of the lengths passed.
+    let n = unsafe {
+        libc::recvfrom(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+            (&mut addr as *mut libc::sockaddr_un).cast(),
+            &mut len,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((n as usize, unix_peer(&addr, len as usize)))
+}
+
+/// Decodes the `len` bytes of `addr` the kernel filled in: no path bytes is an unbound sender, a leading
+/// NUL an abstract name (every byte after it counts), otherwise a path up to its terminating NUL.
+fn unix_peer(addr: &libc::sockaddr_un, len: usize) -> UnixPeer {
+    use std::os::unix::ffi::OsStrExt;
+    let offset = std::mem::offset_of!(libc::sockaddr_un, sun_path);
+    let path_len = len.saturating_sub(offset).min(addr.sun_path.len());
+    let bytes: Vec<u8> = addr.sun_path[..path_len].iter().map(|&c| c as u8).collect();
+    match bytes.split_first() {
+        None => UnixPeer::Unnamed,
+        Some((0, name)) => UnixPeer::Abstract(name.to_vec()),
+        Some(_) => {
+            let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+            let path = std::ffi::OsStr::from_bytes(&bytes[..end]);
+            UnixPeer::Path(path.into())
+        }
+    }
+}
+
+/// Takes ownership of descriptor `fd`, handed to this process by its parent (systemd's `LISTEN_FDS`, a
+/// `--listen-fd` flag), after checking that it is open, and marks it close-on-exec so it is not leaked
+/// into programs this process runs.
+///
+/// # Safety
+/// Nothing else in the process may own or use `fd`: from now on the returned `OwnedFd` closes it.
+pub(crate) unsafe fn claim_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("fd {fd} is not a valid descriptor number"),
+        ));
+    }
+    // SAFETY: F_GETFD only reads the descriptor's flags; an unopened number fails with EBADF.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(context(io::Error::last_os_error(), format!("fd {fd}")));
+    }
+    // SAFETY: as above, for F_SETFD on a descriptor we now know is open.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+        return Err(context(
+            io::Error::last_os_error(),
+            format!("fcntl(F_SETFD, FD_CLOEXEC) on fd {fd}"),
+        ));
+    }
+    // SAFETY: the descriptor is open and, by the caller's contract, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `getsockopt(SO_PEERCRED)`: the pid, uid and gid of a connected Unix socket's peer.
+pub(crate) fn peer_cred(fd: RawFd) -> io::Result<libc::ucred> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` is valid for writes of `len` bytes; a closed descriptor fails with EBADF.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(context(
+            io::Error::last_os_error(),
+            "getsockopt(SO_PEERCRED)",
+        ));
+    }
+    Ok(cred)
+}

@@ -8,6 +8,8 @@
 //! |---|---|---|---|
 //! | [`Tcp`] | [`Stream`] | [`StreamHandler`](crate::StreamHandler) | `TCPServer` |
 //! | [`Udp`] | [`Datagram`] | [`DatagramHandler`](crate::DatagramHandler) | `UDPServer` |
+//! | [`UnixStream`] | [`Stream`] | [`StreamHandler`](crate::StreamHandler) | `UnixStreamServer` |
+//! | [`UnixDatagram`] | [`Datagram`] | [`DatagramHandler`](crate::DatagramHandler) | `UnixDatagramServer` |
 //! | [`MockStream`] | [`Stream`] | [`StreamHandler`](crate::StreamHandler) | — |
 //! | [`MockDatagram`] | [`Datagram`] | [`DatagramHandler`](crate::DatagramHandler) | — |
 //!
@@ -34,13 +36,20 @@ use crate::addr::Addr;
 use crate::error::RequestError;
 
 mod inet;
+mod inherited;
 pub mod mock;
 mod tcp;
 mod udp;
+mod unix_datagram;
+mod unix_path;
+pub(crate) mod unix_stream;
 
+pub use inherited::{InheritedSocket, SocketKind};
 pub use mock::{MockDatagram, MockStream};
 pub use tcp::{Tcp, TcpBuilder};
 pub use udp::{Udp, UdpBuilder};
+pub use unix_datagram::{UnixDatagram, UnixDatagramBuilder};
+pub use unix_stream::{peer_credentials, PeerCredentials, UnixStream, UnixStreamBuilder};
 
 pub(crate) mod sealed {
     /// Keeps the transport traits closed to outside implementations (see the module's `# Sealed` note).
