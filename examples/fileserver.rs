@@ -281,9 +281,9 @@ impl FileServer {
         name: &[u8],
     ) -> anyhow::Result<Next> {
         let refusal = match check_name(name) {
-            Err(e) => Some(format!("refused: {e}")),
+            Err(e) => Some(format!("bad file name {:?}: {e}", show(name))),
             Ok(_) if size > self.max_upload => Some(format!(
-                "refused: {} is {size} bytes, over the upload limit of {} bytes",
+                "{} is {size} bytes, over the upload limit of {} bytes",
                 show(name),
                 self.max_upload
             )),
@@ -387,7 +387,8 @@ impl Root {
 
     /// Opens a file for download, or says why not (the text goes to the client).
     fn open_file(&self, name: &[u8]) -> Result<(File, u64), String> {
-        let os_name = check_name(name).map_err(|e| format!("refused: {e}"))?;
+        let os_name =
+            check_name(name).map_err(|e| format!("bad file name {:?}: {e}", show(name)))?;
         let flags = OFlag::O_RDONLY
             | OFlag::O_NOFOLLOW
             | OFlag::O_NONBLOCK
@@ -396,7 +397,7 @@ impl Root {
         let shown = show(name);
         let fd = openat(&self.dir, os_name, flags, Mode::empty()).map_err(|e| match e {
             Errno::ENOENT => format!("no such file: {shown}"),
-            Errno::ELOOP => format!("refused: {shown} is a symbolic link"),
+            Errno::ELOOP => format!("{shown} is a symbolic link, and links are not served"),
             Errno::EACCES | Errno::EPERM => format!("permission denied: {shown}"),
             e => format!("cannot open {shown}: {}", io::Error::from(e)),
         })?;
