@@ -29,7 +29,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use common::fileproto::{
     check_name, read_frame, receive_stream, send_stream, FrameWriter, Message, ReceiveError,
-    SendError,
+    SendError, READ_BUFFER,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -219,7 +219,7 @@ impl Client {
             .map_err(Failure::fatal)?;
         let writer = stream.try_clone().map_err(Failure::fatal)?;
         Ok(Client {
-            reader: BufReader::new(stream),
+            reader: BufReader::with_capacity(READ_BUFFER, stream),
             writer,
             out: FrameWriter::default(),
             progress: io::stderr().is_terminal(),

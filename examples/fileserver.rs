@@ -103,12 +103,15 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use common::fileproto::{
     check_name, read_frame, receive_stream, send_stream, FrameWriter, Message, SendError,
+    READ_BUFFER,
 };
 use nix::errno::Errno;
 use nix::fcntl::{openat, renameat, OFlag};
 use nix::sys::stat::{fstatat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
-use socketserver::{Forking, Sequential, Server, StreamHandler, StreamRequest, Tcp, Threading};
+use socketserver::{
+    Forking, Sequential, Server, StreamHandler, StreamOptions, StreamRequest, Tcp, Threading,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -154,10 +157,22 @@ fn main() -> anyhow::Result<()> {
         transfer_timeout: Duration::from_secs(args.transfer_timeout.max(1)),
     };
     let tcp = Tcp::bind(args.addr.as_str())?;
+    // The idle and transfer timeouts are set per phase by the handler; the read buffer holds a
+    // whole frame.
+    let options = StreamOptions {
+        rbufsize: READ_BUFFER,
+        ..StreamOptions::default()
+    };
     match args.concurrency {
-        ConcurrencyArg::Sequential => common::serve(Server::new(Sequential, tcp, handler)?),
-        ConcurrencyArg::Threading => common::serve(Server::new(Threading::new(), tcp, handler)?),
-        ConcurrencyArg::Forking => common::serve(Server::new(Forking::new(), tcp, handler)?),
+        ConcurrencyArg::Sequential => {
+            common::serve(Server::new(Sequential, tcp, handler)?.stream_options(options))
+        }
+        ConcurrencyArg::Threading => {
+            common::serve(Server::new(Threading::new(), tcp, handler)?.stream_options(options))
+        }
+        ConcurrencyArg::Forking => {
+            common::serve(Server::new(Forking::new(), tcp, handler)?.stream_options(options))
+        }
     }
 }
 

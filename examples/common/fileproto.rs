@@ -22,6 +22,10 @@ pub const CHUNK: usize = 64 * 1024;
 /// legitimate message, so a peer announcing more is refused before a byte of it is buffered.
 pub const MAX_FRAME: usize = 1 + CHUNK;
 
+/// The capacity for buffered readers of this protocol: one whole data frame, header included, so a
+/// frame arrives in one `read(2)` rather than a few 8 KiB ones.
+pub const READ_BUFFER: usize = socketserver::framing::HEADER_LEN + MAX_FRAME;
+
 /// The longest file name served, in bytes (Linux's `NAME_MAX`).
 pub const MAX_NAME: usize = 255;
 
