@@ -86,7 +86,8 @@
 //!
 //! A session may sit idle between commands for `--idle-timeout` seconds (default 300, for people at
 //! the menu); during a transfer each read or write may wait `--transfer-timeout` seconds (default
-//! 30), so a stalled peer frees its worker.
+//! 30), so a stalled peer frees its worker. Under `--concurrency sequential` one session is served
+//! at a time, as with Python's `TCPServer`: the next client waits until the current one quits.
 
 mod common;
 
