@@ -658,6 +658,41 @@ fn progress_output_absent_when_piped() {
     );
 }
 
+/// On a terminal (a pseudo-terminal from util-linux `script`), the same download draws a progress
+/// bar with the rate and ETA on stderr.
+#[test]
+fn progress_bar_on_a_terminal() {
+    let root = TempDir::new().unwrap();
+    let cwd = TempDir::new().unwrap();
+    fs::write(root.path().join("big"), nasty_bytes(5 * MIB)).unwrap();
+    let server = start(root.path(), &[]);
+    let client = example_bin("fileclient");
+    let command_line = format!("'{}' --addr {} get big", client.display(), server.addr);
+    let mut cmd = Command::new("script");
+    cmd.args([
+        "--quiet",
+        "--return",
+        "--command",
+        &command_line,
+        "/dev/null",
+    ]);
+    // As in a terminal emulator: without TERM, indicatif assumes a dumb terminal and draws nothing.
+    cmd.env("TERM", "xterm").current_dir(cwd.path());
+    let out = run_with_input(cmd, b"", TIMEOUT);
+    let terminal = text(&out.stdout); // script copies the terminal's output to its stdout
+    assert!(out.status.success(), "{terminal}\n{}", text(&out.stderr));
+    assert!(terminal.contains("saved big (5242880 bytes)"), "{terminal}");
+    assert!(terminal.contains("big ["), "no progress bar: {terminal}");
+    assert!(
+        terminal.contains("MiB") && terminal.contains("ETA"),
+        "{terminal}"
+    );
+    assert_eq!(
+        fs::read(cwd.path().join("big")).unwrap(),
+        nasty_bytes(5 * MIB)
+    );
+}
+
 #[test]
 fn client_errors_are_plain_with_a_nonzero_exit() {
     let root = TempDir::new().unwrap();
