@@ -7,6 +7,8 @@ use std::io::Write;
 use clap::Parser;
 use socketserver::{signals, Serve, Server, Transport};
 
+pub mod fileproto;
+
 /// Parses the command line; on a bad flag prints the error and the usage, and exits 2.
 pub fn parse_args<A: Parser>() -> A {
     match A::try_parse() {

@@ -324,3 +324,38 @@ pub fn report_for(reports: &Reports, client: &TcpStream) -> Option<Reported> {
         .find(|r| r.peer == me)
         .cloned()
 }
+
+/// Runs `cmd` to completion with `input` on its stdin, bounded by `timeout` (killed and reaped
+/// past it, failing the test), and returns its output: for driving client programs.
+pub fn run_with_input(mut cmd: Command, input: &[u8], timeout: Duration) -> std::process::Output {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let input = input.to_vec();
+    // A separate writer, so a child that does not read its input cannot block the test.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = match rx.recv_timeout(timeout) {
+        Ok(output) => output.expect("wait_with_output"),
+        Err(_) => {
+            // The waiting thread owns the child and reaps it once killed.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            panic!("{cmd:?} did not finish within {timeout:?}");
+        }
+    };
+    let _ = writer.join();
+    output
+}

@@ -1,0 +1,746 @@
+//! The `fileserver` and `fileclient` examples over real sockets: round trips of a binary file full
+//! of the notes' `##` sentinel and NUL bytes under every strategy, path traversal and symlink
+//! escapes, uploads cut off or failing verification, oversize uploads, garbage commands, the
+//! interactive menu, and quiet output when piped. Server-side rules are checked with a raw-protocol
+//! client written here from the protocol's documentation, so the client's own checks cannot hide a
+//! server that trusts its input.
+
+mod util;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+use util::{connect, eventually, example_bin, run_with_input, ServerProc, TIMEOUT};
+
+const MIB: usize = 1024 * 1024;
+
+/// 5 MiB that break the notes' protocol every way: not UTF-8, full of NULs, and full of the `##`
+/// sentinel (including a chunk that is exactly `##` at the end).
+fn nasty_bytes(len: usize) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut data: Vec<u8> = (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 32) as u8
+        })
+        .collect();
+    for at in (0..len.saturating_sub(16)).step_by(4093) {
+        data[at..at + 12].copy_from_slice(b"##\0\0##\r\n##\0#");
+    }
+    let n = data.len();
+    data[n - 2..].copy_from_slice(b"##");
+    data
+}
+
+fn start(root: &Path, extra: &[&str]) -> ServerProc {
+    let mut cmd = Command::new(example_bin("fileserver"));
+    cmd.args(["--addr", "127.0.0.1:0", "--root"])
+        .arg(root)
+        .args(extra)
+        .env("RUST_LOG", "off");
+    ServerProc::start(cmd)
+}
+
+/// Runs `fileclient --addr <addr> <args>` in `cwd` with `input` on stdin (all pipes).
+fn client(addr: &str, cwd: &Path, args: &[&str], input: &str) -> Output {
+    let mut cmd = Command::new(example_bin("fileclient"));
+    cmd.args(["--addr", addr, "--timeout", "10"])
+        .args(args)
+        .current_dir(cwd);
+    run_with_input(cmd, input.as_bytes(), TIMEOUT)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[track_caller]
+fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+/// Names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn hidden_names(dir: &Path) -> Vec<String> {
+    names(dir)
+        .into_iter()
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
+/// A client speaking the wire protocol byte by byte, as documented in `examples/fileserver.rs`.
+struct Raw {
+    stream: TcpStream,
+}
+
+impl Raw {
+    fn connect(addr: &str) -> Raw {
+        Raw {
+            stream: connect(addr),
+        }
+    }
+
+    fn send(&mut self, tag: u8, body: &[u8]) {
+        let len = u32::try_from(1 + body.len()).unwrap();
+        let mut frame = len.to_be_bytes().to_vec();
+        frame.push(tag);
+        frame.extend_from_slice(body);
+        self.stream.write_all(&frame).unwrap();
+    }
+
+    fn send_put(&mut self, size: u64, name: &[u8]) {
+        let mut body = size.to_be_bytes().to_vec();
+        body.extend_from_slice(name);
+        self.send(b'P', &body);
+    }
+
+    fn send_data(&mut self, data: &[u8]) {
+        for chunk in data.chunks(64 * 1024) {
+            self.send(b'D', chunk);
+        }
+    }
+
+    fn send_end(&mut self, size: u64, crc: u32) {
+        let mut body = size.to_be_bytes().to_vec();
+        body.extend_from_slice(&crc.to_be_bytes());
+        self.send(b'E', &body);
+    }
+
+    /// The next message as (tag, body), or `None` at EOF.
+    fn recv(&mut self) -> Option<(u8, Vec<u8>)> {
+        let mut header = [0; 4];
+        match self.stream.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+            Err(e) => panic!("reading a reply: {e}"),
+        }
+        let len = u32::from_be_bytes(header) as usize;
+        assert!((1..=65_537).contains(&len), "frame length {len}");
+        let mut payload = vec![0; len];
+        self.stream.read_exact(&mut payload).unwrap();
+        let tag = payload.remove(0);
+        Some((tag, payload))
+    }
+
+    #[track_caller]
+    fn expect(&mut self, tag: u8) -> Vec<u8> {
+        match self.recv() {
+            Some((t, body)) if t == tag => body,
+            Some((t, body)) => panic!(
+                "expected {:?}, got {:?} {:?}",
+                char::from(tag),
+                char::from(t),
+                text(&body)
+            ),
+            None => panic!("expected {:?}, got EOF", char::from(tag)),
+        }
+    }
+
+    /// The text of an error reply (`X`).
+    #[track_caller]
+    fn expect_error(&mut self) -> String {
+        text(&self.expect(b'X'))
+    }
+
+    /// `L`, returning (name, size) entries.
+    fn list(&mut self) -> Vec<(String, u64)> {
+        self.send(b'L', b"");
+        self.expect(b'O');
+        let mut entries = Vec::new();
+        loop {
+            match self.recv() {
+                Some((b'F', body)) => {
+                    let size = u64::from_be_bytes(body[..8].try_into().unwrap());
+                    entries.push((text(&body[8..]), size));
+                }
+                Some((b'.', _)) => return entries,
+                other => panic!("unexpected listing message {other:?}"),
+            }
+        }
+    }
+
+    /// Reads until the server closes; panics if it sends anything but errors first.
+    fn expect_close(&mut self) {
+        while let Some((tag, body)) = self.recv() {
+            assert_eq!(tag, b'X', "{:?}", text(&body));
+        }
+    }
+}
+
+// --- Round trips ----------------------------------------------------------------------------
+
+fn round_trip(strategy: &str) {
+    let root = TempDir::new().unwrap();
+    let up = TempDir::new().unwrap();
+    let down = TempDir::new().unwrap();
+    let files: [(&str, Vec<u8>); 3] = [
+        ("nasty.bin", nasty_bytes(5 * MIB)),
+        ("hash", b"##".to_vec()),
+        ("empty", Vec::new()),
+    ];
+    for (name, data) in &files {
+        fs::write(up.path().join(name), data).unwrap();
+    }
+    let mut server = start(root.path(), &["--concurrency", strategy]);
+
+    for (name, data) in &files {
+        let out = client(&server.addr, up.path(), &["put", name], "");
+        assert_success(&out);
+        assert!(
+            out.stderr.is_empty(),
+            "progress or noise on a pipe: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(
+            text(&out.stdout),
+            format!("uploaded {name} ({} bytes)\n", data.len())
+        );
+        assert!(
+            fs::read(root.path().join(name)).unwrap() == *data,
+            "{strategy}: {name} uploaded"
+        );
+    }
+
+    let out = client(&server.addr, up.path(), &["list"], "");
+    assert_success(&out);
+    assert_eq!(
+        text(&out.stdout),
+        format!("empty\t0\nhash\t2\nnasty.bin\t{}\n", 5 * MIB)
+    );
+
+    for (name, data) in &files {
+        let out = client(&server.addr, down.path(), &["get", name], "");
+        assert_success(&out);
+        assert!(
+            out.stderr.is_empty(),
+            "progress or noise on a pipe: {}",
+            text(&out.stderr)
+        );
+        let got = fs::read(down.path().join(name)).unwrap();
+        assert!(got == *data, "{strategy}: {name} downloaded byte-exact");
+    }
+    assert!(
+        hidden_names(root.path()).is_empty(),
+        "temporary files left in the root"
+    );
+    assert!(
+        hidden_names(down.path()).is_empty(),
+        "temporary files left by get"
+    );
+    assert_eq!(server.terminate().code(), Some(0), "{strategy}");
+}
+
+#[test]
+fn round_trip_sequential() {
+    round_trip("sequential");
+}
+
+#[test]
+fn round_trip_threading() {
+    round_trip("threading");
+}
+
+#[test]
+fn round_trip_forking() {
+    round_trip("forking");
+}
+
+#[test]
+fn a_download_replaces_a_local_file_only_when_complete() {
+    let root = TempDir::new().unwrap();
+    let down = TempDir::new().unwrap();
+    fs::write(root.path().join("f"), b"new contents").unwrap();
+    fs::write(down.path().join("f"), b"old").unwrap();
+    let server = start(root.path(), &[]);
+    let out = client(&server.addr, down.path(), &["get", "f"], "");
+    assert_success(&out);
+    assert_eq!(fs::read(down.path().join("f")).unwrap(), b"new contents");
+
+    // A failed download (no such file) leaves the local file alone and no temporary file behind.
+    fs::write(down.path().join("g"), b"keep me").unwrap();
+    fs::remove_file(root.path().join("f")).unwrap();
+    let out = client(&server.addr, down.path(), &["get", "f"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(fs::read(down.path().join("f")).unwrap(), b"new contents");
+    assert_eq!(names(down.path()), ["f", "g"]);
+}
+
+// --- Confinement ---------------------------------------------------------------------------
+
+#[test]
+fn hostile_names_are_refused_and_the_session_goes_on() {
+    let outer = TempDir::new().unwrap();
+    let root = outer.path().join("root");
+    fs::create_dir(&root).unwrap();
+    fs::write(outer.path().join("secret"), b"top secret").unwrap();
+    fs::write(root.join("ok.txt"), b"fine").unwrap();
+    fs::write(root.join(".hidden"), b"hidden").unwrap();
+    let server = start(&root, &[]);
+    let long = vec![b'a'; 256];
+
+    let mut raw = Raw::connect(&server.addr);
+    let cases: [(&[u8], &str); 11] = [
+        (b"../secret", "a path"),
+        (b"/etc/passwd", "a path"),
+        (b"sub/ok.txt", "a path"),
+        (b"./ok.txt", "a path"),
+        (b"ok.txt\0", "NUL"),
+        (b"a\0/../secret", "NUL"),
+        (b"", "empty file name"),
+        (b".hidden", "hidden"),
+        (b"..", "hidden"),
+        (b".", "hidden"),
+        (&long, "longer than 255"),
+    ];
+    for (name, why) in cases {
+        raw.send(b'G', name);
+        let err = raw.expect_error();
+        assert!(
+            err.starts_with("bad file name"),
+            "G {:?}: {err}",
+            text(name)
+        );
+        assert!(err.contains(why), "G {:?}: {err}", text(name));
+        raw.send_put(4, name);
+        let err = raw.expect_error();
+        assert!(err.contains(why), "P {:?}: {err}", text(name));
+    }
+    // Nothing was written anywhere, and the session still works.
+    assert_eq!(raw.list(), [("ok.txt".to_string(), 4)]);
+    assert_eq!(names(outer.path()), ["root", "secret"]);
+    assert_eq!(names(&root), [".hidden", "ok.txt"]);
+
+    // The client refuses to write outside the current directory even before asking.
+    let cwd = TempDir::new().unwrap();
+    let out = client(&server.addr, cwd.path(), &["get", "../secret"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).starts_with("fileclient: "),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(names(cwd.path()).is_empty());
+}
+
+#[test]
+fn symlinks_are_never_followed() {
+    let outer = TempDir::new().unwrap();
+    let root = outer.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let secret = outer.path().join("secret");
+    fs::write(&secret, b"top secret").unwrap();
+    fs::write(root.join("ok.txt"), b"fine").unwrap();
+    std::os::unix::fs::symlink(&secret, root.join("escape")).unwrap();
+    std::os::unix::fs::symlink("../secret", root.join("relative")).unwrap();
+    fs::create_dir(root.join("subdir")).unwrap();
+    nix::unistd::mkfifo(&root.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let server = start(&root, &[]);
+
+    let mut raw = Raw::connect(&server.addr);
+    for link in ["escape", "relative"] {
+        raw.send(b'G', link.as_bytes());
+        let err = raw.expect_error();
+        assert_eq!(
+            err,
+            format!("{link} is a symbolic link, and links are not served")
+        );
+    }
+    // Not regular files: refused, and the FIFO does not hang the server.
+    for name in ["subdir", "fifo"] {
+        raw.send(b'G', name.as_bytes());
+        assert_eq!(raw.expect_error(), format!("not a regular file: {name}"));
+    }
+    assert_eq!(
+        raw.list(),
+        [("ok.txt".to_string(), 4)],
+        "links, dirs, FIFOs unlisted"
+    );
+
+    // Through the client, as a user sees it.
+    let cwd = TempDir::new().unwrap();
+    let out = client(&server.addr, cwd.path(), &["get", "escape"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "fileclient: server refused: escape is a symbolic link, and links are not served\n"
+    );
+    assert!(names(cwd.path()).is_empty());
+
+    // Uploading over a link replaces the link in the root, never writes through it.
+    let data = b"uploaded";
+    raw.send_put(data.len() as u64, b"escape");
+    raw.expect(b'O');
+    raw.send_data(data);
+    raw.send_end(data.len() as u64, crc32fast::hash(data));
+    raw.expect(b'O');
+    assert_eq!(fs::read(&secret).unwrap(), b"top secret");
+    assert!(fs::symlink_metadata(root.join("escape")).unwrap().is_file());
+    assert_eq!(fs::read(root.join("escape")).unwrap(), data);
+}
+
+// --- Uploads that fail -----------------------------------------------------------------------
+
+/// Announces 1 MiB, sends half, disconnects: no file, no temporary file, and the existing file
+/// (if any) untouched.
+fn cut_upload(strategy: &str) {
+    let root = TempDir::new().unwrap();
+    fs::write(root.path().join("keep.txt"), b"original").unwrap();
+    let server = start(root.path(), &["--concurrency", strategy]);
+    let data = nasty_bytes(MIB);
+    for name in ["cut.bin", "keep.txt"] {
+        let mut raw = Raw::connect(&server.addr);
+        raw.send_put(data.len() as u64, name.as_bytes());
+        raw.expect(b'O');
+        raw.send_data(&data[..MIB / 2]);
+        // The upload is in progress, into a hidden temporary file...
+        assert!(
+            eventually(TIMEOUT, || hidden_names(root.path()).len() == 1),
+            "{strategy}: no temporary file during the upload: {:?}",
+            names(root.path())
+        );
+        drop(raw);
+        // ...which goes away with the connection.
+        assert!(
+            eventually(TIMEOUT, || hidden_names(root.path()).is_empty()),
+            "{strategy}: temporary file left behind: {:?}",
+            names(root.path())
+        );
+        assert_eq!(names(root.path()), ["keep.txt"], "{strategy}");
+        assert_eq!(fs::read(root.path().join("keep.txt")).unwrap(), b"original");
+    }
+    assert_eq!(
+        Raw::connect(&server.addr).list(),
+        [("keep.txt".to_string(), 8)]
+    );
+}
+
+#[test]
+fn upload_cut_off_midway_leaves_no_file_sequential() {
+    cut_upload("sequential");
+}
+
+#[test]
+fn upload_cut_off_midway_leaves_no_file_threading() {
+    cut_upload("threading");
+}
+
+#[test]
+fn upload_cut_off_midway_leaves_no_file_forking() {
+    cut_upload("forking");
+}
+
+#[test]
+fn failed_verification_stores_nothing_and_the_session_goes_on() {
+    let root = TempDir::new().unwrap();
+    fs::write(root.path().join("keep.txt"), b"original").unwrap();
+    let server = start(root.path(), &[]);
+    let mut raw = Raw::connect(&server.addr);
+    let data = b"replacement";
+    let size = data.len() as u64;
+
+    // Right size, wrong checksum (a corrupted byte in transit).
+    raw.send_put(size, b"keep.txt");
+    raw.expect(b'O');
+    raw.send_data(data);
+    raw.send_end(size, crc32fast::hash(data) ^ 1);
+    assert!(raw.expect_error().contains("checksum mismatch"));
+
+    // Fewer bytes than announced, with an end marker that admits it.
+    raw.send_put(size, b"keep.txt");
+    raw.expect(b'O');
+    raw.send_data(&data[..5]);
+    raw.send_end(5, crc32fast::hash(&data[..5]));
+    assert!(raw
+        .expect_error()
+        .contains("announced 11 bytes, received 5"));
+
+    // The sender cancels.
+    raw.send_put(size, b"keep.txt");
+    raw.expect(b'O');
+    raw.send_data(&data[..5]);
+    raw.send(b'X', b"disk on fire");
+    assert!(raw.expect_error().contains("disk on fire"));
+
+    assert_eq!(fs::read(root.path().join("keep.txt")).unwrap(), b"original");
+    assert_eq!(raw.list(), [("keep.txt".to_string(), 8)]);
+    assert!(hidden_names(root.path()).is_empty());
+
+    // And a good upload on the same session replaces it.
+    raw.send_put(size, b"keep.txt");
+    raw.expect(b'O');
+    raw.send_data(data);
+    raw.send_end(size, crc32fast::hash(data));
+    raw.expect(b'O');
+    assert_eq!(fs::read(root.path().join("keep.txt")).unwrap(), data);
+}
+
+#[test]
+fn oversize_uploads_are_refused() {
+    let root = TempDir::new().unwrap();
+    let up = TempDir::new().unwrap();
+    fs::write(root.path().join("big"), b"original").unwrap();
+    fs::write(up.path().join("big"), vec![7; 1001]).unwrap();
+    fs::write(up.path().join("fits"), vec![7; 1000]).unwrap();
+    let server = start(root.path(), &["--max-upload", "1000"]);
+
+    let out = client(&server.addr, up.path(), &["put", "big"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "fileclient: server refused: big is 1001 bytes, over the upload limit of 1000 bytes\n"
+    );
+    assert_eq!(fs::read(root.path().join("big")).unwrap(), b"original");
+    assert_success(&client(&server.addr, up.path(), &["put", "fits"], ""));
+    assert_eq!(fs::read(root.path().join("fits")).unwrap(), vec![7; 1000]);
+
+    // Refused before any data: the reply comes without a byte of data sent.
+    let mut raw = Raw::connect(&server.addr);
+    raw.send_put(u64::MAX, b"huge");
+    assert!(raw.expect_error().contains("over the upload limit"));
+    // A stream longer than announced is cut off: error, then the connection is closed.
+    raw.send_put(10, b"liar");
+    raw.expect(b'O');
+    raw.send_data(&[1; 20]);
+    assert!(raw
+        .expect_error()
+        .contains("more data than the 10 bytes announced"));
+    raw.expect_close();
+    assert!(eventually(TIMEOUT, || hidden_names(root.path()).is_empty()));
+    assert_eq!(names(root.path()), ["big", "fits"]);
+}
+
+// --- Bad commands ----------------------------------------------------------------------------
+
+fn garbage(strategy: &str) {
+    let root = TempDir::new().unwrap();
+    fs::write(root.path().join("f"), b"x").unwrap();
+    let server = start(root.path(), &["--concurrency", strategy]);
+    // A sequential server serves one connection at a time, so only the others can hold one open.
+    let mut bystander = (strategy != "sequential").then(|| Raw::connect(&server.addr));
+
+    let mut raw = Raw::connect(&server.addr);
+    raw.stream.write_all(&[0, 0, 0, 0]).unwrap(); // an empty frame: the notes' data[0] crash
+    assert_eq!(raw.expect_error(), "empty command");
+    raw.send(b'Z', b"zzz");
+    assert_eq!(raw.expect_error(), "unknown command 'Z'");
+    raw.send(0xff, b"");
+    assert_eq!(raw.expect_error(), "unknown command 0xff");
+    raw.send(b'L', b"extra");
+    assert_eq!(raw.expect_error(), "malformed 'L' message");
+    raw.send(b'O', b"");
+    assert!(raw.expect_error().starts_with("expected a command"));
+    raw.send(b'D', b"stray data");
+    assert!(raw.expect_error().starts_with("expected a command"));
+    assert_eq!(raw.list(), [("f".to_string(), 1)], "the session goes on");
+    drop(raw);
+
+    // Not this protocol at all: an error, then the connection is closed.
+    let mut http = Raw::connect(&server.addr);
+    http.stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    assert!(http.expect_error().starts_with("bad frame"));
+    http.expect_close();
+
+    // The notes' client protocol: "L" and "G name" as bare bytes, also refused.
+    let mut notes = Raw::connect(&server.addr);
+    notes.stream.write_all(b"G ../../etc/passwd").unwrap();
+    assert!(notes.expect_error().starts_with("bad frame"));
+    notes.expect_close();
+
+    // Everyone else is still served.
+    if let Some(bystander) = &mut bystander {
+        assert_eq!(bystander.list(), [("f".to_string(), 1)]);
+    }
+    assert_eq!(Raw::connect(&server.addr).list(), [("f".to_string(), 1)]);
+}
+
+#[test]
+fn garbage_commands_sequential() {
+    garbage("sequential");
+}
+
+#[test]
+fn garbage_commands_forking() {
+    garbage("forking");
+}
+
+#[test]
+fn quit_ends_the_session() {
+    let root = TempDir::new().unwrap();
+    let server = start(root.path(), &[]);
+    let mut raw = Raw::connect(&server.addr);
+    raw.send(b'Q', b"");
+    raw.expect(b'O');
+    assert!(raw.recv().is_none(), "closed after Q");
+}
+
+// --- The client ------------------------------------------------------------------------------
+
+#[test]
+fn interactive_menu_driven_through_stdin() {
+    let root = TempDir::new().unwrap();
+    let cwd = TempDir::new().unwrap();
+    fs::write(root.path().join("a.txt"), b"alpha").unwrap();
+    fs::write(cwd.path().join("up.bin"), nasty_bytes(100_000)).unwrap();
+    let server = start(root.path(), &[]);
+
+    let script = "L\n\n   \nG a.txt\nX\nG\nP\nG ../etc/passwd\nP up.bin\nG missing\nl\nQ\nL\n";
+    let out = client(&server.addr, cwd.path(), &[], script);
+    assert_success(&out);
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert!(stdout.starts_with("Commands:\n"), "the menu: {stdout}");
+    assert!(stdout.contains("  Q          quit\na.txt\t5\n"), "{stdout}");
+    assert!(stdout.contains("saved a.txt (5 bytes)\n"), "{stdout}");
+    assert!(
+        stdout.contains("uploaded up.bin (100000 bytes)\n"),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("a.txt\t5\nup.bin\t100000\n"), "{stdout}");
+    assert_eq!(
+        stdout.matches("type L, G NAME, P PATH or Q").count(),
+        2,
+        "{stdout}"
+    );
+    for expected in [
+        "fileclient: unknown command: X\n",
+        "fileclient: G needs a file name: G NAME\n",
+        "fileclient: P needs a path: P PATH\n",
+        "fileclient: will not write \"../etc/passwd\" here",
+        "fileclient: server refused: no such file: missing\n",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} in {stderr}");
+    }
+    assert_eq!(fs::read(cwd.path().join("a.txt")).unwrap(), b"alpha");
+    assert_eq!(
+        fs::read(root.path().join("up.bin")).unwrap(),
+        nasty_bytes(100_000)
+    );
+
+    // End of input is a quit too.
+    let out = client(&server.addr, cwd.path(), &[], "L\n");
+    assert_success(&out);
+    assert!(text(&out.stdout).ends_with("a.txt\t5\nup.bin\t100000\n"));
+}
+
+#[test]
+fn progress_output_absent_when_piped() {
+    let root = TempDir::new().unwrap();
+    let cwd = TempDir::new().unwrap();
+    fs::write(root.path().join("big"), nasty_bytes(5 * MIB)).unwrap();
+    let server = start(root.path(), &[]);
+    let out = client(&server.addr, cwd.path(), &["get", "big"], "");
+    assert_success(&out);
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!("saved big ({} bytes)\n", 5 * MIB)
+    );
+}
+
+/// On a terminal (a pseudo-terminal from util-linux `script`), the same download draws a progress
+/// bar with the rate and ETA on stderr.
+#[test]
+fn progress_bar_on_a_terminal() {
+    let root = TempDir::new().unwrap();
+    let cwd = TempDir::new().unwrap();
+    fs::write(root.path().join("big"), nasty_bytes(5 * MIB)).unwrap();
+    let server = start(root.path(), &[]);
+    let client = example_bin("fileclient");
+    let command_line = format!("'{}' --addr {} get big", client.display(), server.addr);
+    let mut cmd = Command::new("script");
+    cmd.args([
+        "--quiet",
+        "--return",
+        "--command",
+        &command_line,
+        "/dev/null",
+    ]);
+    // As in a terminal emulator: without TERM, indicatif assumes a dumb terminal and draws nothing.
+    cmd.env("TERM", "xterm").current_dir(cwd.path());
+    let out = run_with_input(cmd, b"", TIMEOUT);
+    let terminal = text(&out.stdout); // script copies the terminal's output to its stdout
+    assert!(out.status.success(), "{terminal}\n{}", text(&out.stderr));
+    assert!(terminal.contains("saved big (5242880 bytes)"), "{terminal}");
+    assert!(terminal.contains("big ["), "no progress bar: {terminal}");
+    assert!(
+        terminal.contains("MiB") && terminal.contains("ETA"),
+        "{terminal}"
+    );
+    assert_eq!(
+        fs::read(cwd.path().join("big")).unwrap(),
+        nasty_bytes(5 * MIB)
+    );
+}
+
+#[test]
+fn client_errors_are_plain_with_a_nonzero_exit() {
+    let root = TempDir::new().unwrap();
+    let cwd = TempDir::new().unwrap();
+    let server = start(root.path(), &[]);
+    let out = client(&server.addr, cwd.path(), &["get", "x"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "fileclient: server refused: no such file: x\n"
+    );
+    assert!(out.stdout.is_empty());
+
+    let out = client(&server.addr, cwd.path(), &["put", "nope"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).starts_with("fileclient: opening nope: "));
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let out = client(&addr, cwd.path(), &["list"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).starts_with(&format!("fileclient: connecting to {addr}: ")),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn bad_flags_print_usage_and_exit_2() {
+    let root = TempDir::new().unwrap();
+    let root = root.path().to_str().unwrap();
+    for (bin, args) in [
+        ("fileserver", &["--addr", "127.0.0.1:0"][..]), // --root is required
+        ("fileserver", &["--root", root, "--concurrency", "bogus"]),
+        ("fileserver", &["--root", root, "--max-upload", "-1"]),
+        ("fileclient", &["list"]), // --addr is required
+        ("fileclient", &["--addr", "127.0.0.1:1", "frobnicate"]),
+    ] {
+        let out = Command::new(example_bin(bin)).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bin} {args:?}");
+        assert!(text(&out.stderr).contains("Usage"), "{bin} {args:?}");
+    }
+    let out = Command::new(example_bin("fileserver"))
+        .args(["--root", "/nonexistent/dir"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("opening the root directory /nonexistent/dir"));
+}
