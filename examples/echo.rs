@@ -80,6 +80,12 @@ struct Args {
     /// Worker threads (pool) or processes (prefork); default: the strategy's own.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     workers: Option<u32>,
+    /// Cap on live threads for threading (default 1024).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    max_threads: Option<u32>,
+    /// Cap on live children for forking (default 40, as Python's `max_children`).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    max_children: Option<u32>,
     /// Recycle each prefork worker after this many requests.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     max_requests: Option<u64>,
@@ -238,8 +244,8 @@ fn serve_stream<T: Transport<Kind = Stream>>(t: T, args: &Args) -> anyhow::Resul
     };
     match args.concurrency {
         ConcurrencyArg::Sequential => run(Server::new(Sequential, t, handler)?, args),
-        ConcurrencyArg::Threading => run(Server::new(Threading::new(), t, handler)?, args),
-        ConcurrencyArg::Forking => run(Server::new(Forking::new(), t, handler)?, args),
+        ConcurrencyArg::Threading => run(Server::new(threading(args), t, handler)?, args),
+        ConcurrencyArg::Forking => run(Server::new(forking(args), t, handler)?, args),
         ConcurrencyArg::Pool => run(Server::new(pool(args), t, handler)?, args),
         ConcurrencyArg::Prefork => run(Server::new(prefork(args)?, t, handler)?, args),
         ConcurrencyArg::Reactor => {
@@ -255,8 +261,8 @@ fn serve_stream<T: Transport<Kind = Stream>>(t: T, args: &Args) -> anyhow::Resul
 fn serve_datagram<T: Transport<Kind = Datagram>>(t: T, args: &Args) -> anyhow::Result<()> {
     match args.concurrency {
         ConcurrencyArg::Sequential => run(Server::new(Sequential, t, echo_datagram)?, args),
-        ConcurrencyArg::Threading => run(Server::new(Threading::new(), t, echo_datagram)?, args),
-        ConcurrencyArg::Forking => run(Server::new(Forking::new(), t, echo_datagram)?, args),
+        ConcurrencyArg::Threading => run(Server::new(threading(args), t, echo_datagram)?, args),
+        ConcurrencyArg::Forking => run(Server::new(forking(args), t, echo_datagram)?, args),
         ConcurrencyArg::Pool => run(Server::new(pool(args), t, echo_datagram)?, args),
         ConcurrencyArg::Prefork => run(Server::new(prefork(args)?, t, echo_datagram)?, args),
         ConcurrencyArg::Reactor => {
@@ -264,6 +270,16 @@ fn serve_datagram<T: Transport<Kind = Datagram>>(t: T, args: &Args) -> anyhow::R
             std::process::exit(2);
         }
     }
+}
+
+fn threading(args: &Args) -> Threading {
+    args.max_threads
+        .map_or_else(Threading::new, |n| Threading::new().max_threads(n as usize))
+}
+
+fn forking(args: &Args) -> Forking {
+    args.max_children
+        .map_or_else(Forking::new, |n| Forking::new().max_children(n as usize))
 }
 
 fn pool(args: &Args) -> Pool {
