@@ -3,86 +3,154 @@
 
 mod util;
 
+use std::io::{Read, Write};
 use std::net::UdpSocket;
+use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::process::Command;
 
 use nix::sys::signal::Signal;
 use util::{example_bin, round_trip, ServerProc, TIMEOUT};
 
-fn tcp_echo(concurrency: &str) {
+/// A client for one transport: sends a message, returns the echo.
+enum Client {
+    Stream(String),
+    Datagram(UdpSocket, String),
+    UnixStream(std::path::PathBuf),
+    UnixDatagram(UnixDatagram, std::path::PathBuf),
+}
+
+impl Client {
+    fn echo(&self, msg: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0u8; 4096];
+        match self {
+            Client::Stream(addr) => round_trip(addr, msg),
+            Client::Datagram(socket, addr) => {
+                socket.send_to(msg, addr).unwrap();
+                let n = socket.recv(&mut buf).unwrap();
+                buf[..n].to_vec()
+            }
+            Client::UnixStream(path) => {
+                let mut s = UnixStream::connect(path).unwrap();
+                s.set_read_timeout(Some(TIMEOUT)).unwrap();
+                s.write_all(msg).unwrap();
+                s.shutdown(std::net::Shutdown::Write).unwrap();
+                let mut reply = Vec::new();
+                s.read_to_end(&mut reply).unwrap();
+                reply
+            }
+            Client::UnixDatagram(socket, path) => {
+                socket.send_to(msg, path).unwrap();
+                let n = socket.recv(&mut buf).unwrap();
+                buf[..n].to_vec()
+            }
+        }
+    }
+}
+
+/// Starts the echo example on `transport` under `concurrency`, echoes through it, and stops it with
+/// `signal`: the transport × strategy matrix, as a user would run it.
+fn matrix(transport: &str, concurrency: &str, signal: Signal) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("echo.sock");
+    let addr = match transport {
+        "tcp" | "udp" => "127.0.0.1:0".to_string(),
+        _ => path.to_str().unwrap().to_string(),
+    };
     let mut server = ServerProc::example(
         "echo",
         &[
             "--addr",
-            "127.0.0.1:0",
+            &addr,
             "--transport",
-            "tcp",
+            transport,
             "--concurrency",
             concurrency,
         ],
     );
+    let client = match transport {
+        "tcp" => Client::Stream(server.addr.clone()),
+        "udp" => {
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+            Client::Datagram(socket, server.addr.clone())
+        }
+        "unix" => Client::UnixStream(path.clone()),
+        _ => {
+            let socket = UnixDatagram::bind(dir.path().join("client.sock")).unwrap();
+            socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+            Client::UnixDatagram(socket, path.clone())
+        }
+    };
     for i in 0..3 {
-        let msg = format!("hello {i} from {concurrency}\n");
-        assert_eq!(round_trip(&server.addr, msg.as_bytes()), msg.as_bytes());
+        let msg = format!("message {i} over {transport} under {concurrency}\n");
+        assert_eq!(client.echo(msg.as_bytes()), msg.as_bytes());
     }
-    let status = server.stop_with(Signal::SIGINT);
-    assert_eq!(status.code(), Some(0), "{concurrency}: {status:?}");
-}
-
-fn udp_echo(concurrency: &str) {
-    let mut server = ServerProc::example(
-        "echo",
-        &[
-            "--addr",
-            "127.0.0.1:0",
-            "--transport",
-            "udp",
-            "--concurrency",
-            concurrency,
-        ],
+    let status = server.stop_with(signal);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{transport}/{concurrency}: {status:?}"
     );
-    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-    client.set_read_timeout(Some(TIMEOUT)).unwrap();
-    for i in 0..3 {
-        let msg = format!("datagram {i}");
-        client.send_to(msg.as_bytes(), &server.addr).unwrap();
-        let mut buf = [0; 100];
-        let (n, from) = client.recv_from(&mut buf).unwrap();
-        assert_eq!(&buf[..n], msg.as_bytes());
-        assert_eq!(from, server.socket_addr());
+    if transport.starts_with("unix") {
+        assert!(!path.exists(), "the socket path outlived the server");
     }
-    let status = server.terminate();
-    assert_eq!(status.code(), Some(0), "{concurrency}: {status:?}");
+}
+
+/// One test per transport × strategy combination that makes sense (`Reactor` serves streams only).
+macro_rules! matrix {
+    ($($name:ident: $transport:literal, $concurrency:literal, $signal:ident;)*) => {
+        $( #[test] fn $name() { matrix($transport, $concurrency, Signal::$signal) } )*
+    };
+}
+
+matrix! {
+    tcp_sequential: "tcp", "sequential", SIGINT;
+    tcp_threading: "tcp", "threading", SIGTERM;
+    tcp_forking: "tcp", "forking", SIGINT;
+    tcp_pool: "tcp", "pool", SIGTERM;
+    tcp_prefork: "tcp", "prefork", SIGINT;
+    tcp_reactor: "tcp", "reactor", SIGTERM;
+    udp_sequential: "udp", "sequential", SIGTERM;
+    udp_threading: "udp", "threading", SIGINT;
+    udp_forking: "udp", "forking", SIGTERM;
+    udp_pool: "udp", "pool", SIGINT;
+    udp_prefork: "udp", "prefork", SIGTERM;
+    unix_sequential: "unix", "sequential", SIGINT;
+    unix_threading: "unix", "threading", SIGTERM;
+    unix_forking: "unix", "forking", SIGINT;
+    unix_pool: "unix", "pool", SIGTERM;
+    unix_prefork: "unix", "prefork", SIGINT;
+    unix_reactor: "unix", "reactor", SIGTERM;
+    unix_dgram_sequential: "unix-dgram", "sequential", SIGTERM;
+    unix_dgram_threading: "unix-dgram", "threading", SIGINT;
+    unix_dgram_forking: "unix-dgram", "forking", SIGTERM;
+    unix_dgram_pool: "unix-dgram", "pool", SIGINT;
+    unix_dgram_prefork: "unix-dgram", "prefork", SIGTERM;
 }
 
 #[test]
-fn tcp_sequential() {
-    tcp_echo("sequential");
-}
-
-#[test]
-fn tcp_threading() {
-    tcp_echo("threading");
-}
-
-#[test]
-fn tcp_forking() {
-    tcp_echo("forking");
-}
-
-#[test]
-fn udp_sequential() {
-    udp_echo("sequential");
-}
-
-#[test]
-fn udp_threading() {
-    udp_echo("threading");
-}
-
-#[test]
-fn udp_forking() {
-    udp_echo("forking");
+fn reactor_refuses_datagram_transports() {
+    for transport in ["udp", "unix-dgram"] {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = if transport == "udp" {
+            "127.0.0.1:0".to_string()
+        } else {
+            dir.path().join("s").to_str().unwrap().to_string()
+        };
+        let out = Command::new(example_bin("echo"))
+            .args([
+                "--addr",
+                &addr,
+                "--transport",
+                transport,
+                "--concurrency",
+                "reactor",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{transport}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("stream transports only"));
+    }
 }
 
 #[test]

@@ -110,15 +110,35 @@ fn storm_threading_capped() {
     in_process(Threading::new().max_threads(16));
 }
 
-#[test]
-fn storm_forking() {
-    let mut server = ServerProc::example("echo", &["--concurrency", "forking"]);
+/// The strategies that fork (or own their event loop) run as the echo example in their own process.
+fn example(concurrency: &str) {
+    let mut server = ServerProc::example("echo", &["--concurrency", concurrency]);
     let (served, refused) = storm(server.socket_addr());
     assert_eq!(served + refused, CONNECTIONS);
     assert!(
         served > CONNECTIONS / 2,
-        "only {served} served, {refused} refused"
+        "{concurrency}: only {served} served, {refused} refused"
     );
     assert_eq!(round_trip(&server.addr, b"after\n"), b"after\n");
     assert_eq!(server.terminate().code(), Some(0));
+}
+
+#[test]
+fn storm_forking() {
+    example("forking");
+}
+
+#[test]
+fn storm_pool() {
+    example("pool");
+}
+
+#[test]
+fn storm_prefork() {
+    example("prefork");
+}
+
+#[test]
+fn storm_reactor() {
+    example("reactor");
 }
