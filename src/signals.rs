@@ -209,3 +209,45 @@ fn write_eventfd(fd: RawFd) {
         }
     }
 }
+
+/// Blocks the signals the crate handles (`SIGINT`, `SIGTERM`, `SIGHUP`) until dropped: held around
+/// `fork(2)`, so that a child never runs the parent's handlers — which would write to the parent's
+/// shared eventfds — before it has reset them. A signal sent meanwhile stays pending and is delivered
+/// once the mask is restored, to whichever handler is then in place.
+pub(crate) struct Blocked {
+    old: SigSet,
+}
+
+impl Blocked {
+    /// `sigprocmask(2)`: blocks the signals, remembering the previous mask.
+    pub(crate) fn new() -> io::Result<Blocked> {
+        let mut blocked = SigSet::empty();
+        for sig in WORKER_SIGNALS {
+            blocked.add(sig);
+        }
+        let mut old = SigSet::empty();
+        nix::sys::signal::sigprocmask(
+            nix::sys::signal::SigmaskHow::SIG_BLOCK,
+            Some(&blocked),
+            Some(&mut old),
+        )
+        .map_err(|e| crate::sys::context(e.into(), "sigprocmask(2)"))?;
+        Ok(Blocked { old })
+    }
+
+    /// The mask to restore, for a child that restores it itself once its handlers are in place.
+    pub(crate) fn old_mask(&self) -> &SigSet {
+        &self.old
+    }
+}
+
+impl Drop for Blocked {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::sigprocmask(
+            nix::sys::signal::SigmaskHow::SIG_SETMASK,
+            Some(&self.old),
+            None,
+        );
+    }
+}
+

@@ -169,9 +169,12 @@ impl Dispatch for Forking {
     where
         F: FnOnce() -> bool + Send + 'static,
     {
+        // Until the child has reset the parent's signal handlers, a signal must not run them there.
+        let blocked = crate::signals::Blocked::new()?;
         match sys::fork()? {
             Forked::Child => {
                 crate::signals::reset_in_child();
+                drop(blocked);
                 if let Some(fd) = env.close_in_child {
                     sys::close_raw(fd);
                 }
@@ -183,6 +186,7 @@ impl Dispatch for Forking {
                 sys::exit_child(if ok { 0 } else { 1 });
             }
             Forked::Parent(pid) => {
+                drop(blocked);
                 let pidfd = match sys::pidfd_open(pid) {
                     Ok(fd) => fd,
                     Err(e) => {

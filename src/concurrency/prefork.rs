@@ -349,24 +349,17 @@ impl Supervisor {
         // Block the signals the supervisor handles until the new worker has its own handlers: a
         // signal in between would run the supervisor's handler in the worker (and, for SIGTERM, shut
         // the whole server down through the shared eventfd).
-        let mut blocked = SigSet::empty();
-        for sig in signals::WORKER_SIGNALS {
-            blocked.add(sig);
-        }
-        let mut old_mask = SigSet::empty();
-        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), Some(&mut old_mask))
-            .map_err(|e| sys::context(e.into(), "sigprocmask(2)"))?;
+        let blocked = signals::Blocked::new()?;
         let slot = self.free_slots.pop();
         let pid = match sys::fork() {
-            Ok(Forked::Child) => self.become_worker(core, &old_mask, slot),
+            Ok(Forked::Child) => self.become_worker(core, blocked.old_mask(), slot),
             Ok(Forked::Parent(pid)) => pid,
             Err(e) => {
-                let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
                 self.free_slots.extend(slot);
                 return Err(e);
             }
         };
-        let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
+        drop(blocked);
         let pidfd = match sys::pidfd_open(pid) {
             Ok(fd) => fd,
             Err(e) => {
