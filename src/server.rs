@@ -672,7 +672,7 @@ where
                 // Accept first and poll only when nothing is pending: under load the poll is skipped.
                 match transport.accept() {
                     Ok(Accept::Ready(request)) => {
-                        self.backoff = Duration::ZERO;
+                        self.accepted();
                         self.dispatch(strategy, request, &ctx);
                         if once.is_some() {
                             return Ok(HandleOutcome::Handled);
