@@ -36,12 +36,46 @@ use crate::sys;
 use crate::transport::InheritedSocket;
 
 /// The first descriptor the protocol passes (after stdin, stdout and stderr): `SD_LISTEN_FDS_START`.
+///
+/// # Examples
+///
+/// ```
+/// use socketserver::activation::{parse, LISTEN_FDS_START};
+/// assert_eq!(LISTEN_FDS_START, 3);
+/// let announced = parse(Some("7"), Some("2"), None, 7)?;
+/// let fds: Vec<i32> = announced.iter().map(|(fd, _)| fd).collect();
+/// assert_eq!(fds, [LISTEN_FDS_START, LISTEN_FDS_START + 1]);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub const LISTEN_FDS_START: RawFd = 3;
 
 /// The name a socket gets when `LISTEN_FDNAMES` is not set, as in systemd.
+///
+/// # Examples
+///
+/// ```
+/// use socketserver::activation::{parse, UNKNOWN_NAME};
+/// let announced = parse(Some("7"), Some("1"), None, 7)?; // no LISTEN_FDNAMES
+/// assert!(announced.iter().all(|(_, name)| name == UNKNOWN_NAME));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub const UNKNOWN_NAME: &str = "unknown";
 
 /// The environment variables of the protocol, removed by [`listen_fds`].
+///
+/// # Examples
+///
+/// The variables are removed even when they announce sockets for another process, so that programs
+/// this one starts do not take them for theirs:
+///
+/// ```
+/// use socketserver::activation::{listen_fds, VARIABLES};
+/// std::env::set_var("LISTEN_PID", "1"); // meant for pid 1, not for us
+/// std::env::set_var("LISTEN_FDS", "1");
+/// assert!(listen_fds()?.is_empty());
+/// assert!(VARIABLES.iter().all(|var| std::env::var_os(var).is_none()));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub const VARIABLES: [&str; 3] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];
 
 /// Set once the descriptors have been claimed, so they are never owned twice.

@@ -98,34 +98,266 @@ pub use transport::{mock, Tcp, Transport, Udp};
 pub use transport::{InheritedSocket, SocketKind, UnixDatagram, UnixStream};
 
 /// Python's `TCPServer`: one connection at a time.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use socketserver::{HandleOutcome, StreamRequest, TcpServer};
+///
+/// let mut server = TcpServer::bind("127.0.0.1:0", |req: &mut StreamRequest| {
+///     req.write_all(b"hello")?;
+///     Ok(())
+/// })?;
+/// let mut client = std::net::TcpStream::connect(server.local_addr().as_inet().unwrap())?;
+/// assert_eq!(server.handle_request()?, HandleOutcome::Handled); // served inline
+/// let mut reply = String::new();
+/// client.read_to_string(&mut reply)?;
+/// assert_eq!(reply, "hello");
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub type TcpServer<H> = Server<Sequential, Tcp, H>;
 /// Python's `UDPServer`: one datagram at a time.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::Write;
+/// use socketserver::{DatagramRequest, UdpServer};
+///
+/// let mut server = UdpServer::bind("127.0.0.1:0", |req: &mut DatagramRequest| {
+///     let reply = req.data().to_ascii_uppercase();
+///     req.write_all(&reply)?;
+///     Ok(())
+/// })?;
+/// let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
+/// client.send_to(b"ping", server.local_addr().as_inet().unwrap())?;
+/// server.handle_request()?;
+/// let mut buf = [0; 16];
+/// let n = client.recv(&mut buf)?;
+/// assert_eq!(&buf[..n], b"PING");
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub type UdpServer<H> = Server<Sequential, Udp, H>;
 /// Python's `ThreadingTCPServer`: a thread per connection.
+///
+/// # Examples
+///
+/// ```
+/// use socketserver::{StreamRequest, ThreadingTcpServer};
+///
+/// let mut server = ThreadingTcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?;
+/// println!("listening on {}", server.local_addr());
+/// server.shutdown_handle().shutdown(); // stop before serving: serve_forever returns at once
+/// assert_eq!(server.serve_forever()?.requests, 0);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub type ThreadingTcpServer<H> = Server<Threading, Tcp, H>;
 /// Python's `ThreadingUDPServer`: a thread per datagram.
+///
+/// # Examples
+///
+/// ```
+/// use socketserver::{DatagramRequest, ThreadingUdpServer};
+///
+/// let server = ThreadingUdpServer::bind("127.0.0.1:0", |_r: &mut DatagramRequest| Ok(()))?;
+/// println!("listening on {}", server.local_addr());
+/// assert_ne!(server.local_addr().as_inet().unwrap().port(), 0);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub type ThreadingUdpServer<H> = Server<Threading, Udp, H>;
 /// Python's `ForkingTCPServer`: a process per connection.
+///
+/// # Examples
+///
+/// Binding does not fork; `serve_forever` does, so call it from a process with one thread (see
+/// [`Forking`]).
+///
+/// ```
+/// use socketserver::{ForkingTcpServer, StreamRequest};
+///
+/// let server = ForkingTcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?;
+/// println!("listening on {}", server.local_addr());
+/// assert!(server.local_addr().as_inet().unwrap().ip().is_loopback());
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub type ForkingTcpServer<H> = Server<Forking, Tcp, H>;
 /// Python's `ForkingUDPServer`: a process per datagram.
+///
+/// # Examples
+///
+/// ```
+/// use socketserver::{DatagramRequest, ForkingUdpServer};
+///
+/// let server = ForkingUdpServer::bind("127.0.0.1:0", |_r: &mut DatagramRequest| Ok(()))?;
+/// println!("listening on {}", server.local_addr()); // serve_forever forks: one thread only
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub type ForkingUdpServer<H> = Server<Forking, Udp, H>;
 /// A TCP server whose connections run on a fixed pool of threads.
+///
+/// # Examples
+///
+/// `bind` sizes the pool from the CPU count; [`Server::new`] takes a configured [`Pool`].
+///
+/// ```
+/// use socketserver::{Pool, PoolTcpServer, StreamRequest, Tcp};
+///
+/// let server = PoolTcpServer::new(
+///     Pool::new(4).queue_capacity(16),
+///     Tcp::bind("127.0.0.1:0")?,
+///     |_r: &mut StreamRequest| Ok(()),
+/// )?;
+/// println!("listening on {}", server.local_addr());
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub type PoolTcpServer<H> = Server<Pool, Tcp, H>;
 /// A UDP server whose datagrams run on a fixed pool of threads.
+///
+/// # Examples
+///
+/// ```
+/// use socketserver::{DatagramRequest, PoolUdpServer};
+///
+/// let server = PoolUdpServer::bind("127.0.0.1:0", |_r: &mut DatagramRequest| Ok(()))?;
+/// assert_ne!(server.local_addr().as_inet().unwrap().port(), 0);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub type PoolUdpServer<H> = Server<Pool, Udp, H>;
 /// A TCP server whose pre-forked worker processes accept and serve connections.
+///
+/// # Examples
+///
+/// The workers are forked by `serve_forever` (from a process with one thread, see [`PreFork`]):
+///
+/// ```
+/// use socketserver::{PreFork, PreForkTcpServer, StreamRequest, Tcp};
+///
+/// let server = PreForkTcpServer::new(
+///     PreFork::new(4).max_requests(10_000),
+///     Tcp::bind("127.0.0.1:0")?,
+///     |_r: &mut StreamRequest| Ok(()),
+/// )?;
+/// println!("listening on {}", server.local_addr());
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub type PreForkTcpServer<H> = Server<PreFork, Tcp, H>;
 /// A UDP server whose pre-forked worker processes receive and serve datagrams.
+///
+/// # Examples
+///
+/// ```
+/// use socketserver::{DatagramRequest, PreForkUdpServer};
+///
+/// let server = PreForkUdpServer::bind("127.0.0.1:0", |_r: &mut DatagramRequest| Ok(()))?;
+/// println!("listening on {}", server.local_addr()); // 2 × CPUs + 1 workers once serving
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub type PreForkUdpServer<H> = Server<PreFork, Udp, H>;
 /// Python's `UnixStreamServer`: one connection at a time.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use socketserver::{StreamRequest, UnixStreamServer};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("app.sock");
+/// let mut server = UnixStreamServer::bind(&path, |req: &mut StreamRequest| {
+///     req.write_all(b"hi")?;
+///     Ok(())
+/// })?;
+/// let mut client = std::os::unix::net::UnixStream::connect(&path)?;
+/// server.handle_request()?;
+/// let mut reply = String::new();
+/// client.read_to_string(&mut reply)?;
+/// assert_eq!(reply, "hi");
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub type UnixStreamServer<H> = Server<Sequential, UnixStream, H>;
 /// Python's `ThreadingUnixStreamServer`: a thread per connection.
+///
+/// # Examples
+///
+/// On a Linux abstract address, which leaves no file behind:
+///
+/// ```
+/// use socketserver::{StreamRequest, Threading, ThreadingUnixStreamServer, UnixStream};
+///
+/// let name = format!("socketserver-doc-{}", std::process::id());
+/// let server = ThreadingUnixStreamServer::new(
+///     Threading::new(),
+///     UnixStream::bind_abstract(&name)?,
+///     |_r: &mut StreamRequest| Ok(()),
+/// )?;
+/// assert_eq!(server.local_addr().to_string(), format!("@{name}"));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub type ThreadingUnixStreamServer<H> = Server<Threading, UnixStream, H>;
 /// Python's `ForkingUnixStreamServer`: a process per connection.
+///
+/// # Examples
+///
+/// ```
+/// use socketserver::{ForkingUnixStreamServer, StreamRequest};
+///
+/// let dir = tempfile::tempdir()?;
+/// let server = ForkingUnixStreamServer::bind(dir.path().join("s"), |_r: &mut StreamRequest| Ok(()))?;
+/// println!("listening on {}", server.local_addr()); // serve_forever forks: one thread only
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub type ForkingUnixStreamServer<H> = Server<Forking, UnixStream, H>;
 /// Python's `UnixDatagramServer`: one datagram at a time.
+///
+/// # Examples
+///
+/// Replies go to the sender's bound address:
+///
+/// ```
+/// use std::io::Write;
+/// use std::os::unix::net::UnixDatagram;
+/// use socketserver::{DatagramRequest, UnixDatagramServer};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("server.sock");
+/// let mut server = UnixDatagramServer::bind(&path, |req: &mut DatagramRequest| {
+///     req.write_all(&req.data().len().to_be_bytes())?;
+///     Ok(())
+/// })?;
+/// let client = UnixDatagram::bind(dir.path().join("client.sock"))?;
+/// client.send_to(b"four", &path)?;
+/// server.handle_request()?;
+/// let mut buf = [0; 8];
+/// client.recv(&mut buf)?;
+/// assert_eq!(usize::from_be_bytes(buf), 4);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub type UnixDatagramServer<H> = Server<Sequential, UnixDatagram, H>;
 /// Python's `ThreadingUnixDatagramServer`: a thread per datagram.
+///
+/// # Examples
+///
+/// ```
+/// use socketserver::{DatagramRequest, ThreadingUnixDatagramServer};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("d.sock");
+/// let server = ThreadingUnixDatagramServer::bind(&path, |_r: &mut DatagramRequest| Ok(()))?;
+/// assert_eq!(server.local_addr().to_string(), path.display().to_string());
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub type ThreadingUnixDatagramServer<H> = Server<Threading, UnixDatagram, H>;
 /// Python's `ForkingUnixDatagramServer`: a process per datagram.
+///
+/// # Examples
+///
+/// ```
+/// use socketserver::{DatagramRequest, ForkingUnixDatagramServer};
+///
+/// let dir = tempfile::tempdir()?;
+/// let server = ForkingUnixDatagramServer::bind(dir.path().join("d"), |_r: &mut DatagramRequest| Ok(()))?;
+/// println!("listening on {}", server.local_addr()); // serve_forever forks: one thread only
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub type ForkingUnixDatagramServer<H> = Server<Forking, UnixDatagram, H>;

@@ -46,6 +46,8 @@ pub use config::ProxyProtocol;
 ///
 /// Why: a receiver must give up when no CRLF shows up within this many bytes.
 ///
+/// # Examples
+///
 /// ```
 /// assert_eq!(socketserver::proxy_protocol::V1_MAX_LEN, 107);
 /// ```
@@ -55,6 +57,8 @@ pub const V1_MAX_LEN: usize = 107;
 ///
 /// Why: it is deliberately not valid text in common protocols, so a v2
 /// header can never be mistaken for application data.
+///
+/// # Examples
 ///
 /// ```
 /// use socketserver::proxy_protocol::V2_SIGNATURE;
@@ -69,6 +73,8 @@ pub const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 /// [`parse_with_limit`] or [`read_header`] with a smaller value to bound the
 /// memory an untrusted peer can make a server buffer.
 ///
+/// # Examples
+///
 /// ```
 /// assert_eq!(socketserver::proxy_protocol::DEFAULT_MAX_V2_LEN, 65535);
 /// ```
@@ -82,6 +88,8 @@ const V6_TEXT_MAX: usize = 45;
 /// Which version of the protocol a header was received in.
 ///
 /// Why: lets callers log or enforce the version their balancer should send.
+///
+/// # Examples
 ///
 /// ```
 /// use socketserver::proxy_protocol::{parse, Parsed, Version};
@@ -102,6 +110,8 @@ pub enum Version {
 /// Why: `Local` (v2 only) marks connections the proxy made on its own, e.g.
 /// health checks; the receiver must then use the real connection endpoints.
 /// v1 has no command, so v1 headers always report `Proxy`.
+///
+/// # Examples
 ///
 /// ```
 /// use socketserver::proxy_protocol::{parse, Command, Parsed};
@@ -125,6 +135,8 @@ pub enum Command {
 /// the real socket addresses" (v1 `UNKNOWN`, v2 `LOCAL`, `AF_UNSPEC`, or
 /// `AF_UNIX`, which is not mapped to [`SocketAddr`]). Parsed IPv6 addresses
 /// have zero flow info and scope id.
+///
+/// # Examples
 ///
 /// ```
 /// use socketserver::proxy_protocol::{parse, Command, Parsed, ProxyHeader, Version};
@@ -162,6 +174,8 @@ pub struct ProxyHeader {
 /// more and try again, `Complete` says how many bytes the header occupied so
 /// the rest can be handed to the application.
 ///
+/// # Examples
+///
 /// ```
 /// use socketserver::proxy_protocol::{parse, Parsed};
 ///
@@ -186,6 +200,8 @@ pub enum Parsed {
 /// Why: servers should close such connections; `NotProxy` in particular is
 /// reported from the very first byte that rules out both signatures, so a
 /// client speaking the application protocol directly is rejected at once.
+///
+/// # Examples
 ///
 /// ```
 /// use socketserver::proxy_protocol::{parse, ProxyError};
@@ -237,6 +253,8 @@ impl From<ProxyError> for io::Error {
 /// [`ProxyError::Invalid`] as soon as the bytes seen cannot begin a valid
 /// header.
 ///
+/// # Examples
+///
 /// ```
 /// use socketserver::proxy_protocol::{parse, Parsed, ProxyError};
 ///
@@ -258,6 +276,8 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, ProxyError> {
 ///
 /// As [`parse`]; [`ProxyError::TooLong`] is returned as soon as the length
 /// field is readable and above `max_v2_len`.
+///
+/// # Examples
 ///
 /// ```
 /// use socketserver::proxy_protocol::{parse_with_limit, ProxyError};
@@ -288,6 +308,8 @@ pub fn parse_with_limit(buf: &[u8], max_v2_len: usize) -> Result<Parsed, ProxyEr
 /// complete, [`io::ErrorKind::InvalidData`] (wrapping a [`ProxyError`]) for a
 /// missing or malformed header, and any error of the reader itself (such as
 /// `WouldBlock`/`TimedOut` from a read timeout).
+///
+/// # Examples
 ///
 /// ```
 /// use std::io::{BufReader, Read};
@@ -348,6 +370,8 @@ impl ProxyHeader {
     /// Ports, TLVs, flow info and scope ids not representable in v1 are
     /// dropped.
     ///
+    /// # Examples
+    ///
     /// ```
     /// use socketserver::proxy_protocol::{Command, ProxyHeader, Version};
     ///
@@ -387,6 +411,8 @@ impl ProxyHeader {
     /// addresses of one family becomes `TCP4`/`TCP6` (stream transport)
     /// followed by the TLVs; otherwise `AF_UNSPEC` with an empty block. A TLV
     /// that would overflow a 16-bit length field is omitted.
+    ///
+    /// # Examples
     ///
     /// ```
     /// use socketserver::proxy_protocol::{Command, ProxyHeader, Version};

@@ -22,11 +22,29 @@ use crate::transport::{Accept, Connection, Kind, Stream, Tcp, Transport, Udp};
 ///
 /// It is implemented for every strategy `C` that can run handler `H` on transport `T`: the blocking
 /// strategies ([`Sequential`](crate::Sequential), [`Threading`](crate::Threading),
-/// [`Forking`](crate::Forking)) serve any handler whose kind matches the transport's. A combination that
-/// does not make sense has no implementation, so `Server<C, T, H>` for it does not compile.
+/// [`Forking`](crate::Forking), [`Pool`](crate::Pool), [`PreFork`](crate::PreFork)) serve any handler
+/// whose kind matches the transport's, and [`Reactor`](crate::Reactor) serves a
+/// [`MessageHandler`](crate::MessageHandler) on a stream transport. A combination that does not make
+/// sense has no implementation, so `Server<C, T, H>` for it does not compile.
 ///
 /// # Sealed
 /// Implemented by the crate only.
+///
+/// # Examples
+///
+/// As a bound, for code that builds a server with whichever strategy the configuration names:
+///
+/// ```
+/// use socketserver::{Pool, Serve, Server, StreamRequest, Tcp, Threading};
+///
+/// fn bind_with<C: Serve<Tcp, H>, H>(strategy: C, handler: H) -> std::io::Result<Server<C, Tcp, H>> {
+///     Server::new(strategy, Tcp::bind("127.0.0.1:0")?, handler)
+/// }
+/// let threads = bind_with(Threading::new(), |_r: &mut StreamRequest| Ok(()))?;
+/// let pool = bind_with(Pool::new(4), |_r: &mut StreamRequest| Ok(()))?;
+/// assert_ne!(threads.local_addr(), pool.local_addr());
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub trait Serve<T: Transport, H>: Concurrency + Sized {
     /// Runs the serving loop until shutdown; what [`Server::serve_forever`] calls.
     ///
@@ -82,6 +100,24 @@ pub struct ServeSummary {
 }
 
 /// What [`Server::handle_request`] did.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use socketserver::mock::{MockConn, MockStream};
+/// use socketserver::{HandleOutcome, Sequential, Server, StreamRequest};
+///
+/// let transport = MockStream::new()?;
+/// transport.push(MockConn::new());
+/// let mut server = Server::new(Sequential, transport, |_r: &mut StreamRequest| Ok(()))?
+///     .timeout(Duration::from_millis(1));
+/// assert_eq!(server.handle_request()?, HandleOutcome::Handled);
+/// assert_eq!(server.handle_request()?, HandleOutcome::TimedOut); // nothing more queued
+/// server.shutdown_handle().shutdown();
+/// assert_eq!(server.handle_request()?, HandleOutcome::ShutDown);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandleOutcome {
     /// A request was accepted and dispatched (for `Sequential`: served).
@@ -290,6 +326,20 @@ where
     }
 
     /// How long shutdown waits for in-flight requests before cutting them (default 30 s).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use socketserver::{StreamRequest, TcpServer};
+    ///
+    /// type Server = TcpServer<fn(&mut StreamRequest) -> anyhow::Result<()>>;
+    /// assert_eq!(Server::DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_secs(30));
+    /// // Deployments that restart often: a tenth of the default.
+    /// let _server = Server::bind("127.0.0.1:0", |_r| Ok(()))?
+    ///     .shutdown_timeout(Server::DEFAULT_SHUTDOWN_TIMEOUT / 10);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
     /// The address the server is bound to (Python's `server_address`), with the real port after binding
@@ -324,6 +374,17 @@ where
     }
 
     /// The strategy, e.g. to read how many requests are in flight.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::concurrency::Dispatch;
+    /// use socketserver::{Server, StreamRequest, Tcp, Threading};
+    ///
+    /// let server = Server::new(Threading::new(), Tcp::bind("127.0.0.1:0")?, |_r: &mut StreamRequest| Ok(()))?;
+    /// assert_eq!(server.concurrency().in_flight(), 0); // not serving yet
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn concurrency(&self) -> &C {
         &self.concurrency
     }
@@ -518,7 +579,29 @@ where
     ///
     /// # Examples
     ///
-    /// See [`Server`].
+    /// Serving on a thread and stopping from another (see [`Server`] for a whole TCP round trip):
+    ///
+    /// ```
+    /// use socketserver::mock::{MockConn, MockStream};
+    /// use socketserver::{Server, StreamRequest, Threading};
+    ///
+    /// let transport = MockStream::new()?;
+    /// let feeder = transport.clone();
+    /// let (done, served) = std::sync::mpsc::channel();
+    /// let mut server = Server::new(Threading::new(), transport, move |_r: &mut StreamRequest| {
+    ///     done.send(())?;
+    ///     Ok(())
+    /// })?;
+    /// let stop = server.shutdown_handle();
+    /// let serving = std::thread::spawn(move || server.serve_forever());
+    ///
+    /// feeder.push(MockConn::new());
+    /// served.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    /// stop.shutdown();
+    /// let summary = serving.join().unwrap()?;
+    /// assert_eq!(summary.requests, 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn serve_forever(&mut self) -> io::Result<ServeSummary> {
         C::serve_forever(self)
     }

@@ -64,6 +64,14 @@ impl Default for Forking {
 
 impl Forking {
     /// Python's default cap on concurrent children.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::Forking;
+    /// assert_eq!(Forking::DEFAULT_MAX_CHILDREN, 40);
+    /// let _bigger = Forking::new().max_children(Forking::DEFAULT_MAX_CHILDREN * 4);
+    /// ```
     pub const DEFAULT_MAX_CHILDREN: usize = 40;
 
     /// A process per request, at most 40 at once, blocking on close.

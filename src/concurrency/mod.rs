@@ -51,16 +51,48 @@ pub(crate) mod sealed {
 ///
 /// # Sealed
 /// Implemented by the crate's strategies only, for now.
+///
+/// # Examples
+///
+/// As a bound, e.g. to name the strategy a server runs in its log lines:
+///
+/// ```
+/// use socketserver::{Concurrency, Forking, Threading};
+///
+/// fn strategy_name<C: Concurrency>(_: &C) -> &'static str {
+///     let path = std::any::type_name::<C>();
+///     path.rsplit("::").next().unwrap_or(path)
+/// }
+/// assert_eq!(strategy_name(&Threading::new()), "Threading");
+/// assert_eq!(strategy_name(&Forking::new()), "Forking");
+/// ```
 pub trait Concurrency: sealed::Sealed + Send + 'static {}
 
 /// How a strategy takes one accepted request at a time from the shared accept loop and runs it
-/// elsewhere (or inline). This is the contract [`Sequential`], [`Threading`] and [`Forking`] implement.
+/// elsewhere (or inline). This is the contract [`Sequential`], [`Threading`], [`Forking`] and [`Pool`]
+/// implement (each [`PreFork`] worker runs the same loop sequentially; [`Reactor`] has its own).
 ///
 /// The serving loop calls, in order, on every turn: [`reap`](Dispatch::reap) (collect finished
 /// workers), [`has_capacity`](Dispatch::has_capacity) (may we accept?), [`spawn`](Dispatch::spawn) for
 /// each accepted request, and, when it must wait, [`watch`](Dispatch::watch) to add the strategy's own
 /// descriptors (a child's pidfd, a "slot freed" eventfd) to the `poll(2)` set next to the listener and
 /// the shutdown eventfd.
+///
+/// # Examples
+///
+/// Reading what a strategy is doing, generically:
+///
+/// ```
+/// use socketserver::concurrency::Dispatch;
+/// use socketserver::{Forking, Threading};
+///
+/// fn idle<D: Dispatch>(strategy: &D) -> bool {
+///     strategy.in_flight() == 0
+/// }
+/// assert!(idle(&Threading::new()));
+/// // Threads share the process, so a drain deadline cuts their connections; children get signals.
+/// assert!(Threading::CONCURRENT_IN_PROCESS && !Forking::CONCURRENT_IN_PROCESS);
+/// ```
 pub trait Dispatch: Concurrency {
     /// Whether requests run concurrently inside this process (threads), so that the server tracks their
     /// connections to cut them at a drain deadline. Processes are cut with signals instead.

@@ -88,9 +88,28 @@ impl Default for Pool {
 
 impl Pool {
     /// Workers per CPU in [`Pool::default`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::Pool;
+    /// assert_eq!(Pool::DEFAULT_WORKERS_PER_CPU, 4);
+    /// // The default pool, but on half of the CPUs:
+    /// let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    /// let _pool = Pool::new((cpus / 2).max(1) * Pool::DEFAULT_WORKERS_PER_CPU);
+    /// ```
     pub const DEFAULT_WORKERS_PER_CPU: usize = 4;
 
     /// Queued requests per worker when no [`queue_capacity`](Self::queue_capacity) is set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::Pool;
+    /// assert_eq!(Pool::DEFAULT_QUEUE_PER_WORKER, 4);
+    /// // Eight workers and twice the default queue:
+    /// let _pool = Pool::new(8).queue_capacity(8 * 2 * Pool::DEFAULT_QUEUE_PER_WORKER);
+    /// ```
     pub const DEFAULT_QUEUE_PER_WORKER: usize = 4;
 
     /// A pool of `workers` threads (clamped to at least 1) with a queue of

@@ -110,7 +110,18 @@ impl ReloadHandle {
     ///
     /// # Examples
     ///
-    /// See [`ReloadHandle`].
+    /// From another thread, e.g. one that watches a configuration file:
+    ///
+    /// ```
+    /// let prefork = socketserver::PreFork::new(2);
+    /// let reload = prefork.reload_handle();
+    /// let watcher = std::thread::spawn(move || {
+    ///     // ... the configuration changed:
+    ///     reload.reload();
+    ///     reload.reload(); // merged with the first if the supervisor has not looked yet
+    /// });
+    /// watcher.join().unwrap();
+    /// ```
     pub fn reload(&self) {
         self.wake.notify();
     }

@@ -122,8 +122,30 @@ impl Default for Reactor {
 
 impl Reactor {
     /// The default cap on open connections.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::Reactor;
+    /// assert_eq!(Reactor::DEFAULT_MAX_CONNECTIONS, 65_536);
+    /// // Keep the cap under the descriptor limit, leaving room for the listener and logs.
+    /// let (soft, _hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?;
+    /// let room = usize::try_from(soft).unwrap_or(usize::MAX).saturating_sub(16);
+    /// let _reactor = Reactor::new().max_connections(room.min(Reactor::DEFAULT_MAX_CONNECTIONS));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
+
     /// The default bound on one connection's queued output: 256 KiB.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::Reactor;
+    /// assert_eq!(Reactor::DEFAULT_WRITE_BUFFER_LIMIT, 256 * 1024);
+    /// // Large replies (file chunks): four times the default.
+    /// let _reactor = Reactor::new().write_buffer_limit(4 * Reactor::DEFAULT_WRITE_BUFFER_LIMIT);
+    /// ```
     pub const DEFAULT_WRITE_BUFFER_LIMIT: usize = 256 * 1024;
 
     /// One event loop, at most 65,536 connections, 256 KiB of queued output per connection.

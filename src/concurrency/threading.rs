@@ -54,6 +54,15 @@ impl Default for Threading {
 
 impl Threading {
     /// The default cap on live request threads.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::Threading;
+    /// assert_eq!(Threading::DEFAULT_MAX_THREADS, 1024);
+    /// // Many long-lived connections: raise the cap rather than remove it.
+    /// let _t = Threading::new().max_threads(4 * Threading::DEFAULT_MAX_THREADS);
+    /// ```
     pub const DEFAULT_MAX_THREADS: usize = 1024;
 
     /// A thread per request, at most [`DEFAULT_MAX_THREADS`](Self::DEFAULT_MAX_THREADS) at once, blocking

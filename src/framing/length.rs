@@ -3,9 +3,31 @@
 use super::{Decoder, Encoder, FrameBuf, FrameError};
 
 /// Size of the length header: a `u32` in network (big-endian) byte order.
+///
+/// # Examples
+///
+/// ```
+/// use socketserver::framing::{Encoder, LengthPrefixed, HEADER_LEN};
+/// let mut wire = Vec::new();
+/// LengthPrefixed::new().encode(b"payload", &mut wire)?;
+/// assert_eq!(wire.len(), HEADER_LEN + b"payload".len());
+/// # Ok::<(), socketserver::framing::FrameError>(())
+/// ```
 pub const HEADER_LEN: usize = 4;
 
 /// Default limit on a payload: 8 MiB.
+///
+/// # Examples
+///
+/// A header announcing more than the limit is refused before any payload is buffered:
+///
+/// ```
+/// use socketserver::framing::{Decoder, FrameBuf, LengthPrefixed, DEFAULT_MAX_FRAME_LEN};
+/// assert_eq!(DEFAULT_MAX_FRAME_LEN, 8 * 1024 * 1024);
+/// let mut buf = FrameBuf::new();
+/// buf.extend_from_slice(&(DEFAULT_MAX_FRAME_LEN as u32 + 1).to_be_bytes());
+/// assert!(LengthPrefixed::new().decode(&mut buf).is_err());
+/// ```
 pub const DEFAULT_MAX_FRAME_LEN: usize = 8 * 1024 * 1024;
 
 /// Frames as a 4-byte big-endian payload length followed by the payload.

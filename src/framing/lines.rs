@@ -3,6 +3,16 @@
 use super::{Decoder, Encoder, FrameBuf, FrameError};
 
 /// Default limit on a line's content: 64 KiB.
+///
+/// # Examples
+///
+/// ```
+/// use socketserver::framing::{Decoder, FrameBuf, Lines, DEFAULT_MAX_LINE_LEN};
+/// assert_eq!(DEFAULT_MAX_LINE_LEN, 64 * 1024);
+/// let mut buf = FrameBuf::new();
+/// buf.extend_from_slice(&vec![b'a'; DEFAULT_MAX_LINE_LEN + 1]); // no `\n` in sight
+/// assert!(Lines::new().decode(&mut buf).is_err());
+/// ```
 pub const DEFAULT_MAX_LINE_LEN: usize = 64 * 1024;
 
 /// Frames as lines terminated by `\n`; a `\r` right before the `\n` is part

@@ -191,43 +191,309 @@ impl<'a, C> Conn<'a, C> {
     }
 
     /// This connection's id, to hand to other connections' [`send_to`](Self::send_to).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{BufRead, BufReader, Write};
+    /// use socketserver::framing::Lines;
+    /// use socketserver::handler::{Conn, MessageHandler};
+    ///
+    /// struct WhoAmI;
+    /// impl MessageHandler for WhoAmI {
+    ///     type Codec = Lines;
+    ///     fn codec(&self) -> Lines { Lines::new() }
+    ///     fn on_message(&self, conn: &mut Conn<'_, Lines>, _line: Vec<u8>) -> anyhow::Result<()> {
+    ///         let id = conn.id();
+    ///         conn.send(id.to_string().as_bytes())?;
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # let mut server = socketserver::Server::new(socketserver::Reactor::new(), socketserver::Tcp::bind("127.0.0.1:0")?, WhoAmI)?;
+    /// # let addr = server.local_addr().as_inet().unwrap();
+    /// # let stop = server.shutdown_handle();
+    /// # let serving = std::thread::spawn(move || server.serve_forever());
+    /// let mut client = std::net::TcpStream::connect(addr)?;
+    /// let mut lines = BufReader::new(client.try_clone()?).lines();
+    /// client.write_all(b"who am I?\n")?;
+    /// let reply = lines.next().unwrap()?;
+    /// assert!(reply.starts_with('#'), "{reply}"); // `#slot.generation`
+    /// # stop.shutdown();
+    /// # serving.join().unwrap()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn id(&self) -> ConnId {
         self.id
     }
 
     /// The peer's address (Python's `client_address`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{BufRead, BufReader, Write};
+    /// use socketserver::framing::Lines;
+    /// use socketserver::handler::{Conn, MessageHandler};
+    ///
+    /// struct Mirror;
+    /// impl MessageHandler for Mirror {
+    ///     type Codec = Lines;
+    ///     fn codec(&self) -> Lines { Lines::new() }
+    ///     fn on_message(&self, conn: &mut Conn<'_, Lines>, _line: Vec<u8>) -> anyhow::Result<()> {
+    ///         let peer = conn.peer().to_string();
+    ///         conn.send(peer.as_bytes())?;
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # let mut server = socketserver::Server::new(socketserver::Reactor::new(), socketserver::Tcp::bind("127.0.0.1:0")?, Mirror)?;
+    /// # let addr = server.local_addr().as_inet().unwrap();
+    /// # let stop = server.shutdown_handle();
+    /// # let serving = std::thread::spawn(move || server.serve_forever());
+    /// let mut client = std::net::TcpStream::connect(addr)?;
+    /// let mut lines = BufReader::new(client.try_clone()?).lines();
+    /// client.write_all(b"where am I?\n")?;
+    /// assert_eq!(lines.next().unwrap()?, client.local_addr()?.to_string());
+    /// # stop.shutdown();
+    /// # serving.join().unwrap()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn peer(&self) -> &Addr {
         &self.peer
     }
 
     /// The address of another open connection.
+    ///
+    /// # Examples
+    ///
+    /// Telling anyone who asks where the first connection (the host) is:
+    ///
+    /// ```
+    /// use std::io::{BufRead, BufReader, Write};
+    /// use socketserver::framing::Lines;
+    /// use socketserver::handler::{Conn, MessageHandler};
+    /// use std::sync::Mutex;
+    /// use socketserver::handler::ConnId;
+    ///
+    /// struct Host(Mutex<Option<ConnId>>);
+    /// impl MessageHandler for Host {
+    ///     type Codec = Lines;
+    ///     fn codec(&self) -> Lines { Lines::new() }
+    ///     fn on_open(&self, conn: &mut Conn<'_, Lines>) -> anyhow::Result<()> {
+    ///         self.0.lock().unwrap().get_or_insert(conn.id());
+    ///         Ok(())
+    ///     }
+    ///     fn on_message(&self, conn: &mut Conn<'_, Lines>, _line: Vec<u8>) -> anyhow::Result<()> {
+    ///         let host = *self.0.lock().unwrap();
+    ///         let answer = match host.and_then(|id| conn.peer_of(id)) {
+    ///             Some(addr) => addr.to_string(),
+    ///             None => "no host".to_string(),
+    ///         };
+    ///         conn.send(answer.as_bytes())?;
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # let mut server = socketserver::Server::new(socketserver::Reactor::new(), socketserver::Tcp::bind("127.0.0.1:0")?, Host(Mutex::new(None)))?;
+    /// # let addr = server.local_addr().as_inet().unwrap();
+    /// # let stop = server.shutdown_handle();
+    /// # let serving = std::thread::spawn(move || server.serve_forever());
+    /// let mut client = std::net::TcpStream::connect(addr)?;
+    /// let mut lines = BufReader::new(client.try_clone()?).lines();
+    /// client.write_all(b"who hosts?\n")?;
+    /// assert_eq!(lines.next().unwrap()?, client.local_addr()?.to_string()); // the first one is us
+    /// # stop.shutdown();
+    /// # serving.join().unwrap()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn peer_of(&self, id: ConnId) -> Option<&Addr> {
         self.conns.slab.get(id).map(|p| &p.addr)
     }
 
     /// How many connections the loop has open, this one included.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{BufRead, BufReader};
+    /// use socketserver::framing::Lines;
+    /// use socketserver::handler::{Conn, MessageHandler};
+    ///
+    /// struct Lobby;
+    /// impl MessageHandler for Lobby {
+    ///     type Codec = Lines;
+    ///     fn codec(&self) -> Lines { Lines::new() }
+    ///     fn on_open(&self, conn: &mut Conn<'_, Lines>) -> anyhow::Result<()> {
+    ///         let online = conn.connections();
+    ///         conn.send(format!("{online} online").as_bytes())?;
+    ///         Ok(())
+    ///     }
+    ///     fn on_message(&self, _conn: &mut Conn<'_, Lines>, _line: Vec<u8>) -> anyhow::Result<()> {
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # let mut server = socketserver::Server::new(socketserver::Reactor::new(), socketserver::Tcp::bind("127.0.0.1:0")?, Lobby)?;
+    /// # let addr = server.local_addr().as_inet().unwrap();
+    /// # let stop = server.shutdown_handle();
+    /// # let serving = std::thread::spawn(move || server.serve_forever());
+    /// let client = std::net::TcpStream::connect(addr)?;
+    /// let mut lines = BufReader::new(client.try_clone()?).lines();
+    /// assert_eq!(lines.next().unwrap()?, "1 online");
+    /// # stop.shutdown();
+    /// # serving.join().unwrap()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn connections(&self) -> usize {
         self.conns.slab.len()
     }
 
     /// Bytes queued for this connection that the socket has not taken yet.
+    ///
+    /// # Examples
+    ///
+    /// Nothing is written during the callback: replies queue until it returns.
+    ///
+    /// ```
+    /// use std::io::{BufRead, BufReader, Write};
+    /// use socketserver::framing::Lines;
+    /// use socketserver::handler::{Conn, MessageHandler};
+    ///
+    /// struct Queued;
+    /// impl MessageHandler for Queued {
+    ///     type Codec = Lines;
+    ///     fn codec(&self) -> Lines { Lines::new() }
+    ///     fn on_message(&self, conn: &mut Conn<'_, Lines>, line: Vec<u8>) -> anyhow::Result<()> {
+    ///         conn.send(&line)?;
+    ///         let queued = conn.pending(); // the line and its `\n`
+    ///         conn.send(queued.to_string().as_bytes())?;
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # let mut server = socketserver::Server::new(socketserver::Reactor::new(), socketserver::Tcp::bind("127.0.0.1:0")?, Queued)?;
+    /// # let addr = server.local_addr().as_inet().unwrap();
+    /// # let stop = server.shutdown_handle();
+    /// # let serving = std::thread::spawn(move || server.serve_forever());
+    /// let mut client = std::net::TcpStream::connect(addr)?;
+    /// let mut lines = BufReader::new(client.try_clone()?).lines();
+    /// client.write_all(b"abc\n")?;
+    /// assert_eq!(lines.next().unwrap()?, "abc");
+    /// assert_eq!(lines.next().unwrap()?, "4");
+    /// # stop.shutdown();
+    /// # serving.join().unwrap()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn pending(&self) -> usize {
         self.conns.slab.get(self.id).map_or(0, |p| p.output.len())
     }
 
     /// Closes this connection once everything queued for it has been sent. Nothing more is read from
     /// it; [`on_close`](super::MessageHandler::on_close) runs when it is closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use socketserver::framing::Lines;
+    /// use socketserver::handler::{Conn, MessageHandler};
+    ///
+    /// struct Polite;
+    /// impl MessageHandler for Polite {
+    ///     type Codec = Lines;
+    ///     fn codec(&self) -> Lines { Lines::new() }
+    ///     fn on_message(&self, conn: &mut Conn<'_, Lines>, line: Vec<u8>) -> anyhow::Result<()> {
+    ///         if line == b"bye" {
+    ///             conn.send(b"see you")?;
+    ///             conn.close(); // after "see you" is sent
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # let mut server = socketserver::Server::new(socketserver::Reactor::new(), socketserver::Tcp::bind("127.0.0.1:0")?, Polite)?;
+    /// # let addr = server.local_addr().as_inet().unwrap();
+    /// # let stop = server.shutdown_handle();
+    /// # let serving = std::thread::spawn(move || server.serve_forever());
+    /// let mut client = std::net::TcpStream::connect(addr)?;
+    /// client.write_all(b"bye\n")?;
+    /// let mut rest = String::new();
+    /// client.read_to_string(&mut rest)?; // ends: the server closed the connection
+    /// assert_eq!(rest, "see you\n");
+    /// # stop.shutdown();
+    /// # serving.join().unwrap()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn close(&mut self) {
         self.conns.close_gracefully(self.id);
     }
 
     /// Closes connection `id` (this one or another) at once, discarding what is queued for it — for a
     /// peer that does not read. Does nothing if it is already closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use socketserver::framing::Lines;
+    /// use socketserver::handler::{Conn, MessageHandler};
+    ///
+    /// struct Strict;
+    /// impl MessageHandler for Strict {
+    ///     type Codec = Lines;
+    ///     fn codec(&self) -> Lines { Lines::new() }
+    ///     fn on_message(&self, conn: &mut Conn<'_, Lines>, line: Vec<u8>) -> anyhow::Result<()> {
+    ///         if line == b"spam" {
+    ///             conn.send(b"never sent")?;
+    ///             let me = conn.id();
+    ///             conn.disconnect(me); // at once: what was queued is dropped
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # let mut server = socketserver::Server::new(socketserver::Reactor::new(), socketserver::Tcp::bind("127.0.0.1:0")?, Strict)?;
+    /// # let addr = server.local_addr().as_inet().unwrap();
+    /// # let stop = server.shutdown_handle();
+    /// # let serving = std::thread::spawn(move || server.serve_forever());
+    /// let mut client = std::net::TcpStream::connect(addr)?;
+    /// client.write_all(b"spam\n")?;
+    /// let mut rest = Vec::new();
+    /// let _ = client.read_to_end(&mut rest); // EOF, or a reset
+    /// assert!(rest.is_empty());
+    /// # stop.shutdown();
+    /// # serving.join().unwrap()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn disconnect(&mut self, id: ConnId) {
         self.conns.abort(id);
     }
 
     /// The server's shutdown handle: `conn.server().shutdown()` stops the server from a handler.
+    ///
+    /// # Examples
+    ///
+    /// An admin command that stops the server:
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use socketserver::framing::Lines;
+    /// use socketserver::handler::{Conn, MessageHandler};
+    ///
+    /// struct Admin;
+    /// impl MessageHandler for Admin {
+    ///     type Codec = Lines;
+    ///     fn codec(&self) -> Lines { Lines::new() }
+    ///     fn on_message(&self, conn: &mut Conn<'_, Lines>, line: Vec<u8>) -> anyhow::Result<()> {
+    ///         if line == b"shutdown" {
+    ///             conn.server().shutdown();
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # let mut server = socketserver::Server::new(socketserver::Reactor::new(), socketserver::Tcp::bind("127.0.0.1:0")?, Admin)?;
+    /// # let addr = server.local_addr().as_inet().unwrap();
+    /// # let serving = std::thread::spawn(move || server.serve_forever());
+    /// let mut client = std::net::TcpStream::connect(addr)?;
+    /// client.write_all(b"shutdown\n")?;
+    /// let summary = serving.join().unwrap()?; // serve_forever returned: the server stopped itself
+    /// assert_eq!(summary.requests, 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn server(&self) -> &ShutdownHandle {
         &self.conns.shutdown
     }
@@ -242,6 +508,36 @@ impl<C: Encoder<[u8]>> Conn<'_, C> {
     ///
     /// # Errors
     /// [`SendError::Encode`] if the codec cannot frame `item`; [`SendError::Closed`] in `on_close`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{BufRead, BufReader, Write};
+    /// use socketserver::framing::Lines;
+    /// use socketserver::handler::{Conn, MessageHandler};
+    ///
+    /// struct Reverse;
+    /// impl MessageHandler for Reverse {
+    ///     type Codec = Lines;
+    ///     fn codec(&self) -> Lines { Lines::new() }
+    ///     fn on_message(&self, conn: &mut Conn<'_, Lines>, line: Vec<u8>) -> anyhow::Result<()> {
+    ///         let reversed: Vec<u8> = line.iter().rev().copied().collect();
+    ///         conn.send(&reversed)?; // framed by the codec: a `\n` is appended
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # let mut server = socketserver::Server::new(socketserver::Reactor::new(), socketserver::Tcp::bind("127.0.0.1:0")?, Reverse)?;
+    /// # let addr = server.local_addr().as_inet().unwrap();
+    /// # let stop = server.shutdown_handle();
+    /// # let serving = std::thread::spawn(move || server.serve_forever());
+    /// let mut client = std::net::TcpStream::connect(addr)?;
+    /// let mut lines = BufReader::new(client.try_clone()?).lines();
+    /// client.write_all(b"stressed\n")?;
+    /// assert_eq!(lines.next().unwrap()?, "desserts");
+    /// # stop.shutdown();
+    /// # serving.join().unwrap()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn send(&mut self, item: &[u8]) -> Result<(), SendError> {
         self.conns.send(self.id, item, false)
     }
@@ -251,6 +547,53 @@ impl<C: Encoder<[u8]>> Conn<'_, C> {
     /// # Errors
     /// [`SendError::Closed`] if `id` is not open; [`SendError::Full`] (nothing queued) if it would take
     /// that connection's queue past the limit; [`SendError::Encode`] if the codec cannot frame `item`.
+    ///
+    /// # Examples
+    ///
+    /// Forwarding every message to the first member:
+    ///
+    /// ```
+    /// use std::io::{BufRead, BufReader, Write};
+    /// use socketserver::framing::Lines;
+    /// use socketserver::handler::{Conn, MessageHandler};
+    /// use std::sync::Mutex;
+    /// use socketserver::handler::ConnId;
+    ///
+    /// struct Relay { members: Mutex<Vec<ConnId>> }
+    /// impl MessageHandler for Relay {
+    ///     type Codec = Lines;
+    ///     fn codec(&self) -> Lines { Lines::new() }
+    ///     fn on_open(&self, conn: &mut Conn<'_, Lines>) -> anyhow::Result<()> {
+    ///         self.members.lock().unwrap().push(conn.id());
+    ///         conn.send(b"welcome")?;
+    ///         Ok(())
+    ///     }
+    ///     fn on_message(&self, conn: &mut Conn<'_, Lines>, line: Vec<u8>) -> anyhow::Result<()> {
+    ///         let first = self.members.lock().unwrap().first().copied();
+    ///         if let Some(first) = first {
+    ///             conn.send_to(first, &line)?;
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # let mut server = socketserver::Server::new(socketserver::Reactor::new(), socketserver::Tcp::bind("127.0.0.1:0")?, Relay { members: Mutex::default() })?;
+    /// # let addr = server.local_addr().as_inet().unwrap();
+    /// # let stop = server.shutdown_handle();
+    /// # let serving = std::thread::spawn(move || server.serve_forever());
+    /// let join = || -> std::io::Result<_> {
+    ///     let client = std::net::TcpStream::connect(addr)?;
+    ///     let mut lines = BufReader::new(client.try_clone()?).lines();
+    ///     assert_eq!(lines.next().unwrap()?, "welcome"); // the server has registered it
+    ///     Ok((client, lines))
+    /// };
+    /// let (_alice, mut alice_lines) = join()?;
+    /// let (mut bob, _bob_lines) = join()?;
+    /// bob.write_all(b"hi alice\n")?;
+    /// assert_eq!(alice_lines.next().unwrap()?, "hi alice");
+    /// # stop.shutdown();
+    /// # serving.join().unwrap()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn send_to(&mut self, id: ConnId, item: &[u8]) -> Result<(), SendError> {
         let bounded = id != self.id;
         self.conns.send(id, item, bounded)
@@ -261,6 +604,53 @@ impl<C: Encoder<[u8]>> Conn<'_, C> {
     ///
     /// # Errors
     /// The codec cannot frame `item`.
+    ///
+    /// # Examples
+    ///
+    /// A chat room: every line goes to everyone else.
+    ///
+    /// ```
+    /// use std::io::{BufRead, BufReader, Write};
+    /// use socketserver::framing::Lines;
+    /// use socketserver::handler::{Conn, MessageHandler};
+    /// use std::sync::Mutex;
+    /// use socketserver::handler::ConnId;
+    ///
+    /// struct Room { members: Mutex<Vec<ConnId>> }
+    /// impl MessageHandler for Room {
+    ///     type Codec = Lines;
+    ///     fn codec(&self) -> Lines { Lines::new() }
+    ///     fn on_open(&self, conn: &mut Conn<'_, Lines>) -> anyhow::Result<()> {
+    ///         self.members.lock().unwrap().push(conn.id());
+    ///         conn.send(b"welcome")?;
+    ///         Ok(())
+    ///     }
+    ///     fn on_message(&self, conn: &mut Conn<'_, Lines>, line: Vec<u8>) -> anyhow::Result<()> {
+    ///         let me = conn.id();
+    ///         let delivery = conn.broadcast_except(me, &line)?;
+    ///         conn.send(format!("delivered to {}", delivery.sent).as_bytes())?;
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # let mut server = socketserver::Server::new(socketserver::Reactor::new(), socketserver::Tcp::bind("127.0.0.1:0")?, Room { members: Mutex::default() })?;
+    /// # let addr = server.local_addr().as_inet().unwrap();
+    /// # let stop = server.shutdown_handle();
+    /// # let serving = std::thread::spawn(move || server.serve_forever());
+    /// let join = || -> std::io::Result<_> {
+    ///     let client = std::net::TcpStream::connect(addr)?;
+    ///     let mut lines = BufReader::new(client.try_clone()?).lines();
+    ///     assert_eq!(lines.next().unwrap()?, "welcome"); // the server has registered it
+    ///     Ok((client, lines))
+    /// };
+    /// let (_alice, mut alice_lines) = join()?;
+    /// let (mut bob, mut bob_lines) = join()?;
+    /// bob.write_all(b"hello\n")?;
+    /// assert_eq!(alice_lines.next().unwrap()?, "hello");
+    /// assert_eq!(bob_lines.next().unwrap()?, "delivered to 1");
+    /// # stop.shutdown();
+    /// # serving.join().unwrap()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn broadcast_except(
         &mut self,
         except: ConnId,

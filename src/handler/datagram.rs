@@ -118,16 +118,62 @@ pub struct DatagramRequest {
 impl DatagramRequest {
     /// The datagram's bytes, whole (Python's `self.packet`; read them as a stream with `&req.data()[..]`,
     /// which implements `BufRead`, where Python would use `rfile`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{BufRead, Write};
+    /// use socketserver::{mock::run_datagram, DatagramRequest};
+    /// let count_lines = |req: &mut DatagramRequest| -> anyhow::Result<()> {
+    ///     let lines = req.data().lines().count();
+    ///     write!(req, "{lines}")?;
+    ///     Ok(())
+    /// };
+    /// assert_eq!(run_datagram(&count_lines, b"a\nb\nc")?.unwrap(), b"3");
+    /// # Ok::<(), socketserver::RequestError>(())
+    /// ```
     pub fn data(&self) -> &[u8] {
         &self.data
     }
 
     /// The sender's address (Python's `client_address`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use socketserver::{mock::run_datagram, DatagramRequest};
+    /// let whoami = |req: &mut DatagramRequest| -> anyhow::Result<()> {
+    ///     let peer = req.peer().to_string();
+    ///     req.write_all(peer.as_bytes())?;
+    ///     Ok(())
+    /// };
+    /// assert_eq!(run_datagram(&whoami, b"?")?.unwrap(), b"127.0.0.1:40000"); // run_datagram's peer
+    /// # Ok::<(), socketserver::RequestError>(())
+    /// ```
     pub fn peer(&self) -> &Addr {
         &self.peer
     }
 
     /// The server's shutdown handle.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::mock::MockDatagram;
+    /// use socketserver::{DatagramRequest, Sequential, Server};
+    ///
+    /// let transport = MockDatagram::new()?;
+    /// transport.push("quit", "127.0.0.1:9000".parse::<std::net::SocketAddr>().unwrap());
+    /// let mut server = Server::new(Sequential, transport, |req: &mut DatagramRequest| {
+    ///     if req.data() == b"quit" {
+    ///         req.server().shutdown();
+    ///     }
+    ///     Ok(())
+    /// })?;
+    /// assert_eq!(server.serve_forever()?.requests, 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn server(&self) -> &ShutdownHandle {
         &self.server
     }

@@ -74,6 +74,32 @@ pub(crate) fn log_error(peer: Option<&Addr>, err: &RequestError) {
 ///
 /// # Sealed
 /// Implemented for every `StreamHandler` and every `DatagramHandler`; implement those instead.
+///
+/// # Examples
+///
+/// As a bound, for code that serves any handler on a transport of the matching kind:
+///
+/// ```
+/// use std::io::Write;
+/// use socketserver::handler::Service;
+/// use socketserver::mock::{MockConn, MockDatagram, MockStream};
+/// use socketserver::{DatagramRequest, HandleOutcome, Sequential, Server, StreamRequest, Transport};
+///
+/// fn serve_one<T: Transport, H: Service<T::Kind>>(transport: T, handler: H) -> std::io::Result<HandleOutcome> {
+///     Server::new(Sequential, transport, handler)?.handle_request()
+/// }
+///
+/// let stream = MockStream::new()?;
+/// let probe = stream.push(MockConn::new());
+/// serve_one(stream, |req: &mut StreamRequest| { req.write_all(b"hi")?; Ok(()) })?;
+/// assert_eq!(probe.written(), b"hi");
+///
+/// let datagrams = MockDatagram::new()?;
+/// datagrams.push("x", "127.0.0.1:9".parse::<std::net::SocketAddr>().unwrap());
+/// serve_one(datagrams.clone(), |req: &mut DatagramRequest| { req.write_all(b"y")?; Ok(()) })?;
+/// assert_eq!(datagrams.replies().len(), 1);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub trait Service<K: Kind>: Send + Sync + 'static {
     /// Runs the whole request (setup, handle, finish, reply), catching panics.
     ///

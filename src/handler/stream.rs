@@ -112,9 +112,10 @@ impl<H: StreamHandler> Service<Stream> for H {
 /// ```
 #[derive(Debug, Clone)]
 pub struct StreamOptions {
-    /// `SO_RCVTIMEO` for each connection: a read waiting longer fails with `WouldBlock`.
+    /// `SO_RCVTIMEO` for each connection: a read waiting longer fails with `TimedOut`.
     pub read_timeout: Option<Duration>,
-    /// `SO_SNDTIMEO` for each connection: a write waiting longer (a peer that does not read) fails.
+    /// `SO_SNDTIMEO` for each connection: a write waiting longer (a peer that does not read) fails
+    /// with `TimedOut`.
     pub write_timeout: Option<Duration>,
     /// The longest a connection may last, however it behaves (default `None`: no limit). The per-read
     /// timeout cannot stop a client that trickles one byte just often enough ("slowloris"); this can.
@@ -136,6 +137,19 @@ pub struct StreamOptions {
 impl StreamOptions {
     /// The default read and write timeout: long enough for any interactive client, short enough that a
     /// silent one is eventually cut off.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use socketserver::StreamOptions;
+    /// assert_eq!(StreamOptions::DEFAULT_TIMEOUT, Duration::from_secs(60));
+    /// // Slow clients on a bad network: five times the default.
+    /// let _opts = StreamOptions {
+    ///     read_timeout: Some(StreamOptions::DEFAULT_TIMEOUT * 5),
+    ///     ..StreamOptions::default()
+    /// };
+    /// ```
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 }
 
@@ -244,6 +258,23 @@ impl StreamRequest {
 
     /// The peer's address (Python's `client_address`). Behind a trusted proxy speaking the PROXY
     /// protocol (see [`Server::proxy_protocol`](crate::Server::proxy_protocol)), the original client's.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use socketserver::{mock::{run_stream, MockConn}, StreamRequest};
+    /// let log_peer = |req: &mut StreamRequest| -> anyhow::Result<()> {
+    ///     let peer = req.peer().to_string();
+    ///     req.write_all(peer.as_bytes())?;
+    ///     Ok(())
+    /// };
+    /// let conn = MockConn::new().peer("192.0.2.4:5555".parse::<std::net::SocketAddr>().unwrap());
+    /// let probe = conn.probe();
+    /// run_stream(&log_peer, conn)?;
+    /// assert_eq!(probe.written_str(), "192.0.2.4:5555");
+    /// # Ok::<(), socketserver::RequestError>(())
+    /// ```
     pub fn peer(&self) -> &Addr {
         &self.peer
     }
@@ -305,6 +336,29 @@ impl StreamRequest {
 
     /// The server's shutdown handle (Python's `self.server.shutdown`), so a handler can stop the server
     /// — safely, even from inside a request.
+    ///
+    /// # Examples
+    ///
+    /// A `SHUTDOWN` command that stops the server from inside a request:
+    ///
+    /// ```
+    /// use std::io::BufRead;
+    /// use socketserver::mock::{MockConn, MockStream};
+    /// use socketserver::{Sequential, Server, StreamRequest};
+    ///
+    /// let transport = MockStream::new()?;
+    /// transport.push(MockConn::new().read("SHUTDOWN\n"));
+    /// let mut server = Server::new(Sequential, transport, |req: &mut StreamRequest| {
+    ///     let mut line = String::new();
+    ///     req.read_line(&mut line)?;
+    ///     if line.trim() == "SHUTDOWN" {
+    ///         req.server().shutdown(); // returns at once; the server stops after this request
+    ///     }
+    ///     Ok(())
+    /// })?;
+    /// assert_eq!(server.serve_forever()?.requests, 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn server(&self) -> &ShutdownHandle {
         &self.server
     }
@@ -338,6 +392,25 @@ impl StreamRequest {
     ///
     /// # Errors
     /// The socket's error.
+    ///
+    /// # Examples
+    ///
+    /// Telling the peer the reply is complete while the connection stays open:
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::net::Shutdown;
+    /// use socketserver::{mock::{run_stream, MockConn}, StreamRequest};
+    /// let conn = MockConn::new();
+    /// let probe = conn.probe();
+    /// run_stream(&|req: &mut StreamRequest| {
+    ///     req.write_all(b"done")?;
+    ///     req.shutdown(Shutdown::Write)?;
+    ///     Ok(())
+    /// }, conn)?;
+    /// assert!(probe.is_write_shut());
+    /// # Ok::<(), socketserver::RequestError>(())
+    /// ```
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         self.conn.shutdown(how)
     }
@@ -346,6 +419,25 @@ impl StreamRequest {
     ///
     /// # Errors
     /// The `setsockopt(2)` error.
+    ///
+    /// # Examples
+    ///
+    /// A short timeout for the greeting, a long one once the client is known:
+    ///
+    /// ```
+    /// use std::io::BufRead;
+    /// use std::time::Duration;
+    /// use socketserver::{mock::{run_stream, MockConn}, StreamRequest};
+    /// let handler = |req: &mut StreamRequest| -> anyhow::Result<()> {
+    ///     req.set_read_timeout(Some(Duration::from_secs(5)))?;
+    ///     let mut hello = String::new();
+    ///     req.read_line(&mut hello)?;
+    ///     req.set_read_timeout(Some(Duration::from_secs(300)))?;
+    ///     Ok(())
+    /// };
+    /// run_stream(&handler, MockConn::new().read("HELLO\n"))?;
+    /// # Ok::<(), socketserver::RequestError>(())
+    /// ```
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.conn.set_read_timeout(timeout)
     }
@@ -354,6 +446,24 @@ impl StreamRequest {
     ///
     /// # Errors
     /// The `setsockopt(2)` error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::time::Duration;
+    /// use socketserver::{mock::{run_stream, MockConn}, StreamRequest};
+    /// let bulk = |req: &mut StreamRequest| -> anyhow::Result<()> {
+    ///     req.set_write_timeout(Some(Duration::from_secs(600)))?; // a large download to a slow reader
+    ///     req.write_all(&[0; 4096])?;
+    ///     Ok(())
+    /// };
+    /// let conn = MockConn::new();
+    /// let probe = conn.probe();
+    /// run_stream(&bulk, conn)?;
+    /// assert_eq!(probe.written().len(), 4096);
+    /// # Ok::<(), socketserver::RequestError>(())
+    /// ```
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.conn.set_write_timeout(timeout)
     }
@@ -387,6 +497,21 @@ impl Write for StreamRequest {
 ///
 /// Reads that time out fail with `ErrorKind::TimedOut` and a message naming the timeout, rather than
 /// the `EAGAIN` the socket reports.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::Read;
+/// use socketserver::{mock::{run_stream, MockConn}, StreamRequest};
+/// let timed_out = |req: &mut StreamRequest| -> anyhow::Result<()> {
+///     let mut all = Vec::new();
+///     let err = req.rfile.read_to_end(&mut all).unwrap_err();
+///     anyhow::ensure!(err.kind() == std::io::ErrorKind::TimedOut);
+///     Ok(())
+/// };
+/// run_stream(&timed_out, MockConn::new().read_error(std::io::ErrorKind::TimedOut))?;
+/// # Ok::<(), socketserver::RequestError>(())
+/// ```
 #[derive(Debug)]
 pub struct Reader {
     conn: Arc<dyn Connection>,
@@ -404,6 +529,23 @@ impl Read for Reader {
 /// The write half of a connection, under [`StreamRequest::wfile`].
 ///
 /// Writes that time out (a peer that does not read) fail with `ErrorKind::TimedOut`.
+///
+/// # Examples
+///
+/// `rfile` and `wfile` are separate fields, so one call can copy from one to the other:
+///
+/// ```
+/// use socketserver::{mock::{run_stream, MockConn}, StreamRequest};
+/// let echo = |req: &mut StreamRequest| -> anyhow::Result<()> {
+///     std::io::copy(&mut req.rfile, &mut req.wfile)?;
+///     Ok(())
+/// };
+/// let conn = MockConn::new().read("one ").read("two");
+/// let probe = conn.probe();
+/// run_stream(&echo, conn)?;
+/// assert_eq!(probe.written_str(), "one two");
+/// # Ok::<(), socketserver::RequestError>(())
+/// ```
 #[derive(Debug)]
 pub struct Writer {
     conn: Arc<dyn Connection>,

@@ -64,10 +64,31 @@ impl ProxyProtocol {
     /// How long a trusted proxy has to send its whole header, by default: generous for a proxy on the
     /// same network (it sends the header with, or before, the first client bytes), short enough that a
     /// connection that never sends one is soon closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use socketserver::proxy_protocol::ProxyProtocol;
+    /// assert_eq!(ProxyProtocol::DEFAULT_HEADER_TIMEOUT, Duration::from_secs(5));
+    /// // A proxy across a slow WAN link: twice the default.
+    /// let _pp = ProxyProtocol::trusted(["10.0.0.0/8"])?.header_timeout(ProxyProtocol::DEFAULT_HEADER_TIMEOUT * 2);
+    /// # Ok::<(), socketserver::proxy_protocol::CidrError>(())
+    /// ```
     pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
     /// The default cap on a v2 header's length field: room for the addresses and a few kilobytes of
     /// TLVs (TLS details, unique ids), far less than the 64 KiB the format allows a peer to announce.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::proxy_protocol::ProxyProtocol;
+    /// assert_eq!(ProxyProtocol::DEFAULT_MAX_V2_LEN, 4096);
+    /// // A proxy that adds large TLVs (client certificates): room for 16 KiB.
+    /// let _pp = ProxyProtocol::trusted(["10.0.0.0/8"])?.max_v2_len(4 * ProxyProtocol::DEFAULT_MAX_V2_LEN);
+    /// # Ok::<(), socketserver::proxy_protocol::CidrError>(())
+    /// ```
     pub const DEFAULT_MAX_V2_LEN: usize = 4096;
 
     /// Trusts the proxies in `nets` — networks in CIDR notation (`10.0.0.0/8`, `fd00::/8`) or single

@@ -159,7 +159,18 @@ impl InheritedSocket {
     ///
     /// # Examples
     ///
-    /// See [`with_name`](Self::with_name).
+    /// Picking the socket meant for metrics among the ones a parent passed:
+    ///
+    /// ```
+    /// use socketserver::InheritedSocket;
+    /// let passed = vec![
+    ///     InheritedSocket::from_fd(std::net::TcpListener::bind("127.0.0.1:0")?.into())?.with_name("http"),
+    ///     InheritedSocket::from_fd(std::net::TcpListener::bind("127.0.0.1:0")?.into())?.with_name("metrics"),
+    /// ];
+    /// let metrics = passed.into_iter().find(|s| s.name() == Some("metrics")).unwrap();
+    /// let _transport = metrics.into_tcp()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn name(&self) -> Option<&str> {
         self.name.as_deref()
     }
@@ -168,7 +179,18 @@ impl InheritedSocket {
     ///
     /// # Examples
     ///
-    /// See [`SocketKind`].
+    /// Choosing the transport by what the parent passed:
+    ///
+    /// ```
+    /// use socketserver::{InheritedSocket, SocketKind};
+    /// let socket = InheritedSocket::from_fd(std::net::UdpSocket::bind("127.0.0.1:0")?.into())?;
+    /// match socket.kind() {
+    ///     SocketKind::Tcp => println!("TCP on {}", socket.into_tcp()?.local_addr()),
+    ///     SocketKind::Udp => println!("UDP on {}", socket.into_udp()?.local_addr()),
+    ///     other => println!("not served here: {other}"),
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn kind(&self) -> SocketKind {
         self.kind
     }

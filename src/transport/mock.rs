@@ -271,22 +271,82 @@ pub struct MockProbe {
 
 impl MockProbe {
     /// Every byte the handler wrote, in order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use socketserver::{mock::{run_stream, MockConn}, StreamRequest};
+    /// let conn = MockConn::new();
+    /// let probe = conn.probe();
+    /// run_stream(&|req: &mut StreamRequest| { req.write_all(&[0, 1, 255])?; Ok(()) }, conn)?;
+    /// assert_eq!(probe.written(), [0, 1, 255]);
+    /// # Ok::<(), socketserver::RequestError>(())
+    /// ```
     pub fn written(&self) -> Vec<u8> {
         self.state.lock().written.clone()
     }
 
     /// The bytes written, as text (invalid UTF-8 replaced).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{BufRead, Write};
+    /// use socketserver::{mock::{run_stream, MockConn}, StreamRequest};
+    /// let shout = |req: &mut StreamRequest| -> anyhow::Result<()> {
+    ///     let mut line = String::new();
+    ///     req.read_line(&mut line)?;
+    ///     req.write_all(line.to_uppercase().as_bytes())?;
+    ///     Ok(())
+    /// };
+    /// let conn = MockConn::new().read("hey\n");
+    /// let probe = conn.probe();
+    /// run_stream(&shout, conn)?;
+    /// assert_eq!(probe.written_str(), "HEY\n");
+    /// # Ok::<(), socketserver::RequestError>(())
+    /// ```
     pub fn written_str(&self) -> String {
         String::from_utf8_lossy(&self.state.lock().written).into_owned()
     }
 
     /// Whether the connection was closed: dropped by the server, or shut down in both directions.
+    ///
+    /// # Examples
+    ///
+    /// A failing handler still gets its connection closed:
+    ///
+    /// ```
+    /// use socketserver::{mock::{run_stream, MockConn}, StreamRequest};
+    /// let conn = MockConn::new();
+    /// let probe = conn.probe();
+    /// let failing = |_req: &mut StreamRequest| -> anyhow::Result<()> { anyhow::bail!("no") };
+    /// assert!(run_stream(&failing, conn).is_err());
+    /// assert!(probe.is_closed());
+    /// ```
     pub fn is_closed(&self) -> bool {
         let state = self.state.lock();
         state.closed || (state.read_shut && state.write_shut)
     }
 
     /// Whether the handler shut down the write side (sent end-of-file to the peer).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::net::Shutdown;
+    /// use socketserver::{mock::{run_stream, MockConn}, StreamRequest};
+    /// let conn = MockConn::new();
+    /// let probe = conn.probe();
+    /// run_stream(&|req: &mut StreamRequest| {
+    ///     req.write_all(b"that's all")?;
+    ///     req.shutdown(Shutdown::Write)?; // EOF to the peer
+    ///     Ok(())
+    /// }, conn)?;
+    /// assert!(probe.is_write_shut());
+    /// # Ok::<(), socketserver::RequestError>(())
+    /// ```
     pub fn is_write_shut(&self) -> bool {
         self.state.lock().write_shut
     }
@@ -410,6 +470,17 @@ impl MockStream {
     ///
     /// # Errors
     /// `eventfd(2)` failing (descriptor exhaustion).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::{mock::MockStream, HandleOutcome, Sequential, Server, StreamRequest};
+    /// let transport = MockStream::new()?;
+    /// let mut server = Server::new(Sequential, transport, |_r: &mut StreamRequest| Ok(()))?
+    ///     .timeout(std::time::Duration::from_millis(1));
+    /// assert_eq!(server.handle_request()?, HandleOutcome::TimedOut); // nothing queued
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn new() -> io::Result<Self> {
         Ok(MockStream {
             queue: Arc::new(Queue::new()?),
@@ -417,6 +488,28 @@ impl MockStream {
     }
 
     /// Queues a connection for the server to accept; returns its probe.
+    ///
+    /// # Examples
+    ///
+    /// Pushing from a clone while the server, which owns the transport, is serving:
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use socketserver::mock::{MockConn, MockStream};
+    /// use socketserver::{Sequential, Server, StreamRequest};
+    ///
+    /// let transport = MockStream::new()?;
+    /// let feeder = transport.clone();
+    /// let mut server = Server::new(Sequential, transport, |req: &mut StreamRequest| {
+    ///     req.write_all(b"served")?;
+    ///     req.server().shutdown(); // one request, then stop
+    ///     Ok(())
+    /// })?;
+    /// let probe = feeder.push(MockConn::new());
+    /// server.serve_forever()?;
+    /// assert_eq!(probe.written_str(), "served");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn push(&self, conn: MockConn) -> MockProbe {
         let probe = conn.probe();
         self.queue.push(conn);
@@ -480,6 +573,18 @@ impl MockDatagram {
     ///
     /// # Errors
     /// `eventfd(2)` failing (descriptor exhaustion).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::{mock::MockDatagram, DatagramRequest, HandleOutcome, Sequential, Server};
+    /// let transport = MockDatagram::new()?;
+    /// let mut server = Server::new(Sequential, transport.clone(), |_r: &mut DatagramRequest| Ok(()))?
+    ///     .timeout(std::time::Duration::from_millis(1));
+    /// assert_eq!(server.handle_request()?, HandleOutcome::TimedOut);
+    /// assert!(transport.replies().is_empty());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn new() -> io::Result<Self> {
         Ok(MockDatagram {
             queue: Arc::new(Queue::new()?),
@@ -488,11 +593,51 @@ impl MockDatagram {
     }
 
     /// Queues a datagram from `peer`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::{mock::MockDatagram, Addr, DatagramRequest, Sequential, Server};
+    /// let transport = MockDatagram::new()?;
+    /// let from: std::net::SocketAddr = "198.51.100.1:5353".parse().unwrap();
+    /// transport.push(b"query", from);
+    /// let expect = Addr::from(from);
+    /// let mut server = Server::new(Sequential, transport, move |req: &mut DatagramRequest| {
+    ///     anyhow::ensure!(req.data() == b"query" && *req.peer() == expect);
+    ///     Ok(())
+    /// })?
+    /// .handle_error(|_, err| panic!("{err}"));
+    /// server.handle_request()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn push(&self, data: impl AsRef<[u8]>, peer: impl Into<Addr>) {
         self.queue.push((data.as_ref().to_vec(), peer.into()));
     }
 
     /// Every reply sent so far, with its destination, in order.
+    ///
+    /// # Examples
+    ///
+    /// A handler that writes nothing sends no reply:
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use socketserver::{mock::MockDatagram, DatagramRequest, Sequential, Server};
+    /// let transport = MockDatagram::new()?;
+    /// let peer: std::net::SocketAddr = "192.0.2.1:9".parse().unwrap();
+    /// transport.push("ping", peer);
+    /// transport.push("", peer);
+    /// let mut server = Server::new(Sequential, transport.clone(), |req: &mut DatagramRequest| {
+    ///     if !req.data().is_empty() {
+    ///         req.write_all(b"pong")?;
+    ///     }
+    ///     Ok(())
+    /// })?;
+    /// server.handle_request()?;
+    /// server.handle_request()?;
+    /// assert_eq!(transport.replies(), [(peer.into(), b"pong".to_vec())]);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn replies(&self) -> Vec<(Addr, Vec<u8>)> {
         self.replies.sent.lock().clone()
     }

@@ -58,6 +58,29 @@ pub(crate) mod sealed {
 
 /// The two kinds of transport: byte streams and datagrams. Each names the request type its transports
 /// produce, which in turn decides which handler trait can serve them.
+///
+/// # Examples
+///
+/// Code generic over any transport reaches a request's peer through its kind:
+///
+/// ```
+/// use socketserver::mock::{MockConn, MockStream};
+/// use socketserver::transport::{Accept, Kind, Transport};
+/// use socketserver::Addr;
+///
+/// /// Takes one pending request, if any, and says whom it is from.
+/// fn next_peer<T: Transport>(transport: &mut T) -> std::io::Result<Option<Addr>> {
+///     Ok(match transport.accept()? {
+///         Accept::Ready(request) => Some(<T::Kind as Kind>::peer(&request).clone()),
+///         _ => None,
+///     })
+/// }
+/// let mut transport = MockStream::new()?;
+/// transport.push(MockConn::new().peer("10.1.2.3:4000".parse::<std::net::SocketAddr>().unwrap()));
+/// assert_eq!(next_peer(&mut transport)?.unwrap().to_string(), "10.1.2.3:4000");
+/// assert_eq!(next_peer(&mut transport)?, None); // nothing pending
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub trait Kind: sealed::Sealed + Send + 'static {
     /// What one accepted request is: a connection, or one datagram.
     type Request: Send + 'static;
@@ -74,10 +97,39 @@ pub trait Kind: sealed::Sealed + Send + 'static {
 }
 
 /// Connection-oriented byte streams (TCP, Unix stream sockets): one request is one connection.
+///
+/// # Examples
+///
+/// Restricting a function to stream transports:
+///
+/// ```
+/// use socketserver::transport::{Stream, Transport};
+///
+/// fn describe<T: Transport<Kind = Stream>>(transport: &T) -> std::io::Result<String> {
+///     Ok(format!("connections on {}", transport.local_addr()?))
+/// }
+/// let tcp = socketserver::Tcp::bind("127.0.0.1:0")?;
+/// assert!(describe(&tcp)?.starts_with("connections on 127.0.0.1:"));
+/// // `describe(&socketserver::Udp::bind("127.0.0.1:0")?)` does not compile.
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
 pub enum Stream {}
 
 /// Message-oriented transports (UDP, Unix datagram sockets): one request is one datagram.
+///
+/// # Examples
+///
+/// ```
+/// use socketserver::transport::{Datagram, Transport};
+///
+/// fn describe<T: Transport<Kind = Datagram>>(transport: &T) -> std::io::Result<String> {
+///     Ok(format!("datagrams on {}", transport.local_addr()?))
+/// }
+/// let udp = socketserver::Udp::bind("127.0.0.1:0")?;
+/// assert_eq!(describe(&udp)?, format!("datagrams on {}", udp.local_addr()));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
 pub enum Datagram {}
 
@@ -107,6 +159,21 @@ impl Kind for Datagram {
 }
 
 /// An accepted stream connection on its way to a handler.
+///
+/// # Examples
+///
+/// ```
+/// use socketserver::mock::{MockConn, MockStream};
+/// use socketserver::transport::{Accept, Incoming, Transport};
+///
+/// let mut transport = MockStream::new()?;
+/// transport.push(MockConn::new());
+/// let Accept::Ready(incoming): Accept<Incoming> = transport.accept()? else {
+///     panic!("a connection was queued");
+/// };
+/// println!("{incoming:?}"); // what the serving loop hands to the strategy
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Incoming {
     pub(crate) conn: Arc<dyn Connection>,
@@ -114,6 +181,21 @@ pub struct Incoming {
 }
 
 /// A received datagram on its way to a handler, with the socket its reply is sent from.
+///
+/// # Examples
+///
+/// ```
+/// use socketserver::mock::MockDatagram;
+/// use socketserver::transport::{Accept, Packet, Transport};
+///
+/// let mut transport = MockDatagram::new()?;
+/// transport.push("ping", "127.0.0.1:5000".parse::<std::net::SocketAddr>().unwrap());
+/// let Accept::Ready(packet): Accept<Packet> = transport.accept()? else {
+///     panic!("a datagram was queued");
+/// };
+/// println!("{packet:?}");
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Packet {
     pub(crate) data: Vec<u8>,
@@ -122,6 +204,19 @@ pub struct Packet {
 }
 
 /// What one call to [`Transport::accept`] produced.
+///
+/// # Examples
+///
+/// ```
+/// use socketserver::mock::{MockConn, MockStream};
+/// use socketserver::transport::{Accept, Transport};
+///
+/// let mut transport = MockStream::new()?;
+/// assert!(matches!(transport.accept()?, Accept::WouldBlock)); // poll `as_fd()`, then try again
+/// transport.push(MockConn::new());
+/// assert!(matches!(transport.accept()?, Accept::Ready(_)));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
 pub enum Accept<R> {
     /// A request to serve.
@@ -142,6 +237,23 @@ pub enum Accept<R> {
 ///
 /// # Sealed
 /// Implemented by the crate's transports only, for now.
+///
+/// # Examples
+///
+/// A function that works with any transport, e.g. to announce where a server listens:
+///
+/// ```
+/// use socketserver::{Tcp, Transport, Udp};
+///
+/// fn announce<T: Transport>(transport: &T) -> std::io::Result<String> {
+///     Ok(format!("listening on {}", transport.local_addr()?))
+/// }
+/// let tcp = Tcp::bind("127.0.0.1:0")?;
+/// let udp = Udp::bind("127.0.0.1:0")?;
+/// assert_eq!(announce(&tcp)?, format!("listening on {}", tcp.local_addr()));
+/// assert_eq!(announce(&udp)?, format!("listening on {}", udp.local_addr()));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub trait Transport: sealed::Sealed + Send + 'static {
     /// Stream or datagram: decides which handler trait can serve this transport.
     type Kind: Kind;
@@ -167,6 +279,25 @@ pub trait Transport: sealed::Sealed + Send + 'static {
 ///
 /// # Sealed
 /// Implemented by the crate's connections (TCP, Unix, mock) only.
+///
+/// # Examples
+///
+/// ```
+/// use socketserver::mock::MockConn;
+/// use socketserver::transport::Connection;
+///
+/// /// Echoes one chunk; reads and writes take `&self`, so both halves can share one connection.
+/// fn echo_once(conn: &dyn Connection) -> std::io::Result<usize> {
+///     let mut buf = [0; 64];
+///     let n = conn.read(&mut buf)?;
+///     conn.write(&buf[..n])
+/// }
+/// let conn = MockConn::new().read("ping");
+/// let probe = conn.probe();
+/// assert_eq!(echo_once(&conn)?, 4);
+/// assert_eq!(probe.written(), b"ping");
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub trait Connection: sealed::Sealed + Send + Sync + fmt::Debug {
     /// `recv(2)`.
     ///
@@ -211,6 +342,25 @@ pub trait Connection: sealed::Sealed + Send + Sync + fmt::Debug {
 ///
 /// # Sealed
 /// Implemented by the crate's datagram transports only.
+///
+/// # Examples
+///
+/// The crate creates these sockets for its datagram transports and sends a handler's reply (its
+/// [`wfile`](crate::DatagramRequest::wfile)) through one; code generic over them looks like this:
+///
+/// ```
+/// use socketserver::transport::DatagramSocket;
+/// use socketserver::Addr;
+///
+/// /// Sends `message` to every peer, stopping at the first failure.
+/// fn notify_all(socket: &dyn DatagramSocket, peers: &[Addr], message: &[u8]) -> std::io::Result<()> {
+///     for peer in peers {
+///         socket.send_to(message, peer)?;
+///     }
+///     Ok(())
+/// }
+/// # let _ = notify_all;
+/// ```
 pub trait DatagramSocket: sealed::Sealed + Send + Sync + fmt::Debug {
     /// `sendto(2)`: sends `buf` as one datagram to `peer`.
     ///

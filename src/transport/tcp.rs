@@ -68,12 +68,32 @@ impl TcpBuilder {
     /// The `listen(2)` backlog: how many completed connections the kernel queues while the server is
     /// busy (or at its concurrency cap). Default `SOMAXCONN`; the kernel caps it at
     /// `net.core.somaxconn`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::Tcp;
+    /// let tcp = Tcp::builder().backlog(16).bind("127.0.0.1:0")?;
+    /// // Nothing accepts yet, but the kernel completes the handshake and queues the connection.
+    /// let _client = std::net::TcpStream::connect(tcp.local_addr())?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn backlog(mut self, backlog: u32) -> Self {
         self.backlog = backlog.min(i32::MAX as u32) as i32;
         self
     }
 
     /// `SO_REUSEADDR` (default on): bind again at once after a restart, despite `TIME_WAIT`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::Tcp;
+    /// let port = Tcp::bind("127.0.0.1:0")?.local_addr().port(); // a previous run, now closed
+    /// let tcp = Tcp::builder().reuse_addr(true).bind(("127.0.0.1", port))?; // the restart
+    /// assert_eq!(tcp.local_addr().port(), port);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn reuse_addr(mut self, on: bool) -> Self {
         self.opts.reuse_addr = on;
         self
@@ -81,6 +101,17 @@ impl TcpBuilder {
 
     /// `SO_REUSEPORT` (default off): let several sockets, in one process or many, bind the same address
     /// and port; the kernel spreads incoming connections between them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::Tcp;
+    /// let first = Tcp::builder().reuse_port(true).bind("127.0.0.1:0")?;
+    /// let second = Tcp::builder().reuse_port(true).bind(first.local_addr())?;
+    /// assert_eq!(first.local_addr(), second.local_addr()); // two listeners, one port
+    /// assert!(Tcp::bind(first.local_addr()).is_err()); // a socket without SO_REUSEPORT is refused
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn reuse_port(mut self, on: bool) -> Self {
         self.opts.reuse_port = on;
         self
@@ -88,6 +119,14 @@ impl TcpBuilder {
 
     /// `IPV6_V6ONLY` for IPv6 addresses: `Some(false)` makes `[::]` accept IPv4 too. Default: the
     /// system's setting.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let tcp = socketserver::Tcp::builder().only_v6(true).bind("[::1]:0")?;
+    /// assert!(tcp.local_addr().is_ipv6());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn only_v6(mut self, on: bool) -> Self {
         self.opts.only_v6 = Some(on);
         self
@@ -99,6 +138,17 @@ impl TcpBuilder {
     /// # Errors
     /// The failing syscall and address, e.g. `bind(2) on 127.0.0.1:80: Permission denied`; the socket is
     /// closed on failure, so nothing leaks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::Tcp;
+    /// let tcp = Tcp::builder().backlog(64).bind("127.0.0.1:0")?;
+    /// let err = Tcp::builder().bind(tcp.local_addr()).unwrap_err(); // taken
+    /// assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    /// assert!(err.to_string().starts_with("bind(2) on 127.0.0.1:"), "{err}");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn bind(&self, addr: impl ToSocketAddrs) -> io::Result<Tcp> {
         bind_first(addr, |addr| {
             let fd = bound_socket(addr, SockType::Stream, SockFlag::SOCK_NONBLOCK, &self.opts)?;

@@ -63,18 +63,63 @@ impl Default for UdpBuilder {
 impl UdpBuilder {
     /// The receive buffer size: the largest datagram served (default 65,535). Larger ones are reported,
     /// not served. Clamped to at least 1.
+    ///
+    /// # Examples
+    ///
+    /// A datagram over the limit reaches the error hook, not the handler:
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use socketserver::{DatagramRequest, RequestError, Sequential, Server, Udp};
+    ///
+    /// let udp = Udp::builder().max_packet_size(4).bind("127.0.0.1:0")?;
+    /// let errors = Arc::new(Mutex::new(Vec::new()));
+    /// let seen = errors.clone();
+    /// let mut server = Server::new(Sequential, udp, |_r: &mut DatagramRequest| Ok(()))?
+    ///     .handle_error(move |_peer, err| seen.lock().unwrap().push(matches!(err, RequestError::DatagramTruncated { .. })));
+    ///
+    /// let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    /// client.send_to(b"too long", server.local_addr().as_inet().unwrap())?;
+    /// client.send_to(b"ok", server.local_addr().as_inet().unwrap())?;
+    /// server.handle_request()?; // reports the first datagram, serves the second
+    /// assert_eq!(*errors.lock().unwrap(), [true]);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn max_packet_size(mut self, bytes: usize) -> Self {
         self.max_packet_size = bytes.max(1);
         self
     }
 
     /// `SO_REUSEADDR` (default off, as in Python's `UDPServer`: for UDP it lets two sockets share a port).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::Udp;
+    /// let first = Udp::builder().reuse_addr(true).bind("127.0.0.1:0")?;
+    /// let second = Udp::builder().reuse_addr(true).bind(first.local_addr())?;
+    /// assert_eq!(first.local_addr(), second.local_addr());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn reuse_addr(mut self, on: bool) -> Self {
         self.opts.reuse_addr = on;
         self
     }
 
     /// `SO_REUSEPORT` (default off): several sockets share the port; the kernel spreads datagrams.
+    ///
+    /// # Examples
+    ///
+    /// One socket per worker process, all on one port:
+    ///
+    /// ```
+    /// use socketserver::Udp;
+    /// let first = Udp::builder().reuse_port(true).bind("127.0.0.1:0")?;
+    /// let second = Udp::builder().reuse_port(true).bind(first.local_addr())?;
+    /// assert_eq!(first.local_addr(), second.local_addr());
+    /// assert!(Udp::bind(first.local_addr()).is_err()); // a socket without it is refused
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn reuse_port(mut self, on: bool) -> Self {
         self.opts.reuse_port = on;
         self
@@ -84,6 +129,17 @@ impl UdpBuilder {
     ///
     /// # Errors
     /// The failing syscall and address; the socket is closed on failure.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::Udp;
+    /// let udp = Udp::builder().max_packet_size(1500).bind("127.0.0.1:0")?;
+    /// let err = Udp::builder().bind(udp.local_addr()).unwrap_err(); // taken
+    /// assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    /// assert!(err.to_string().starts_with("bind(2) on 127.0.0.1:"), "{err}");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn bind(&self, addr: impl ToSocketAddrs) -> io::Result<Udp> {
         bind_first(addr, |addr| {
             let fd = bound_socket(addr, SockType::Datagram, SockFlag::empty(), &self.opts)?;

@@ -94,6 +94,14 @@ impl Default for UnixDatagramBuilder {
 
 impl UnixDatagramBuilder {
     /// The receive buffer size: the largest datagram served (default 65,535). Clamped to at least 1.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let _unix = socketserver::UnixDatagram::builder().max_packet_size(512).bind(dir.path().join("log.sock"))?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn max_packet_size(mut self, bytes: usize) -> Self {
         self.max_packet_size = bytes.max(1);
         self
@@ -101,6 +109,17 @@ impl UnixDatagramBuilder {
 
     /// How long a reply may wait for room in a client's full receive queue before it is dropped and
     /// reported (`SO_SNDTIMEO`; default 1 s; `None` waits forever).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let dir = tempfile::tempdir()?;
+    /// let _unix = socketserver::UnixDatagram::builder()
+    ///     .reply_timeout(Duration::from_millis(100)) // a stuck client costs the server at most this
+    ///     .bind(dir.path().join("d.sock"))?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn reply_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.reply_timeout = timeout.into();
         self
@@ -108,6 +127,17 @@ impl UnixDatagramBuilder {
 
     /// The socket file's permission bits, applied before the file exists; see
     /// [`UnixStreamBuilder::mode`](super::UnixStreamBuilder::mode). Sending needs write permission.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::unix::fs::PermissionsExt;
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("d.sock");
+    /// let _unix = socketserver::UnixDatagram::builder().mode(0o620).bind(&path)?;
+    /// assert_eq!(std::fs::metadata(&path)?.permissions().mode() & 0o777, 0o620);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn mode(mut self, mode: u32) -> Self {
         self.path.mode = Some(mode);
         self
@@ -115,6 +145,18 @@ impl UnixDatagramBuilder {
 
     /// Whether a stale socket file at the path may be replaced; see
     /// [`UnixStreamBuilder::replace_stale`](super::UnixStreamBuilder::replace_stale).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::UnixDatagram;
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("d.sock");
+    /// drop(std::os::unix::net::UnixDatagram::bind(&path)?); // left behind by a crash
+    /// assert!(UnixDatagram::bind(&path).is_err());
+    /// assert!(UnixDatagram::builder().replace_stale(true).bind(&path)?.owns_path());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn replace_stale(mut self, on: bool) -> Self {
         self.path.replace_stale = on;
         self
@@ -124,6 +166,16 @@ impl UnixDatagramBuilder {
     ///
     /// # Errors
     /// As [`UnixStreamBuilder::bind`](super::UnixStreamBuilder::bind).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("d.sock");
+    /// let unix = socketserver::UnixDatagram::builder().mode(0o600).bind(&path)?;
+    /// assert_eq!(unix.path(), Some(path.as_path()));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn bind(&self, path: impl AsRef<Path>) -> io::Result<UnixDatagram> {
         self.bind_target(Target::Path(path.as_ref()))
     }
@@ -132,6 +184,18 @@ impl UnixDatagramBuilder {
     ///
     /// # Errors
     /// `bind(2)` failing, e.g. `AddrInUse` when the name is taken.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::UnixDatagram;
+    /// let name = format!("socketserver-doc-{}", std::process::id());
+    /// let unix = UnixDatagram::builder().max_packet_size(1024).bind_abstract(&name)?;
+    /// assert_eq!(unix.path(), None);
+    /// let err = UnixDatagram::builder().bind_abstract(&name).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn bind_abstract(&self, name: impl AsRef<[u8]>) -> io::Result<UnixDatagram> {
         self.bind_target(Target::Abstract(name.as_ref()))
     }
@@ -140,6 +204,17 @@ impl UnixDatagramBuilder {
     ///
     /// # Errors
     /// As [`bind`](Self::bind); an unnamed address is `InvalidInput`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::unix::net::SocketAddr;
+    /// let dir = tempfile::tempdir()?;
+    /// let addr = SocketAddr::from_pathname(dir.path().join("d.sock"))?;
+    /// let unix = socketserver::UnixDatagram::builder().bind_addr(&addr)?;
+    /// assert!(unix.owns_path());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn bind_addr(&self, addr: &UnixSocketAddr) -> io::Result<UnixDatagram> {
         self.bind_target(target_of(addr)?)
     }
@@ -155,6 +230,18 @@ impl UnixDatagramBuilder {
 
 impl UnixDatagram {
     /// The default [`reply_timeout`](UnixDatagramBuilder::reply_timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::UnixDatagram;
+    /// assert_eq!(UnixDatagram::DEFAULT_REPLY_TIMEOUT, std::time::Duration::from_secs(1));
+    /// let dir = tempfile::tempdir()?;
+    /// let _patient = UnixDatagram::builder()
+    ///     .reply_timeout(UnixDatagram::DEFAULT_REPLY_TIMEOUT * 5)
+    ///     .bind(dir.path().join("d.sock"))?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 
     /// Binds to `path` with the default options (see [`UnixDatagramBuilder`]).

@@ -94,6 +94,17 @@ impl Default for UnixStreamBuilder {
 
 impl UnixStreamBuilder {
     /// The `listen(2)` backlog (default `SOMAXCONN`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("app.sock");
+    /// let _unix = socketserver::UnixStream::builder().backlog(16).bind(&path)?;
+    /// // Queued by the kernel although nothing has accepted it yet.
+    /// let _client = std::os::unix::net::UnixStream::connect(&path)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn backlog(mut self, backlog: u32) -> Self {
         self.backlog = backlog.min(i32::MAX as u32) as i32;
         self
@@ -102,6 +113,17 @@ impl UnixStreamBuilder {
     /// The socket file's permission bits, e.g. `0o600` for the owner only (default: `0o777` less the
     /// umask, as `bind(2)` makes it). Applied before `bind(2)`, so the file is never wider; connecting
     /// needs write permission. Setting a mode for an abstract address is an error: there is no file.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::unix::fs::PermissionsExt;
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("private.sock");
+    /// let _unix = socketserver::UnixStream::builder().mode(0o600).bind(&path)?;
+    /// assert_eq!(std::fs::metadata(&path)?.permissions().mode() & 0o777, 0o600);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn mode(mut self, mode: u32) -> Self {
         self.path.mode = Some(mode);
         self
@@ -113,6 +135,19 @@ impl UnixStreamBuilder {
     ///
     /// A server that has bound but not yet called `listen(2)` looks stale for that instant: use this
     /// for one instance restarted by a supervisor, not for several racing for the same path.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::UnixStream;
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("app.sock");
+    /// drop(std::os::unix::net::UnixListener::bind(&path)?); // a crashed server's leftover file
+    /// assert!(UnixStream::bind(&path).is_err()); // refused by default
+    /// let unix = UnixStream::builder().replace_stale(true).bind(&path)?;
+    /// assert!(unix.owns_path());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn replace_stale(mut self, on: bool) -> Self {
         self.path.replace_stale = on;
         self
@@ -124,6 +159,18 @@ impl UnixStreamBuilder {
     /// The failing syscall and path. A path in use is `AddrInUse` with the reason: a live server there,
     /// a stale socket (and `replace_stale` off), or not a socket. A path longer than 107 bytes is
     /// `InvalidInput`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::UnixStream;
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("app.sock");
+    /// let _live = UnixStream::builder().mode(0o660).bind(&path)?;
+    /// let err = UnixStream::builder().replace_stale(true).bind(&path).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse); // a live server is never replaced
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn bind(&self, path: impl AsRef<Path>) -> io::Result<UnixStream> {
         self.bind_target(Target::Path(path.as_ref()))
     }
@@ -133,6 +180,17 @@ impl UnixStreamBuilder {
     ///
     /// # Errors
     /// `bind(2)` failing, e.g. `AddrInUse` when the name is taken.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::{Transport, UnixStream};
+    /// let name = format!("socketserver-doc-{}", std::process::id());
+    /// let unix = UnixStream::builder().backlog(64).bind_abstract(&name)?;
+    /// assert_eq!(unix.path(), None); // no file to remove
+    /// assert_eq!(Transport::local_addr(&unix)?.to_string(), format!("@{name}"));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn bind_abstract(&self, name: impl AsRef<[u8]>) -> io::Result<UnixStream> {
         self.bind_target(Target::Abstract(name.as_ref()))
     }
@@ -142,6 +200,20 @@ impl UnixStreamBuilder {
     /// # Errors
     /// As [`bind`](Self::bind) and [`bind_abstract`](Self::bind_abstract); an unnamed address is
     /// `InvalidInput`.
+    ///
+    /// # Examples
+    ///
+    /// An address taken from configuration that may name a path or an abstract socket:
+    ///
+    /// ```
+    /// use std::os::linux::net::SocketAddrExt;
+    /// use std::os::unix::net::SocketAddr;
+    /// let name = format!("socketserver-doc-{}", std::process::id());
+    /// let addr = SocketAddr::from_abstract_name(&name)?;
+    /// let unix = socketserver::UnixStream::builder().bind_addr(&addr)?;
+    /// assert_eq!(unix.local_addr().as_abstract_name(), Some(name.as_bytes()));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn bind_addr(&self, addr: &UnixSocketAddr) -> io::Result<UnixStream> {
         self.bind_target(target_of(addr)?)
     }
@@ -385,7 +457,16 @@ pub struct PeerCredentials {
 ///
 /// # Examples
 ///
-/// See [`PeerCredentials`].
+/// ```
+/// use std::os::unix::net::UnixStream;
+/// let (ours, _theirs) = UnixStream::pair()?;
+/// let cred = socketserver::transport::peer_credentials(&ours)?;
+/// assert_eq!(cred.uid, nix::unistd::getuid().as_raw()); // the same user is on the other end
+///
+/// let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// assert!(socketserver::transport::peer_credentials(&tcp).is_err()); // not a Unix socket
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub fn peer_credentials(socket: &impl AsFd) -> io::Result<PeerCredentials> {
     peer_credentials_of(socket.as_fd().as_raw_fd())
 }
