@@ -17,11 +17,13 @@ if [[ $QUICK == 1 ]]; then
     BULK_MIB=${BULK_MIB:-16}
     IDLE_CONNS=${IDLE_CONNS:-1000}
     STRACE_REQUESTS=${STRACE_REQUESTS:-2000}
+    SHUTDOWN_TRIALS=${SHUTDOWN_TRIALS:-20}
 else
     DURATION=${DURATION:-5}
     BULK_MIB=${BULK_MIB:-64}
     IDLE_CONNS=${IDLE_CONNS:-10000}
     STRACE_REQUESTS=${STRACE_REQUESTS:-20000}
+    SHUTDOWN_TRIALS=${SHUTDOWN_TRIALS:-100}
 fi
 REPEAT=${REPEAT:-1}            # runs per case; the report keeps the median
 RR_CONNS=${RR_CONNS:-"1 16 256"}
@@ -43,6 +45,13 @@ RESULTS=${RESULTS_DIR:-$BENCH/results}
 LOADGEN=${LOADGEN:-$ROOT/target/release/examples/loadgen}
 ECHO_BIN=${ECHO_BIN:-$ROOT/target/release/examples/echo}
 HTTP_BIN=${HTTP_BIN:-$ROOT/target/release/examples/http_hello}
+SHUTDOWN_BIN=${SHUTDOWN_BIN:-$ROOT/target/release/examples/shutdown_latency}
+# Our servers' fixed flags, for parity with the baselines (see bench/README.md): a 64 KiB read buffer
+# (Python's echo reads 64 KiB with read1, std-echo 16 KiB), Forking's cap raised like Python's
+# ForkingTCPServer (40 -> 1024), Threading's cap above the 10,000 idle connections.
+OURS_FLAGS=${OURS_FLAGS:-"--rbufsize 65536"}
+FORKING_FLAGS=${FORKING_FLAGS:-"--max-children 1024"}
+THREADING_FLAGS=${THREADING_FLAGS:-"--max-threads 10100"}
 STD_ECHO=$BENCH/std-echo/target/release/std-echo
 TOKIO_ECHO=$BENCH/tokio-echo/target/release/tokio-echo
 
@@ -122,6 +131,9 @@ record_status() {
         "$1" "$2" "$3" "$4" "$(json_escape "$5")" "$PINNED" >>"$JSONL"
 }
 
+# Extra flags for our server in the next run_case (e.g. --workers for pool/prefork at rr-N).
+CASE_FLAGS=()
+
 # server_cmd TARGET TRANSPORT: fills CMD, or returns 1 with NA_REASON set.
 server_cmd() {
     local target=$1 transport=$2
@@ -130,6 +142,15 @@ server_cmd() {
     ours:*)
         [[ -x $ECHO_BIN ]] || { NA_REASON="echo example not built"; return 1; }
         CMD=("$ECHO_BIN" --addr 127.0.0.1:0 --transport "$transport" --concurrency "${target#ours:}")
+        # shellcheck disable=SC2206 # the flag lists are meant to split on spaces
+        # Not for idle: an idle connection's memory is measured with the default buffers a user has.
+        [[ $transport == tcp && -z ${IDLE_RUN:-} ]] && CMD+=($OURS_FLAGS)
+        # shellcheck disable=SC2206
+        case ${target#ours:} in
+        forking) CMD+=($FORKING_FLAGS) ;;
+        threading) CMD+=($THREADING_FLAGS) ;;
+        esac
+        CMD+=("${CASE_FLAGS[@]}")
         ;;
     python:*)
         [[ $HAVE_PYTHON == 1 ]] || { NA_REASON="python3 missing"; return 1; }
@@ -344,9 +365,11 @@ selected() { [[ -z $ONLY || $1 =~ $ONLY ]]; }
 
 # ---------------------------------------------------------- metadata -------
 START_EPOCH=$(date +%s)
-printf '{"meta":true,"date":"%s","kernel":"%s","cpus":%s,"pinned":"%s","quick":"%s","duration_s":%s,"bulk_mib":%s,"idle_conns":%s,"rev":"%s"}\n' \
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
+printf '{"meta":true,"date":"%s","kernel":"%s","cpus":%s,"pinned":"%s","quick":"%s","duration_s":%s,"bulk_mib":%s,"idle_conns":%s,"repeat":%s,"load_start":"%s","rev":"%s"}\n' \
     "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(uname -r)" "$CPUS" "$PINNED" "$QUICK" "$DURATION" "$BULK_MIB" "$IDLE_CONNS" \
-    "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" >>"$JSONL"
+    "$REPEAT" "$LOAD_START" "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" >>"$JSONL"
+say "load average at start: $LOAD_START (other processes on the machine compete for the CPUs)"
 
 TCP_TARGETS=() UDP_TARGETS=()
 for s in $STRATEGIES; do
@@ -366,12 +389,18 @@ for t in "${TCP_TARGETS[@]}"; do
             record_status "$t" tcp "rr-$n" n/a "sequential: one connection at a time"
             continue
         fi
+        # Pool and PreFork serve one connection per worker: give them a worker per persistent connection.
+        CASE_FLAGS=()
+        if ((n > 1)) && [[ $t == ours:pool || $t == ours:prefork ]]; then
+            CASE_FLAGS=(--workers "$n")
+        fi
         run_case "$t" tcp "rr-$n" $((DURATION + 60)) tcp-rr --conns "$n" --size "$RR_SIZE" --duration "$DURATION"
+        CASE_FLAGS=()
     done
     run_case "$t" tcp "churn-$CHURN_WORKERS" $((DURATION + 40)) tcp-churn --workers "$CHURN_WORKERS" --size "$RR_SIZE" --duration "$DURATION"
     run_case "$t" tcp "bulk-${BULK_CONNS}x$BULK_MIB" 300 tcp-bulk --conns "$BULK_CONNS" --mib "$BULK_MIB"
     if in_list "$t" "$IDLE_TARGETS"; then
-        run_case "$t" tcp "idle-$IDLE_CONNS" 900 idle --conns "$IDLE_CONNS" --pid @PID@
+        IDLE_RUN=1 run_case "$t" tcp "idle-$IDLE_CONNS" 900 idle --conns "$IDLE_CONNS" --pid @PID@
     fi
 done
 
@@ -477,8 +506,47 @@ for t in ours:http_hello python:http_hello; do
     fi
 done
 
+# ---------------------------------------------------------- shutdown -------
+say "shutdown latency (serve_forever's return after a shutdown request on an idle server, $SHUTDOWN_TRIALS trials)"
+# run_shutdown TARGET CMD...: one RESULT line, appended with the target's name.
+run_shutdown() {
+    local target=$1 log rc line
+    shift
+    log="$LOGS/${target//[:\/]/_}-shutdown"
+    rc=0
+    timeout -k 5 600 "${SERVER_PIN[@]}" "$@" >"$log.log" 2>&1 || rc=$?
+    line=$(grep -m1 '^RESULT ' "$log.log" || true)
+    line=${line#RESULT }
+    if [[ $rc == 0 && -n $line ]]; then
+        printf '%s\n' "${line%\}},\"target\":\"$target\",\"transport\":\"tcp\",\"case\":\"shutdown\",\"status\":\"ok\",\"pinned\":\"$PINNED\"}" >>"$JSONL"
+        printf '    %-24s shutdown p99 = %s us\n' "$target" "$([[ $line =~ \"p99_us\":([0-9.]+) ]] && echo "${BASH_REMATCH[1]}")" >&2
+    elif [[ $rc == 2 ]]; then
+        record_status "$target" tcp shutdown n/a "unsupported (exit 2)"
+    else
+        record_status "$target" tcp shutdown failed "exit $rc: $(tail -n 2 "$log.log")"
+        printf '    %-24s shutdown FAILED (see %s.log)\n' "$target" "$log" >&2
+    fi
+}
+for s in $STRATEGIES; do
+    selected "ours:$s" || continue
+    if [[ ! -x $SHUTDOWN_BIN ]]; then
+        record_status "ours:$s" tcp shutdown n/a "shutdown_latency example not built"
+        continue
+    fi
+    run_shutdown "ours:$s" "$SHUTDOWN_BIN" --strategy "$s" --trials "$SHUTDOWN_TRIALS"
+done
+if selected python:tcp; then
+    if [[ $HAVE_PYTHON == 1 ]]; then
+        run_shutdown python:tcp python3 "$BENCH/python/shutdown_latency.py" --kind tcp --trials "$SHUTDOWN_TRIALS"
+    else
+        record_status python:tcp tcp shutdown n/a "python3 missing"
+    fi
+fi
+
 # ------------------------------------------------------------- report ------
-say "matrix done in $(($(date +%s) - START_EPOCH))s; results in $JSONL"
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
+printf '{"meta_end":true,"elapsed_s":%s,"load_end":"%s"}\n' "$(($(date +%s) - START_EPOCH))" "$LOAD_END" >>"$JSONL"
+say "matrix done in $(($(date +%s) - START_EPOCH))s (load average at the end: $LOAD_END); results in $JSONL"
 if [[ $HAVE_PYTHON == 1 ]]; then
     python3 "$BENCH/report.py" "$JSONL" --markdown "$RESULTS/latest.md" --ratios "$RESULTS/ratios.json"
     python3 "$BENCH/chart.py" "$RESULTS/ratios.json" "$RESULTS/ratios.svg"

@@ -24,6 +24,7 @@ PRIMARY = {
     "idle": ("kib_per_conn", "KiB/conn", False),
     "http": ("rps", "req/s", True),
     "syscalls": ("syscalls_per_request", "syscalls/req", False),
+    "shutdown": ("p99_us", "µs p99", False),
 }
 
 CASE_TITLES = {
@@ -34,6 +35,7 @@ CASE_TITLES = {
     "idle": "Idle connections ({conns} held open; server RSS growth)",
     "http": "HTTP keep-alive (wrk -t1 -c16)",
     "syscalls": "Server syscalls per request (strace -c -f, tcp-rr 1 connection)",
+    "shutdown": "Shutdown latency: serve_forever returns after shutdown() on an idle server ({trials} trials)",
 }
 
 # Our strategy -> the Python socketserver class with the same strategy.
@@ -54,7 +56,8 @@ def workload_of(rec):
         return rec["workload"]
     case = rec.get("case", "")
     for prefix, name in (("rr-", "tcp-rr"), ("churn-", "tcp-churn"), ("bulk-", "tcp-bulk"),
-                         ("udp-rr-", "udp-rr"), ("idle-", "idle"), ("http", "http"), ("syscalls", "syscalls")):
+                         ("udp-rr-", "udp-rr"), ("idle-", "idle"), ("http", "http"), ("syscalls", "syscalls"),
+                         ("shutdown", "shutdown")):
         if case.startswith(prefix):
             return name
     return None
@@ -62,7 +65,7 @@ def workload_of(rec):
 
 def case_key(case):
     """Order cases: rr by connection count, then churn, bulk, idle, udp, http, syscalls."""
-    order = ["rr-", "churn-", "bulk-", "idle-", "udp-rr-", "http", "syscalls"]
+    order = ["rr-", "churn-", "bulk-", "idle-", "udp-rr-", "http", "syscalls", "shutdown"]
     for i, prefix in enumerate(order):
         if case.startswith(prefix):
             num = re.findall(r"\d+", case)
@@ -106,6 +109,8 @@ def cell(rec):
     metric, _, _ = PRIMARY[wl]
     v = rec.get(metric)
     digits = 2 if wl in ("idle", "syscalls", "tcp-bulk") else 0
+    if wl == "shutdown":
+        v, digits = v / 1000 if isinstance(v, (int, float)) else v, 2
     text = fmt_num(v, digits)
     if rec.get("errors"):
         text += f" ({rec['errors']} err)"
@@ -125,7 +130,9 @@ def load(path):
                 print(f"report.py: skipping malformed line {n}: {e}", file=sys.stderr)
                 continue
             if obj.get("meta"):
-                meta = obj
+                meta.update(obj)
+            elif obj.get("meta_end"):
+                meta.update(obj)
             else:
                 recs.append(obj)
     return meta, recs
@@ -171,7 +178,11 @@ def compute_ratios(recs):
         wl = workload_of(r)
         higher = PRIMARY[wl][2]
         for base in BASELINES:
-            if base == "python":
+            if base == "python" and wl == "shutdown":
+                base_target = "python:tcp"  # one serve_forever for every socketserver class
+            elif wl == "shutdown":
+                base_target = None
+            elif base == "python":
                 base_target = PY_SAME.get((strategy, transport))
             elif wl == "http":
                 base_target = None
@@ -208,6 +219,13 @@ def render(meta, recs, ratios):
            else "Not pinned: server and load generator share the CPUs.")
     )
     out.append("")
+    if meta.get("load_start"):
+        out.append("")
+        out.append(f"Load average (1, 5, 15 min) at the start: {meta['load_start']}"
+                   + (f"; at the end: {meta['load_end']}" if meta.get("load_end") else "")
+                   + (f"; the matrix took {meta['elapsed_s']} s" if meta.get("elapsed_s") else "")
+                   + (f"; REPEAT={meta['repeat']}" if meta.get("repeat") else "") + ".")
+    out.append("")
     out.append("Loopback only, one machine: absolute numbers are noisy; compare ratios within one run.")
 
     cases = sorted({r["case"] for r in recs if r.get("case") and r.get("target") != "all"}, key=case_key)
@@ -215,7 +233,7 @@ def render(meta, recs, ratios):
     by = {(r.get("target"), r.get("case")): r for r in recs}
 
     # Overview: primary metric, targets x cases.
-    main_cases = [c for c in cases if workload_of({"case": c}) not in ("http", "syscalls")]
+    main_cases = [c for c in cases if workload_of({"case": c}) not in ("http", "syscalls", "shutdown")]
     if main_cases:
         out += ["", "## Overview (primary metric per case)", ""]
         units = [PRIMARY[workload_of({"case": c})][1] for c in main_cases]
@@ -241,6 +259,13 @@ def render(meta, recs, ratios):
             rows.append([case, strategy] + [fmt_ratio(d.get(b)) for b in BASELINES])
         out.append(table(["case", "ours", "vs std-echo", "vs tokio-echo", "vs python"], rows))
 
+    # The issue's targets.
+    checks = target_checks(recs, ratios)
+    if checks:
+        out += ["", "## Targets", "", "Each target from the benchmark issue, measured in this run (✓ met, ✗ missed, "
+                "? not measured).", ""]
+        out.append(table(["target", "measured", "required", ""], checks))
+
     # Details per case.
     out += ["", "## Details"]
     for c in cases:
@@ -250,6 +275,7 @@ def render(meta, recs, ratios):
         wl = workload_of({"case": c})
         sample = next((r for r in recs_c if r.get("status") == "ok"), {})
         params = {"conns": sample.get("conns", re.sub(r"\D", "", c) or "?"), "workers": sample.get("workers", "?"),
+                  "trials": sample.get("trials", "?"),
                   "mib": sample.get("mib_per_conn", "?"), "clients": sample.get("clients", "?")}
         if wl == "idle":
             params["conns"] = sample.get("conns_requested", re.sub(r"\D", "", c))
@@ -271,6 +297,13 @@ def render(meta, recs, ratios):
             for r in recs_c:
                 rows.append([r["target"], fmt_num(r.get("syscalls_per_request"), 2) if r.get("status") == "ok" else cell(r),
                              r.get("syscalls", ""), r.get("requests", ""), r.get("reason", "")])
+        elif wl == "shutdown":
+            header = ["target", "p50 ms", "p99 ms", "max ms", "trials", "note"]
+            for r in recs_c:
+                ok = r.get("status") == "ok"
+                ms = lambda k: fmt_num(r.get(k, 0) / 1000, 2) if ok else ""  # noqa: E731
+                rows.append([r["target"], ms("p50_us") if ok else cell(r), ms("p99_us"), ms("max_us"),
+                             r.get("trials", ""), note(r)])
         elif wl == "tcp-bulk":
             header = ["target", "MiB/s", "seconds", "errors", "pinned", "note"]
             for r in recs_c:
@@ -294,6 +327,80 @@ def render(meta, recs, ratios):
         out.append(table(header, rows))
     out.append("")
     return "\n".join(out)
+
+
+def target_checks(recs, ratios):
+    """Rows [target, measured, required, mark] for each target of the benchmark issue."""
+    by = {(r.get("target"), r.get("case")): r for r in recs}
+    ratio = {(x["strategy"], x["case"], x["baseline"]): x["ratio"] for x in ratios}
+    cases = sorted({r.get("case") for r in recs if r.get("case")}, key=case_key)
+
+    def case_like(prefix):
+        return next((c for c in cases if c.startswith(prefix)), None)
+
+    rows = []
+
+    def check(what, measured, required, ok):
+        mark = "?" if ok is None else ("✓" if ok else "✗")
+        rows.append([what, measured, required, mark])
+
+    def ratio_check(what, strategy, case, base, need):
+        r = ratio.get((strategy, case, base)) if case else None
+        check(what, fmt_ratio(r) if r is not None else "not measured", f"≥ {need:g}×",
+              None if r is None else r >= need)
+
+    # Every strategy of ours >= Python's same strategy on every workload.
+    py = [(x["strategy"], x["case"], x["ratio"]) for x in ratios
+          if x["baseline"] == "python" and x["workload"] != "shutdown"]
+    if py:
+        misses = sorted((r, s, c) for s, c, r in py if r < 1.0)
+        measured = f"{len(py) - len(misses)}/{len(py)} cases ≥ 1×"
+        if misses:
+            measured += "; misses: " + ", ".join(f"{s} {c} {fmt_ratio(r)}" for r, s, c in misses)
+        check("every strategy ≥ Python's same strategy, every workload", measured, "≥ 1× each", not misses)
+    for strategy in ("threading", "pool"):
+        for n in ("16", "256"):
+            ratio_check(f"{strategy} tcp-rr {n} conns vs std-echo", strategy, f"rr-{n}", "std-echo", 1.0)
+    churn = case_like("churn-")
+    ratio_check("threading tcp-churn vs std-echo", "threading", churn, "std-echo", 1.0)
+    for n in ("16", "256"):
+        ratio_check(f"reactor tcp-rr {n} conns vs tokio", "reactor", f"rr-{n}", "tokio-echo", 1.0)
+    idle = case_like("idle-")
+    rec = by.get(("ours:reactor", idle)) if idle else None
+    if rec and rec.get("status") == "ok":
+        kib, opened = rec.get("kib_per_conn"), rec.get("conns_opened")
+        held = opened == rec.get("conns_requested", opened) and rec.get("new_client_ok")
+        check(f"reactor idle: {rec.get('conns_requested', '?')} connections, memory per connection",
+              f"{fmt_num(kib, 2)} KiB/conn, {opened} held, new client {'ok' if rec.get('new_client_ok') else 'FAILED'}",
+              "≤ 4 KiB, all held", bool(held) and kib is not None and kib <= 4.0)
+    else:
+        check("reactor idle memory per connection", "not measured", "≤ 4 KiB", None)
+    ratio_check("forking tcp-churn vs Python ForkingTCPServer", "forking", churn, "python", 3.0)
+    ratio_check("prefork tcp-churn vs std-echo", "prefork", churn, "std-echo", 1.0)
+    udp = case_like("udp-rr-")
+    ratio_check("sequential udp-rr vs std-echo (UDP)", "sequential", udp, "std-echo", 0.95)
+    for strategy in ("threading", "pool"):
+        ours, base = by.get((f"ours:{strategy}", udp)), by.get(("python:threading-udp", udp))
+        r = value(ours) / value(base) if udp and value(ours) and value(base) else None
+        check(f"{strategy} udp-rr vs Python ThreadingUDPServer", fmt_ratio(r) if r else "not measured", "≥ 5×",
+              None if r is None else r >= 5.0)
+    ours, base = by.get(("ours:threading", "syscalls")), by.get(("std-echo", "syscalls"))
+    if value(ours) and value(base):
+        a, b = ours["syscalls_per_request"], base["syscalls_per_request"]
+        check("stream path syscalls per echo request (threading) vs std-echo", f"{a:.2f} vs {b:.2f}",
+              f"≤ {b + 0.1:.2f}", a <= b + 0.1 + 1e-9)
+    else:
+        check("stream path syscalls per echo request", "not measured", "≤ std-echo + 0.1", None)
+    shutdowns = [(t[5:], r) for (t, c), r in by.items() if c == "shutdown" and t.startswith("ours:")]
+    for strategy, r in sorted(shutdowns, key=lambda x: target_key("ours:" + x[0])):
+        v = value(r)
+        check(f"shutdown latency p99, {strategy}", f"{v / 1000:.2f} ms" if v else cell(r), "≤ 10 ms",
+              None if v is None else v <= 10_000)
+    py_shutdown = value(by.get(("python:tcp", "shutdown")))
+    if py_shutdown:
+        check("(Python socketserver shutdown latency p99, for reference)", f"{py_shutdown / 1000:.0f} ms",
+              "up to 500 ms", True)
+    return rows
 
 
 def note(r):

@@ -41,8 +41,8 @@ use socketserver::handler::{Conn, MessageHandler};
 use socketserver::transport::{Datagram, Stream};
 use socketserver::{
     activation, signals, DatagramRequest, Forking, InheritedSocket, Pool, PreFork, Reactor,
-    Sequential, Serve, Server, SocketKind, StreamRequest, Tcp, Threading, Transport, Udp,
-    UnixDatagram, UnixStream,
+    Sequential, Serve, Server, SocketKind, StreamOptions, StreamRequest, Tcp, Threading, Transport,
+    Udp, UnixDatagram, UnixStream,
 };
 
 #[derive(Parser, Debug)]
@@ -92,6 +92,9 @@ struct Args {
     /// How long shutdown waits for in-flight requests before cutting them, in milliseconds.
     #[arg(long)]
     shutdown_timeout_ms: Option<u64>,
+    /// Read buffer per stream connection, in bytes (default 8 KiB); each read takes at most this much.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=16 * 1024 * 1024))]
+    rbufsize: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -305,6 +308,13 @@ where
 {
     if let Some(ms) = args.shutdown_timeout_ms {
         server = server.shutdown_timeout(Duration::from_millis(ms));
+    }
+    if let Some(bytes) = args.rbufsize {
+        let options = StreamOptions {
+            rbufsize: bytes as usize,
+            ..StreamOptions::default()
+        };
+        server = server.stream_options(options);
     }
     common::serve(server)
 }
