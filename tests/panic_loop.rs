@@ -61,9 +61,39 @@ fn panic_loop<C: Serve<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>>(strat
     assert_eq!(t.join().unwrap().unwrap().requests, 502);
 }
 
+/// The tests here count this process's threads: one at a time.
+static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn panics_in_a_loop_leak_nothing() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
     std::panic::set_hook(Box::new(|_| {})); // 1,000 panic messages would only be noise here
     panic_loop(Threading::new());
     panic_loop(Sequential);
+}
+
+#[test]
+fn idle_threads_exit_after_the_idle_timeout() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Server::new(
+        Threading::new().thread_idle_timeout(std::time::Duration::from_millis(100)),
+        Tcp::bind("127.0.0.1:0").unwrap(),
+        panicky as fn(&mut StreamRequest) -> anyhow::Result<()>,
+    )
+    .unwrap();
+    let server = util::Serving::start(server);
+    let before = threads();
+    // Eight requests at once need eight threads; once they are done and idle, the threads exit.
+    let clients: Vec<_> = (0..8)
+        .map(|_| std::thread::spawn(move || round_trip(server.addr, b"ok\n")))
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().unwrap(), b"ok\n");
+    }
+    assert!(
+        eventually(TIMEOUT, || threads() <= before),
+        "threads {before} -> {}",
+        threads()
+    );
+    server.finish();
 }

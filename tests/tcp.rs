@@ -336,3 +336,40 @@ fn threading_cap_blocks_accepting_at_the_cap() {
         "the cut connection should read EOF"
     );
 }
+
+/// Each request reports the thread that served it.
+fn thread_name(req: &mut StreamRequest) -> anyhow::Result<()> {
+    writeln!(req.wfile, "{:?}", std::thread::current().id())?;
+    Ok(())
+}
+
+fn distinct_threads(strategy: socketserver::Threading, requests: usize) -> usize {
+    let server = Server::new(
+        strategy,
+        Tcp::bind("127.0.0.1:0").unwrap(),
+        thread_name as fn(&mut StreamRequest) -> anyhow::Result<()>,
+    )
+    .unwrap();
+    let server = Serving::start(server);
+    let ids: std::collections::HashSet<Vec<u8>> = (0..requests)
+        .map(|_| round_trip(server.addr, b""))
+        .collect();
+    assert_eq!(server.finish().requests, requests as u64);
+    ids.len()
+}
+
+#[test]
+fn threading_reuses_finished_threads_for_new_requests() {
+    // One request at a time: a finished thread is idle and takes the next request.
+    let reused = distinct_threads(socketserver::Threading::new(), 20);
+    assert!(
+        reused <= 2,
+        "20 sequential requests ran on {reused} threads"
+    );
+    // With no idle time, each request gets a thread of its own, as in Python.
+    let strict = distinct_threads(
+        socketserver::Threading::new().thread_idle_timeout(Duration::ZERO),
+        20,
+    );
+    assert_eq!(strict, 20);
+}

@@ -3,25 +3,31 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::slot::Slot;
 use super::{sealed, Concurrency, Dispatch, SpawnEnv};
 use crate::handler::RequestContext;
 use crate::sys::{self, PollFd};
 
-/// Serves each request in a new thread: Python's `ThreadingMixIn`.
+/// Serves each request on a thread of its own: Python's `ThreadingMixIn`.
 ///
-/// Finished threads are joined as they finish, so memory stays proportional to the requests in flight,
-/// never to the requests served (Python before 3.7 kept every thread object). A cap,
-/// [`max_threads`](Self::max_threads) (default [`DEFAULT_MAX_THREADS`](Self::DEFAULT_MAX_THREADS)),
-/// bounds the live threads: at the cap the server stops accepting and the kernel's backlog holds new
-/// connections until a thread finishes — a connection storm cannot create unbounded threads, as it can
-/// under Python's `ThreadingMixIn`. Raise it for many long-lived connections (or use `Reactor`).
+/// A request never waits for a thread: it gets an idle one at once, or a new one. A thread that has
+/// finished its request waits up to [`thread_idle_timeout`](Self::thread_idle_timeout) (default 2 s) for
+/// another before it exits, so a burst of short requests — connection churn, a datagram per request —
+/// reuses threads instead of paying for a new one each (set it to zero for Python's exact one thread per
+/// request). Threads are joined as they exit, so memory follows the peak of requests in flight, never the
+/// number of requests served (Python before 3.7 kept every thread object).
+///
+/// A cap, [`max_threads`](Self::max_threads) (default [`DEFAULT_MAX_THREADS`](Self::DEFAULT_MAX_THREADS)),
+/// bounds the requests running at once: at the cap the server stops accepting and the kernel's backlog
+/// holds new connections until one finishes — a connection storm cannot create unbounded threads, as it
+/// can under Python's `ThreadingMixIn`. Raise it for many long-lived connections (or use `Reactor`).
 ///
 /// With [`block_on_close`](Self::block_on_close) (the default, as in Python 3.7+), closing the server
 /// waits for running requests, up to the server's shutdown timeout.
@@ -39,11 +45,50 @@ use crate::sys::{self, PollFd};
 pub struct Threading {
     max_threads: Option<usize>,
     block_on_close: bool,
-    live: HashMap<u64, JoinHandle<()>>,
+    thread_idle_timeout: Duration,
+    /// Every thread, running a request or idle, until it has exited and been joined.
+    threads: HashMap<u64, JoinHandle<()>>,
     next_id: u64,
-    done_tx: Sender<u64>,
-    done_rx: Receiver<u64>,
-    slot: Arc<Slot>,
+    exited_tx: Sender<u64>,
+    exited_rx: Receiver<u64>,
+    /// A rendezvous channel: handing a request over succeeds only if an idle thread is waiting.
+    idle_tx: Sender<Job>,
+    idle_rx: Receiver<Job>,
+    shared: Arc<Shared>,
+}
+
+/// One request, as a thread runs it.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// What the threads and the serving loop share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Requests running now (not threads: idle threads run none).
+    in_flight: AtomicUsize,
+    /// Wakes a loop waiting at the cap when a request finishes.
+    slot: Slot,
+}
+
+/// Marks one request finished, however it ended, and wakes a loop waiting for a slot.
+struct JobDone<'a>(&'a Shared);
+
+impl Drop for JobDone<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0.slot.release();
+    }
+}
+
+/// Sends the thread's id when it exits, however it exits, so the loop can join it.
+struct Exited {
+    id: u64,
+    tx: Sender<u64>,
+}
+
+impl Drop for Exited {
+    fn drop(&mut self) {
+        let _ = self.tx.send(self.id);
+    }
 }
 
 impl Default for Threading {
@@ -65,11 +110,19 @@ impl Threading {
     /// ```
     pub const DEFAULT_MAX_THREADS: usize = 1024;
 
-    /// A thread per request, at most [`DEFAULT_MAX_THREADS`](Self::DEFAULT_MAX_THREADS) at once, blocking
-    /// on close.
+    /// How long, by default, a thread that finished its request waits for another before it exits.
     ///
-    /// # Panics
-    /// If the process cannot create an `eventfd(2)` (descriptor exhaustion at start-up).
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// assert_eq!(socketserver::Threading::DEFAULT_THREAD_IDLE_TIMEOUT, Duration::from_secs(2));
+    /// ```
+    pub const DEFAULT_THREAD_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+
+    /// A thread per request, at most [`DEFAULT_MAX_THREADS`](Self::DEFAULT_MAX_THREADS) at once, finished
+    /// threads reused for [`DEFAULT_THREAD_IDLE_TIMEOUT`](Self::DEFAULT_THREAD_IDLE_TIMEOUT), blocking on
+    /// close.
     ///
     /// # Examples
     ///
@@ -77,19 +130,24 @@ impl Threading {
     /// let _t = socketserver::Threading::new();
     /// ```
     pub fn new() -> Self {
-        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        let (exited_tx, exited_rx) = crossbeam_channel::unbounded();
+        let (idle_tx, idle_rx) = crossbeam_channel::bounded(0);
         Threading {
             max_threads: Some(Self::DEFAULT_MAX_THREADS),
             block_on_close: true,
-            live: HashMap::new(),
+            thread_idle_timeout: Self::DEFAULT_THREAD_IDLE_TIMEOUT,
+            threads: HashMap::new(),
             next_id: 0,
-            done_tx,
-            done_rx,
-            slot: Arc::default(),
+            exited_tx,
+            exited_rx,
+            idle_tx,
+            idle_rx,
+            shared: Arc::default(),
         }
     }
 
-    /// Caps the number of live request threads (`None` removes the cap). Clamped to at least 1.
+    /// Caps the number of requests running at once, each on its own thread (`None` removes the cap).
+    /// Clamped to at least 1.
     ///
     /// # Examples
     ///
@@ -114,10 +172,28 @@ impl Threading {
         self
     }
 
-    fn join_finished(&mut self) -> usize {
+    /// How long a thread that finished its request waits for another before it exits.
+    ///
+    /// The default, [`DEFAULT_THREAD_IDLE_TIMEOUT`](Self::DEFAULT_THREAD_IDLE_TIMEOUT), lets a burst of
+    /// short requests reuse threads instead of paying for a new one each; `Duration::ZERO` gives
+    /// Python's exact behaviour, one new thread per request.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let _strict = socketserver::Threading::new().thread_idle_timeout(Duration::ZERO);
+    /// ```
+    pub fn thread_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.thread_idle_timeout = timeout;
+        self
+    }
+
+    /// Joins the threads that have exited; returns how many.
+    fn join_exited(&mut self) -> usize {
         let mut n = 0;
-        while let Ok(id) = self.done_rx.try_recv() {
-            if let Some(handle) = self.live.remove(&id) {
+        while let Ok(id) = self.exited_rx.try_recv() {
+            if let Some(handle) = self.threads.remove(&id) {
                 // The thread sent its id as its last act; this join returns at once.
                 let _ = handle.join();
                 n += 1;
@@ -126,46 +202,83 @@ impl Threading {
         n
     }
 
+    fn running(&self) -> usize {
+        self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
     fn at_cap(&self) -> bool {
-        self.max_threads.is_some_and(|max| self.live.len() >= max)
+        self.max_threads.is_some_and(|max| self.running() >= max)
+    }
+
+    /// Starts a thread whose first request is `job`.
+    fn start_thread(&mut self, job: Job) -> io::Result<()> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let exited = Exited {
+            id,
+            tx: self.exited_tx.clone(),
+        };
+        let shared = self.shared.clone();
+        let idle = self.idle_rx.clone();
+        let keep = self.thread_idle_timeout;
+        let handle = std::thread::Builder::new()
+            .spawn(move || {
+                let _exited = exited;
+                let mut job = job;
+                loop {
+                    {
+                        let _done = JobDone(&shared);
+                        job();
+                    }
+                    match idle.recv_timeout(keep) {
+                        Ok(next) => job = next,
+                        Err(_) => break,
+                    }
+                }
+            })
+            .map_err(|e| sys::context(e, "spawning a request thread"))?;
+        self.threads.insert(id, handle);
+        Ok(())
+    }
+
+    /// Waits until no request runs, `deadline` passes or `force` becomes readable.
+    fn wait_idle(&self, deadline: Instant, force: Option<RawFd>) -> bool {
+        let shared = &self.shared;
+        shared.slot.wait_until(deadline, force, || {
+            shared.in_flight.load(Ordering::SeqCst) == 0
+        })
+    }
+
+    /// Lets the idle threads go: replacing the rendezvous channel disconnects the old one, so every
+    /// thread waiting on it exits at once.
+    fn retire_idle(&mut self) {
+        let (tx, rx) = crossbeam_channel::bounded(0);
+        self.idle_tx = tx;
+        self.idle_rx = rx;
     }
 }
 
 impl sealed::Sealed for Threading {}
 impl Concurrency for Threading {}
 
-/// Sends the thread's id when it ends, however it ends.
-struct Finished {
-    id: u64,
-    done: Sender<u64>,
-    slot: Arc<Slot>,
-}
-
-impl Drop for Finished {
-    fn drop(&mut self) {
-        let _ = self.done.send(self.id);
-        self.slot.release();
-    }
-}
-
 impl Dispatch for Threading {
     const CONCURRENT_IN_PROCESS: bool = true;
 
     fn watch(&mut self, fds: &mut Vec<PollFd>) {
         if self.at_cap() {
-            let slot = self.slot.clone();
-            slot.watch(fds, || {
-                self.join_finished();
-                self.at_cap()
+            let shared = self.shared.clone();
+            let max = self.max_threads;
+            shared.slot.watch(fds, || {
+                max.is_some_and(|max| shared.in_flight.load(Ordering::SeqCst) >= max)
             });
         }
     }
 
     fn reap(&mut self, ready: &[PollFd], _ctx: &RequestContext) {
         if !ready.is_empty() {
-            self.slot.reset();
+            self.shared.slot.reset();
         }
-        self.join_finished();
+        self.join_exited();
     }
 
     fn has_capacity(&mut self) -> bool {
@@ -176,26 +289,23 @@ impl Dispatch for Threading {
     where
         F: FnOnce() -> bool + Send + 'static,
     {
-        self.slot.ensure()?;
-        let id = self.next_id;
-        self.next_id += 1;
-        let finished = Finished {
-            id,
-            done: self.done_tx.clone(),
-            slot: self.slot.clone(),
+        self.shared.slot.ensure()?;
+        self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        let job: Job = Box::new(move || {
+            job();
+        });
+        // An idle thread takes it at once if one is waiting; otherwise a new thread starts.
+        let job = match self.idle_tx.try_send(job) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => job,
         };
-        let handle = std::thread::Builder::new()
-            .spawn(move || {
-                let _finished = finished;
-                job();
-            })
-            .map_err(|e| sys::context(e, "spawning a request thread"))?;
-        self.live.insert(id, handle);
-        Ok(())
+        self.start_thread(job).inspect_err(|_| {
+            self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+        })
     }
 
     fn in_flight(&self) -> usize {
-        self.live.len()
+        self.running()
     }
 
     fn drain(
@@ -204,37 +314,38 @@ impl Dispatch for Threading {
         ctx: &RequestContext,
         cut_connections: &mut dyn FnMut(),
     ) -> (usize, usize) {
-        let mut finished = self.join_finished();
-        let Some(deadline) = deadline.filter(|_| self.block_on_close) else {
-            self.live.clear(); // detach: they finish on their own
-            return (finished, 0);
-        };
-        finished += self.wait_live(deadline, Some(ctx.shutdown.force_fd().as_raw_fd()));
-        let cut = self.live.len();
-        if cut > 0 {
-            log::warn!("drain deadline passed: cutting {cut} connection(s)");
-            cut_connections();
-            // Their reads and writes now fail at once; give the handlers a moment to unwind.
-            self.wait_live(Instant::now() + CUT_GRACE, None);
-            // A handler that ignores its socket's errors cannot be stopped: detach it.
-            self.live.clear();
+        self.join_exited();
+        let before = self.running();
+        let mut cut = 0;
+        // Without block_on_close, running requests finish on their own, their threads detached.
+        if let Some(deadline) = deadline.filter(|_| self.block_on_close) {
+            let force = ctx.shutdown.force_fd().as_raw_fd();
+            if !self.wait_idle(deadline, Some(force)) {
+                cut = self.running();
+                log::warn!("drain deadline passed: cutting {cut} connection(s)");
+                cut_connections();
+                // Their reads and writes now fail at once; give the handlers a moment to unwind.
+                self.wait_idle(Instant::now() + CUT_GRACE, None);
+            }
         }
-        (finished, cut)
+        self.retire_idle();
+        // Idle threads exit at once now; join them (bounded), and detach whatever still runs — a
+        // handler that ignores its socket's errors cannot be stopped.
+        let grace = Instant::now() + CUT_GRACE;
+        while self.threads.len() > self.running() && Instant::now() < grace {
+            match self.exited_rx.recv_timeout(grace - Instant::now()) {
+                Ok(id) => {
+                    if let Some(handle) = self.threads.remove(&id) {
+                        let _ = handle.join();
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        self.threads.clear();
+        (before - cut, cut)
     }
 }
 
 /// How long threads whose connections were cut get to return before they are detached.
-const CUT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
-
-impl Threading {
-    /// Joins threads as they finish until none is left or `deadline` passes; returns how many finished.
-    fn wait_live(&mut self, deadline: Instant, force: Option<RawFd>) -> usize {
-        let mut finished = 0;
-        let slot = self.slot.clone();
-        slot.wait_until(deadline, force, || {
-            finished += self.join_finished();
-            self.live.is_empty()
-        });
-        finished
-    }
-}
+const CUT_GRACE: Duration = Duration::from_secs(1);
