@@ -373,3 +373,28 @@ fn threading_reuses_finished_threads_for_new_requests() {
     );
     assert_eq!(strict, 20);
 }
+
+/// Reports whether the connection has `TCP_NODELAY`.
+fn report_nodelay(req: &mut StreamRequest) -> anyhow::Result<()> {
+    let fd = req.as_raw_fd().expect("a real socket");
+    // SAFETY: the request owns the socket for as long as this borrow is used.
+    let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let on = nix::sys::socket::getsockopt(&socket, nix::sys::socket::sockopt::TcpNoDelay)?;
+    writeln!(req.wfile, "{on}")?;
+    Ok(())
+}
+
+#[test]
+fn nodelay_option_reaches_each_connection() {
+    for (nodelay, expected) in [(false, b"false\n"), (true, b"true\n")] {
+        let server = Server::new(
+            socketserver::Threading::new(),
+            Tcp::bind("127.0.0.1:0").unwrap(),
+            report_nodelay as fn(&mut StreamRequest) -> anyhow::Result<()>,
+        )
+        .unwrap()
+        .nodelay(nodelay);
+        let server = Serving::start(server);
+        assert_eq!(round_trip(server.addr, b""), expected);
+    }
+}

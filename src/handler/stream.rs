@@ -2,6 +2,7 @@
 
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::Shutdown;
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -466,6 +467,37 @@ impl StreamRequest {
     /// ```
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.conn.set_write_timeout(timeout)
+    }
+
+    /// The connection's socket descriptor, for socket options this crate does not wrap (`SO_KEEPALIVE`,
+    /// `TCP_CORK`, `IP_TOS`, …); `None` for a mock connection. The request keeps owning the socket: do
+    /// not close the descriptor.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::os::fd::BorrowedFd;
+    /// use nix::sys::socket::{getsockopt, sockopt::TcpNoDelay};
+    /// use socketserver::{StreamRequest, TcpServer};
+    ///
+    /// let mut server = TcpServer::bind("127.0.0.1:0", |req: &mut StreamRequest| {
+    ///     let fd = req.as_raw_fd().expect("a real socket");
+    ///     // SAFETY: the request owns the socket for as long as this borrow is used.
+    ///     let socket = unsafe { BorrowedFd::borrow_raw(fd) };
+    ///     writeln!(req.wfile, "nodelay={}", getsockopt(&socket, TcpNoDelay)?)?;
+    ///     Ok(())
+    /// })?
+    /// .nodelay(true);
+    /// let mut client = std::net::TcpStream::connect(server.local_addr().as_inet().unwrap())?;
+    /// server.handle_request()?;
+    /// let mut reply = String::new();
+    /// std::io::Read::read_to_string(&mut client, &mut reply)?;
+    /// assert_eq!(reply, "nodelay=true\n");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn as_raw_fd(&self) -> Option<RawFd> {
+        self.conn.raw_fd()
     }
 }
 
