@@ -386,7 +386,7 @@ fn report_nodelay(req: &mut StreamRequest) -> anyhow::Result<()> {
 
 #[test]
 fn nodelay_option_reaches_each_connection() {
-    for (nodelay, expected) in [(false, b"false\n"), (true, b"true\n")] {
+    for (nodelay, expected) in [(false, &b"false\n"[..]), (true, &b"true\n"[..])] {
         let server = Server::new(
             socketserver::Threading::new(),
             Tcp::bind("127.0.0.1:0").unwrap(),
