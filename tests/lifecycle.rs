@@ -91,8 +91,10 @@ fn serve_forever_returns_promptly_after_shutdown() {
         worst = worst.max(returned.saturating_duration_since(asked));
         t.join().unwrap().unwrap();
     }
+    // Generous, for a loaded machine: what this guards is "returns by itself, promptly"; the benchmark
+    // (examples/shutdown_latency.rs) measures the real figure, 0.1-1 ms at p99.
     assert!(
-        worst < Duration::from_millis(400),
+        worst < Duration::from_secs(2),
         "slowest shutdown took {worst:?}"
     );
 }

@@ -205,13 +205,13 @@ fn a_peer_that_does_not_read_is_paused_with_bounded_output() {
 fn an_idle_connection_is_closed_and_an_active_one_is_not() {
     let echo = Echo::default();
     let closed = echo.closed.clone();
-    let server = bind(Reactor::new(), echo).read_timeout(Duration::from_millis(500));
+    let server = bind(Reactor::new(), echo).read_timeout(Duration::from_secs(1));
     let running = start(server);
     let mut idle = connect(running.addr);
     let mut active = connect(running.addr);
     let started = Instant::now();
     // The active one talks every 50 ms for well past the timeout.
-    while started.elapsed() < Duration::from_millis(1200) {
+    while started.elapsed() < Duration::from_millis(2500) {
         active.write_all(b"!").unwrap();
         let mut one = [0u8];
         active.read_exact(&mut one).unwrap();
