@@ -260,6 +260,20 @@ fn shutdown_wakes_the_loop_at_once_and_closes_the_listener() {
     assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
 }
 
+/// A peer that never reads, with echo output queued for it: it writes for a second (bounded), as much
+/// as the server takes, and keeps the connection open for as long as it is held.
+fn non_reader_with_output_queued(addr: SocketAddr) -> TcpStream {
+    let mut slow = connect(addr);
+    slow.set_nonblocking(true).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        let _ = slow.write(&chunk);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    slow
+}
+
 #[test]
 fn shutdown_cuts_output_that_cannot_be_flushed_by_the_timeout() {
     let server = bind(
@@ -268,15 +282,7 @@ fn shutdown_cuts_output_that_cannot_be_flushed_by_the_timeout() {
     )
     .shutdown_timeout(Duration::from_millis(200));
     let running = start(server);
-    // A peer that never reads, with output queued for it.
-    let mut slow = connect(running.addr);
-    slow.set_nonblocking(true).unwrap();
-    let chunk = vec![0u8; 64 * 1024];
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < deadline {
-        let _ = slow.write(&chunk);
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let _slow = non_reader_with_output_queued(running.addr);
     let asked = Instant::now();
     let summary = running.stop();
     assert!(asked.elapsed() < Duration::from_secs(5));
@@ -291,14 +297,7 @@ fn a_forced_shutdown_cuts_the_drain_short() {
     )
     .shutdown_timeout(Duration::from_secs(60));
     let running = start(server);
-    let mut slow = connect(running.addr);
-    slow.set_nonblocking(true).unwrap();
-    let chunk = vec![0u8; 64 * 1024];
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < deadline {
-        let _ = slow.write(&chunk);
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let _slow = non_reader_with_output_queued(running.addr);
     // A plain shutdown would wait up to 60 s for output the peer never reads; forcing ends it now.
     let asked = Instant::now();
     running.stop.force();

@@ -201,13 +201,14 @@ pub(crate) fn raw(fd: &impl AsFd) -> RawFd {
     fd.as_fd().as_raw_fd()
 }
 
-/// `recvfrom(2)` with `MSG_TRUNC | MSG_DONTWAIT`: receives one datagram without blocking into `buf` and returns its *real* length (which
-/// exceeds `buf.len()` when the datagram was cut) and the sender's internet address.
-pub(crate) fn recv_from_trunc(
+/// `recvfrom(2)` with `MSG_TRUNC | MSG_DONTWAIT`: receives one datagram without blocking into `buf` and
+/// returns its *real* length (which exceeds `buf.len()` when the datagram was cut — for Unix datagrams
+/// since Linux 3.4) and the sender's address as the kernel wrote it, with that address's length.
+fn recvfrom_trunc(
     fd: RawFd,
     buf: &mut [u8],
-) -> io::Result<(usize, Option<std::net::SocketAddr>)> {
-    // SAFETY: all-zero is a valid sockaddr_storage.
+) -> io::Result<(usize, libc::sockaddr_storage, libc::socklen_t)> {
+    // SAFETY: all-zero is a valid sockaddr_storage, which is large enough for every family.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: `buf` and `storage` are valid for writes of the lengths passed.
@@ -224,7 +225,16 @@ pub(crate) fn recv_from_trunc(
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((n as usize, inet_from_storage(&storage)))
+    Ok((n as usize, storage, len))
+}
+
+/// [`recvfrom_trunc`] on an internet socket: the datagram's real length and its sender.
+pub(crate) fn recv_from_trunc(
+    fd: RawFd,
+    buf: &mut [u8],
+) -> io::Result<(usize, Option<std::net::SocketAddr>)> {
+    let (n, storage, _) = recvfrom_trunc(fd, buf)?;
+    Ok((n, inet_from_storage(&storage)))
 }
 
 /// Converts a kernel `sockaddr_storage` holding `AF_INET` or `AF_INET6` into a std address.
@@ -349,27 +359,13 @@ pub(crate) enum UnixPeer {
     Unnamed,
 }
 
-/// [`recv_from_trunc`] for `AF_UNIX` datagram sockets: receives one datagram without blocking and returns
-/// its *real* length (`MSG_TRUNC` reports it for Unix datagrams since Linux 3.4) and its sender.
+/// [`recvfrom_trunc`] on an `AF_UNIX` datagram socket: the datagram's real length and its sender.
 pub(crate) fn recv_from_unix_trunc(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, UnixPeer)> {
-    // SAFETY: all-zero is a valid sockaddr_un.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-    // SAFETY: `buf` and `addr` are valid for writes of the lengths passed.
-    let n = unsafe {
-        libc::recvfrom(
-            fd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_TRUNC | libc::MSG_DONTWAIT,
-            (&mut addr as *mut libc::sockaddr_un).cast(),
-            &mut len,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((n as usize, unix_peer(&addr, len as usize)))
+    let (n, storage, len) = recvfrom_trunc(fd, buf)?;
+    // SAFETY: the storage is larger than, and aligned at least as strictly as, a sockaddr_un, and the
+    // kernel filled it in as one for this AF_UNIX socket.
+    let addr = unsafe { &*(&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_un>() };
+    Ok((n, unix_peer(addr, len as usize)))
 }
 
 /// Decodes the `len` bytes of `addr` the kernel filled in: no path bytes is an unbound sender, a leading
