@@ -40,9 +40,9 @@ use socketserver::framing::RawBytes;
 use socketserver::handler::{Conn, MessageHandler};
 use socketserver::transport::{Datagram, Stream};
 use socketserver::{
-    activation, signals, DatagramRequest, Forking, InheritedSocket, Pool, PreFork, Reactor,
-    Sequential, Serve, Server, SocketKind, StreamOptions, StreamRequest, Tcp, Threading, Transport,
-    Udp, UnixDatagram, UnixStream,
+    DatagramRequest, Forking, InheritedSocket, Pool, PreFork, Reactor, Sequential, Serve, Server,
+    SocketKind, StreamOptions, StreamRequest, Tcp, Threading, Transport, Udp, UnixDatagram,
+    UnixStream, activation, signals,
 };
 
 #[derive(Parser, Debug)]
@@ -337,7 +337,9 @@ fn main() -> anyhow::Result<()> {
     } else if let Some(socket) = activated.into_iter().next() {
         Listener::inherited(socket, &args)?
     } else if args.systemd {
-        anyhow::bail!("--systemd: no sockets were passed (LISTEN_FDS/LISTEN_PID are not set for this process)");
+        anyhow::bail!(
+            "--systemd: no sockets were passed (LISTEN_FDS/LISTEN_PID are not set for this process)"
+        );
     } else {
         Listener::bind(&args)?
     };

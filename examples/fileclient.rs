@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use common::fileproto::{
-    check_name, read_frame, receive_stream, send_stream, FrameWriter, Message, ReceiveError,
-    SendError, READ_BUFFER,
+    FrameWriter, Message, READ_BUFFER, ReceiveError, SendError, check_name, read_frame,
+    receive_stream, send_stream,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -289,7 +289,7 @@ impl Client {
         match received {
             Ok(()) => {}
             Err(e @ (ReceiveError::Mismatch(_) | ReceiveError::Aborted(_))) => {
-                return Err(Failure::Refused(format!("download of {shown} failed: {e}")))
+                return Err(Failure::Refused(format!("download of {shown} failed: {e}")));
             }
             Err(e) => return Err(Failure::Fatal(format!("download of {shown} failed: {e}"))),
         }

@@ -103,13 +103,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use common::fileproto::{
-    check_name, read_frame, receive_stream, send_stream, FrameWriter, Message, SendError,
-    READ_BUFFER,
+    FrameWriter, Message, READ_BUFFER, SendError, check_name, read_frame, receive_stream,
+    send_stream,
 };
 use nix::errno::Errno;
-use nix::fcntl::{openat, renameat, OFlag};
-use nix::sys::stat::{fstatat, Mode, SFlag};
-use nix::unistd::{unlinkat, UnlinkatFlags};
+use nix::fcntl::{OFlag, openat, renameat};
+use nix::sys::stat::{Mode, SFlag, fstatat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
 use socketserver::{
     Forking, Sequential, Server, StreamHandler, StreamOptions, StreamRequest, Tcp, Threading,
 };
@@ -451,7 +451,7 @@ impl Root {
                         name,
                         file: File::from(fd),
                         stored: false,
-                    })
+                    });
                 }
                 Err(Errno::EEXIST) => last = Errno::EEXIST,
                 Err(e) => return Err(e.into()),

@@ -21,7 +21,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use clap::Parser;
-use socketserver::{signals, PreFork, Server, StreamRequest, Tcp};
+use socketserver::{PreFork, Server, StreamRequest, Tcp, signals};
 
 #[derive(Parser, Debug)]
 #[command(about = "Pre-forked line server that reports worker pids (for tests)")]

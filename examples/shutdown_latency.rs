@@ -27,17 +27,17 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
-use nix::unistd::{fork, ForkResult};
+use nix::unistd::{ForkResult, fork};
 use socketserver::framing::RawBytes;
 use socketserver::handler::{Conn, MessageHandler};
 use socketserver::{
-    signals, Forking, Pool, PreFork, Reactor, Sequential, Serve, Server, StreamRequest, Tcp,
-    Threading,
+    Forking, Pool, PreFork, Reactor, Sequential, Serve, Server, StreamRequest, Tcp, Threading,
+    signals,
 };
 
 #[derive(Parser, Debug)]

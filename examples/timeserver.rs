@@ -21,7 +21,7 @@ use std::mem::MaybeUninit;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use socketserver::{DatagramRequest, Forking, Sequential, Server, Threading, Udp};
 
@@ -151,7 +151,7 @@ fn ask(addr: &str, timeout: f64) -> anyhow::Result<String> {
             .with_context(|| format!("sending to {server}"))?;
         match socket.recv(&mut buf) {
             Ok(n) => {
-                return Ok(String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned())
+                return Ok(String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned());
             }
             Err(e)
                 if matches!(

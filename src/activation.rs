@@ -6,13 +6,13 @@
 //! a child of the service that inherited the environment must ignore them) and, optionally,
 //! `LISTEN_FDNAMES` (colon-separated names, from `FileDescriptorName=`).
 //!
-//! [`listen_fds`] reads that, claims the descriptors, marks them close-on-exec and removes the three
-//! variables, returning each socket checked and named as an [`InheritedSocket`]:
+//! [`listen_fds`] reads that, claims the descriptors (once per process) and marks them close-on-exec,
+//! returning each socket checked and named as an [`InheritedSocket`]. The variables stay in the
+//! environment: `LISTEN_PID` names this process, so a program it starts ignores them.
 //!
 //! ```no_run
 //! use socketserver::{activation, Server, StreamRequest, Tcp, Threading};
 //!
-//! // First thing in main, before any thread starts (see `listen_fds`).
 //! let mut sockets = activation::listen_fds()?;
 //! let transport = match sockets.pop() {
 //!     Some(socket) => socket.into_tcp()?, // started by systemd
@@ -27,10 +27,8 @@
 //! can be tested (and reused) without touching the process environment.
 
 use std::env;
-use std::ffi::OsString;
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::sys;
 use crate::transport::InheritedSocket;
@@ -61,25 +59,22 @@ pub const LISTEN_FDS_START: RawFd = 3;
 /// ```
 pub const UNKNOWN_NAME: &str = "unknown";
 
-/// The environment variables of the protocol, removed by [`listen_fds`].
+/// The environment variables of the protocol, in the order [`parse`] takes their values.
 ///
 /// # Examples
 ///
-/// The variables are removed even when they announce sockets for another process, so that programs
-/// this one starts do not take them for theirs:
+/// Handing sockets to a child process in the protocol's format (the child's pid is only known once it
+/// runs, so a wrapper, or a `pre_exec` hook, sets `LISTEN_PID`):
 ///
 /// ```
-/// use socketserver::activation::{listen_fds, VARIABLES};
-/// std::env::set_var("LISTEN_PID", "1"); // meant for pid 1, not for us
-/// std::env::set_var("LISTEN_FDS", "1");
-/// assert!(listen_fds()?.is_empty());
-/// assert!(VARIABLES.iter().all(|var| std::env::var_os(var).is_none()));
-/// # Ok::<(), std::io::Error>(())
+/// use socketserver::activation::VARIABLES;
+/// let [pid, fds, names] = VARIABLES;
+/// assert_eq!((pid, fds, names), ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"));
+/// let mut child = std::process::Command::new("true");
+/// child.env(fds, "1").env(names, "http");
+/// # let _ = (child, pid);
 /// ```
 pub const VARIABLES: [&str; 3] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];
-
-/// Set once the descriptors have been claimed, so they are never owned twice.
-static CLAIMED: AtomicBool = AtomicBool::new(false);
 
 /// What the protocol's variables announce: descriptors `first .. first + count`, and their names.
 ///
@@ -216,21 +211,17 @@ pub fn parse(
 /// The sockets this process was socket-activated with, named and checked; empty when it was not
 /// (or when they were already taken by an earlier call).
 ///
-/// It reads `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES`, **removes them from the environment**
-/// (so programs this process starts do not believe the sockets are theirs), and for each announced
-/// descriptor checks it is open, sets close-on-exec (so those programs do not inherit the sockets
-/// either) and inspects it as [`InheritedSocket::from_fd`] does.
-///
-/// # Call it first
-/// Removing environment variables is not thread-safe: another thread reading the environment at the
-/// same moment (`getenv` in C code, `std::env::var`) may read freed memory — which is why
-/// `std::env::remove_var` is `unsafe` from edition 2024. Call `listen_fds` at the start of `main`,
-/// before any thread is started.
+/// It reads `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES`, and for each announced descriptor checks
+/// it is open, sets close-on-exec (so programs this process starts do not inherit the sockets) and
+/// inspects it as [`InheritedSocket::from_fd`] does. The descriptors are claimed once per process: a
+/// second call returns nothing, so no socket is ever owned twice. The variables are left as they are
+/// (`LISTEN_PID` names this process, so a program it starts ignores them), which keeps this safe to
+/// call at any time, from any thread.
 ///
 /// # Errors
 /// `InvalidData` for malformed variables (see [`parse`]); `EBADF` naming an announced descriptor that
-/// is not open; `InvalidInput` for one that is not a socket a transport can serve. The variables are
-/// removed even then, and every descriptor already claimed is closed.
+/// is not open; `InvalidInput` for one that is not a socket a transport can serve. Every descriptor
+/// claimed is closed then.
 ///
 /// # Examples
 ///
@@ -241,39 +232,37 @@ pub fn parse(
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn listen_fds() -> io::Result<Vec<InheritedSocket>> {
-    let vars: Vec<Option<OsString>> = VARIABLES.iter().map(env::var_os).collect();
-    for var in VARIABLES {
-        // See "Call it first" above for why this is sound only before threads start.
-        env::remove_var(var);
-    }
-    let text = |i: usize| -> io::Result<Option<String>> {
-        match vars.get(i).cloned().flatten() {
+    let text = |var: &str| -> io::Result<Option<String>> {
+        match env::var_os(var) {
             None => Ok(None),
             Some(v) => v.into_string().map(Some).map_err(|v| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("{}={v:?} is not UTF-8", VARIABLES[i]),
+                    format!("{var}={v:?} is not UTF-8"),
                 )
             }),
         }
     };
-    let (pid, fds, names) = (text(0)?, text(1)?, text(2)?);
+    let [pid, fds, names] = VARIABLES;
+    let (pid, fds, names) = (text(pid)?, text(fds)?, text(names)?);
     let announced = parse(
         pid.as_deref(),
         fds.as_deref(),
         names.as_deref(),
         std::process::id(),
     )?;
-    if announced.is_empty() || CLAIMED.swap(true, Ordering::SeqCst) {
+    if announced.is_empty() {
         return Ok(Vec::new());
     }
-    announced
-        .iter()
-        .map(|(fd, name)| {
-            // SAFETY: the manager passed these descriptors to this process for it to own; `CLAIMED`
-            // ensures they are wrapped once, and nothing else in the crate touches them.
-            let owned = unsafe { sys::claim_inherited_fd(fd) }
-                .map_err(|e| sys::context(e, format!("LISTEN_FDS descriptor {name:?}")))?;
+    let Some(claimed) = sys::claim_activation_fds(LISTEN_FDS_START, announced.len()) else {
+        return Ok(Vec::new());
+    };
+    claimed
+        .into_iter()
+        .zip(announced.iter())
+        .map(|(owned, (_, name))| {
+            let owned =
+                owned.map_err(|e| sys::context(e, format!("LISTEN_FDS descriptor {name:?}")))?;
             Ok(InheritedSocket::from_fd(owned)?.with_name(name))
         })
         .collect()

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 /// Why a request failed, or why the server could not take one in.
 ///
@@ -30,6 +31,13 @@ pub enum RequestError {
     Accept(io::Error),
     /// Sending a datagram reply failed (`sendto(2)`).
     Reply(io::Error),
+    /// Preparing an accepted connection for its handler failed (setting its socket options, making it
+    /// non-blocking for an event loop); the connection was closed without running the handler.
+    Connection(io::Error),
+    /// The worker for an accepted request could not be started (`fork(2)` or thread creation failed:
+    /// a process or memory limit). The connection was closed at once, and the server backs off before
+    /// accepting again, as it does on descriptor exhaustion.
+    Spawn(io::Error),
     /// A datagram was larger than the receive buffer. It is dropped rather than handed to the handler cut
     /// short; raise the transport's buffer size to accept it.
     DatagramTruncated {
@@ -54,6 +62,8 @@ impl fmt::Display for RequestError {
             RequestError::Panicked(msg) => write!(f, "handler panicked: {msg}"),
             RequestError::Accept(e) => write!(f, "accept failed: {e}"),
             RequestError::Reply(e) => write!(f, "sending the reply failed: {e}"),
+            RequestError::Connection(e) => write!(f, "preparing the connection failed: {e}"),
+            RequestError::Spawn(e) => write!(f, "starting a worker for the request failed: {e}"),
             RequestError::DatagramTruncated { len, capacity } => write!(
                 f,
                 "datagram of {len} bytes exceeds the {capacity}-byte receive buffer; dropped"
@@ -68,9 +78,11 @@ impl std::error::Error for RequestError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             RequestError::Handler(e) => Some(e.as_ref()),
-            RequestError::Accept(e) | RequestError::Reply(e) | RequestError::ProxyHeader(e) => {
-                Some(e)
-            }
+            RequestError::Accept(e)
+            | RequestError::Reply(e)
+            | RequestError::Connection(e)
+            | RequestError::Spawn(e)
+            | RequestError::ProxyHeader(e) => Some(e),
             _ => None,
         }
     }
@@ -112,5 +124,15 @@ impl RequestError {
             RequestError::ProxyHeader(e) => e.kind() == io::ErrorKind::TimedOut,
             _ => false,
         }
+    }
+}
+
+/// Runs one hook of a handler, turning both `Err` and a panic into a [`RequestError`]: a handler can
+/// never take down the thread (or the event loop) that called it.
+pub(crate) fn guarded<R>(f: impl FnOnce() -> anyhow::Result<R>) -> Result<R, RequestError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(RequestError::Handler(e)),
+        Err(payload) => Err(RequestError::from_panic(payload)),
     }
 }

@@ -31,24 +31,37 @@
 //! - **[`concurrency`]** — who runs a request: [`Sequential`], [`Threading`], [`Forking`], a thread
 //!   [`Pool`], pre-forked worker processes ([`PreFork`]). Each caps
 //!   what it runs at once and, at the cap, stops accepting rather than growing without bound.
-//!   [`Reactor`] serves thousands of connections from one epoll event loop, with a non-blocking
-//!   [`MessageHandler`] that can also message the other connections.
-//! - **[`transport`]** — where requests come from: [`Tcp`] and [`Udp`] (IPv4 and IPv6), and the
-//!   [`mock`] transports that serve scripted requests without sockets. A transport is either a
-//!   [`Stream`](transport::Stream) or a [`Datagram`](transport::Datagram) kind. [`UnixStream`] and
-//!   [`UnixDatagram`] serve Unix sockets (paths, owned like files, and Linux abstract names).
+//!   [`Reactor`] serves thousands of connections from one epoll event loop.
+//! - **[`transport`]** — where requests come from: [`Tcp`] and [`Udp`] (IPv4 and IPv6). A transport
+//!   is either a [`Stream`](transport::Stream) or a [`Datagram`](transport::Datagram) kind.
+//!   [`UnixStream`] and [`UnixDatagram`] serve Unix sockets (paths, owned like files, and Linux
+//!   abstract names).
 //! - **[`activation`]** and [`InheritedSocket`] — serving on sockets bound by someone else: systemd
 //!   socket activation, a `--listen-fd` from a parent, a supervisor's zero-downtime restart.
 //! - **[`handler`]** — what to do with a request: a [`StreamHandler`] for stream transports, a
 //!   [`DatagramHandler`] for datagram transports, with Python's `setup` → `handle` → `finish`. A closure
 //!   is a handler too. A handler of the wrong kind for the transport does not compile.
+//! - **[`reactor`]** — the event-loop model: a non-blocking [`MessageHandler`] called with one decoded
+//!   message at a time, which can also message the other connections ([`Conn`]).
+//! - **[`testing`]** — the test doubles: scripted connections and datagrams, mock transports that
+//!   drive whole servers, and runners that serve one request the way a server does.
 //! - **[`Server`]** — the loop: [`serve_forever`](Server::serve_forever), [`handle_request`](Server::handle_request),
 //!   a [`ShutdownHandle`] that stops it from anywhere, and Python's hooks
 //!   ([`verify_request`](Server::verify_request), [`handle_error`](Server::handle_error),
 //!   [`handle_timeout`](Server::handle_timeout), [`service_actions`](Server::service_actions)).
 //! - **Deployment** — [`Server::proxy_protocol`] makes handlers see the client behind a trusted load
-//!   balancer (HAProxy's PROXY protocol, see [`proxy_protocol`]); [`PrivDrop`] gives up root after
-//!   binding. The guide is `docs/DEPLOYMENT.md`.
+//!   balancer (HAProxy's PROXY protocol, see [`proxy_protocol`]), under every strategy;
+//!   [`Server::max_connections_per_peer`] keeps a few clients from taking every worker; [`PrivDrop`]
+//!   gives up root after binding. The guide is `docs/DEPLOYMENT.md`.
+//!
+//! # Processes and memory
+//!
+//! Under [`Threading`], [`Pool`], [`Sequential`] and [`Reactor`] every request runs in the server's
+//! own process and sees the same memory: a `Mutex<HashMap>` in the handler is shared by all of them.
+//! Under [`Forking`] and [`PreFork`] requests run in child processes, each on a *copy* of the
+//! handler: what one request changes in memory, no other request and not the parent will ever see.
+//! Keep shared state outside the process there (a database, files, or a state service on a Unix
+//! socket — `examples/kv_state.rs` is one, served by this crate).
 //!
 //! # What it does better than Python's
 //!
@@ -66,6 +79,8 @@
 //! single-threaded process, as Python's `ForkingMixIn`.
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+// Every `unsafe` block lives in `sys/` (the one module allowed it), each with its SAFETY comment.
+#![deny(unsafe_code, clippy::undocumented_unsafe_blocks)]
 #![doc(test(attr(deny(warnings))))]
 
 pub mod activation;
@@ -74,13 +89,17 @@ pub mod concurrency;
 mod error;
 pub mod framing;
 pub mod handler;
+mod layer;
 mod privdrop;
 pub mod proxy_protocol;
-mod reactor;
+pub mod reactor;
 mod server;
+mod serving;
 mod shutdown;
 pub mod signals;
+#[allow(unsafe_code)]
 mod sys;
+pub mod testing;
 pub mod transport;
 
 pub use addr::Addr;
@@ -88,14 +107,13 @@ pub use concurrency::{
     Concurrency, Forking, Pool, PreFork, Reactor, ReloadHandle, Sequential, Threading,
 };
 pub use error::RequestError;
-pub use handler::{
-    DatagramHandler, DatagramRequest, MessageHandler, StreamHandler, StreamOptions, StreamRequest,
-};
+pub use handler::{DatagramHandler, DatagramRequest, StreamHandler, StreamOptions, StreamRequest};
 pub use privdrop::PrivDrop;
-pub use server::{HandleOutcome, Serve, ServeSummary, Server};
+pub use reactor::{Conn, MessageHandler};
+pub use server::Server;
+pub use serving::{HandleOutcome, ServeSummary};
 pub use shutdown::ShutdownHandle;
-pub use transport::{mock, Tcp, Transport, Udp};
-pub use transport::{InheritedSocket, SocketKind, UnixDatagram, UnixStream};
+pub use transport::{InheritedSocket, SocketKind, Tcp, Transport, Udp, UnixDatagram, UnixStream};
 
 /// Python's `TCPServer`: one connection at a time.
 ///

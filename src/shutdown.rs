@@ -2,10 +2,11 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::sys::EventFd;
+use crate::sys::signal::Poke;
 
 /// A cloneable, `Send` handle that asks a server to stop: Python's `server.shutdown()`, made safe to call
 /// from anywhere.
@@ -108,6 +109,16 @@ impl ShutdownHandle {
     /// The descriptor drains poll next to their own: readable once [`force`](Self::force) was called.
     pub(crate) fn force_fd(&self) -> BorrowedFd<'_> {
         self.inner.force.as_fd()
+    }
+
+    /// What a signal handler does for [`shutdown`](Self::shutdown): set the flag, write the eventfd.
+    pub(crate) fn poke(&self) -> Poke {
+        Poke::new(&self.inner.requested, self.inner.wake.as_fd())
+    }
+
+    /// What a signal handler does for [`force`](Self::force), once shutdown was asked for.
+    pub(crate) fn force_poke(&self) -> Poke {
+        Poke::new(&self.inner.requested, self.inner.force.as_fd())
     }
 
     /// Records a shutdown that the loop learnt of through the eventfd (a forked child asked).

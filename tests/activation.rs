@@ -12,8 +12,8 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use socketserver::activation::{parse, LISTEN_FDS_START};
-use util::{eventually, example_bin, round_trip, ServerProc, TIMEOUT};
+use socketserver::activation::{LISTEN_FDS_START, parse};
+use util::{ServerProc, TIMEOUT, eventually, example_bin, round_trip};
 
 // ---- the environment parser ----
 

@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use util::{connect, example_bin, ServerProc, TIMEOUT};
+use util::{ServerProc, TIMEOUT, connect, example_bin};
 
 struct Client {
     addr: SocketAddr,
@@ -77,7 +77,7 @@ fn rss_kib(pid: i32) -> u64 {
 /// A client with a tiny receive buffer that will never read: the kernel absorbs little for it, so
 /// the server's own bound is what is tested.
 fn never_reading_client(addr: SocketAddr) -> TcpStream {
-    use nix::sys::socket::{self as s, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use nix::sys::socket::{self as s, AddressFamily, SockFlag, SockType, SockaddrIn, sockopt};
     let fd = s::socket(
         AddressFamily::Inet,
         SockType::Stream,

@@ -8,7 +8,7 @@ use std::net::{TcpListener, UdpSocket};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use util::{example_bin, run_with_input, ServerProc, TIMEOUT};
+use util::{ServerProc, TIMEOUT, example_bin, run_with_input};
 
 fn echo_client(addr: &str, transport: &str, timeout: &str, input: &str) -> Output {
     let mut cmd = Command::new(example_bin("echo_client"));

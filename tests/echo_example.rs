@@ -9,7 +9,7 @@ use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::process::Command;
 
 use nix::sys::signal::Signal;
-use util::{example_bin, round_trip, ServerProc, TIMEOUT};
+use util::{ServerProc, TIMEOUT, example_bin, round_trip};
 
 /// A client for one transport: sends a message, returns the echo.
 enum Client {

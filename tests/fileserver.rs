@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use tempfile::TempDir;
-use util::{connect, eventually, example_bin, run_with_input, ServerProc, TIMEOUT};
+use util::{ServerProc, TIMEOUT, connect, eventually, example_bin, run_with_input};
 
 const MIB: usize = 1024 * 1024;
 
@@ -471,9 +471,10 @@ fn failed_verification_stores_nothing_and_the_session_goes_on() {
     raw.expect(b'O');
     raw.send_data(&data[..5]);
     raw.send_end(5, crc32fast::hash(&data[..5]));
-    assert!(raw
-        .expect_error()
-        .contains("announced 11 bytes, received 5"));
+    assert!(
+        raw.expect_error()
+            .contains("announced 11 bytes, received 5")
+    );
 
     // The sender cancels.
     raw.send_put(size, b"keep.txt");
@@ -522,9 +523,10 @@ fn oversize_uploads_are_refused() {
     raw.send_put(10, b"liar");
     raw.expect(b'O');
     raw.send_data(&[1; 20]);
-    assert!(raw
-        .expect_error()
-        .contains("more data than the 10 bytes announced"));
+    assert!(
+        raw.expect_error()
+            .contains("more data than the 10 bytes announced")
+    );
     raw.expect_close();
     assert!(eventually(TIMEOUT, || hidden_names(root.path()).is_empty()));
     assert_eq!(names(root.path()), ["big", "fits"]);

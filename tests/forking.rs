@@ -10,9 +10,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use socketserver::{signals, Addr, Forking, RequestError, Server, StreamRequest, Tcp};
+use socketserver::{Addr, Forking, RequestError, Server, StreamRequest, Tcp, signals};
 use util::{
-    children, connect, eventually, fd_count, round_trip, zombie_children, ServerProc, TIMEOUT,
+    ServerProc, TIMEOUT, children, connect, eventually, fd_count, round_trip, zombie_children,
 };
 
 const MODE_VAR: &str = "SOCKETSERVER_FORK_SERVER";

@@ -7,8 +7,8 @@ use std::io::{self, Read};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use socketserver::framing::{
-    read_length_prefixed, write_length_prefixed, Decoder, Encoder, FixedSize, FrameBuf, FrameError,
-    FramedReader, LengthPrefixed, Lines, HEADER_LEN,
+    Decoder, Encoder, FixedSize, FrameBuf, FrameError, FramedReader, HEADER_LEN, LengthPrefixed,
+    Lines, read_length_prefixed, write_length_prefixed,
 };
 
 /// Cuts `stream` into consecutive chunks whose sizes cycle through `sizes`.

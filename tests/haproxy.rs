@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use socketserver::proxy_protocol::ProxyProtocol;
 use socketserver::{ShutdownHandle, StreamRequest, ThreadingTcpServer};
-use util::{connect_from, TIMEOUT};
+use util::{TIMEOUT, connect_from};
 
 /// The client's address: not HAProxy's, so seeing it proves the header was used.
 const CLIENT_IP: [u8; 4] = [127, 0, 0, 2];
@@ -150,7 +150,9 @@ impl Drop for Backend {
 fn haproxy_send_proxy_v1_and_v2_give_the_handler_the_clients_address() {
     let Some(binary) = haproxy_binary() else {
         if std::env::var_os("CI").is_some() {
-            panic!("haproxy is not installed, but CI is set: `.ci/run` must install the `haproxy` package");
+            panic!(
+                "haproxy is not installed, but CI is set: `.ci/run` must install the `haproxy` package"
+            );
         }
         eprintln!(
             "\n\n*** SKIPPED haproxy end-to-end test: `haproxy` not found (apt-get install haproxy) ***\n"

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::process::Command;
 
 use nix::sys::signal::Signal;
-use util::{connect, example_bin, ServerProc, TIMEOUT};
+use util::{ServerProc, TIMEOUT, connect, example_bin};
 
 /// One parsed response.
 #[derive(Debug)]
@@ -106,9 +106,10 @@ fn keep_alive_serves_several_requests_on_one_connection() {
         assert_eq!(r.body, b"hello\n");
         assert_eq!(r.header("Content-Length"), Some("6"));
         assert_eq!(r.header("Connection"), None, "HTTP/1.1 stays open");
-        assert!(r
-            .header("Date")
-            .is_some_and(|d| d.ends_with(" GMT") && d.len() == 29));
+        assert!(
+            r.header("Date")
+                .is_some_and(|d| d.ends_with(" GMT") && d.len() == 29)
+        );
     }
 }
 

@@ -2,15 +2,15 @@
 
 mod util;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use socketserver::{
     DatagramRequest, ForkingTcpServer, HandleOutcome, StreamRequest, TcpServer, ThreadingTcpServer,
     ThreadingUdpServer,
 };
-use util::{round_trip, TIMEOUT};
+use util::{TIMEOUT, round_trip};
 
 fn nothing(_: &mut StreamRequest) -> anyhow::Result<()> {
     Ok(())

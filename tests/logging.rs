@@ -4,12 +4,12 @@
 mod util;
 
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use socketserver::{Addr, StreamRequest, Threading, ThreadingTcpServer};
-use util::{connect, eventually, round_trip, TIMEOUT};
+use util::{TIMEOUT, connect, eventually, round_trip};
 
 static RECORDS: Mutex<Vec<(log::Level, String)>> = Mutex::new(Vec::new());
 /// Set by the handler once it holds a connection open.

@@ -4,7 +4,7 @@ use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use socketserver::mock::{run_datagram, run_stream, MockConn, MockDatagram, MockStream};
+use socketserver::mock::{MockConn, MockDatagram, MockStream, run_datagram, run_stream};
 use socketserver::{
     Addr, DatagramRequest, HandleOutcome, RequestError, Sequential, Server, StreamHandler,
     StreamRequest,

@@ -5,9 +5,9 @@
 mod util;
 
 use socketserver::{Addr, RequestError, Sequential, Serve, Server, StreamRequest, Tcp, Threading};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use util::{eventually, fd_count, round_trip, TIMEOUT};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use util::{TIMEOUT, eventually, fd_count, round_trip};
 
 fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()

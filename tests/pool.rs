@@ -7,8 +7,8 @@ mod util;
 
 use std::io::{BufRead, Read, Write};
 use std::net::{TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use socketserver::{
     Pool, PoolTcpServer, PoolUdpServer, Serve, ServeSummary, Server, ShutdownHandle, StreamRequest,
     Tcp, Transport,
 };
-use util::{connect, eventually, round_trip, TIMEOUT};
+use util::{TIMEOUT, connect, eventually, round_trip};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 

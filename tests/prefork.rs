@@ -9,9 +9,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use util::{children, connect, eventually, round_trip, zombie_children, ServerProc, TIMEOUT};
+use util::{ServerProc, TIMEOUT, children, connect, eventually, round_trip, zombie_children};
 
 /// A started `prefork_probe` and the pid of its unrelated child.
 struct Probe {

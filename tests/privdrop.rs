@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use nix::unistd::{Gid, Uid, User};
-use util::{connect, example_bin, ServerProc};
+use util::{ServerProc, connect, example_bin};
 
 /// Whether the drop can be tested here; panics under CI when it cannot.
 fn running_as_root(test: &str) -> bool {

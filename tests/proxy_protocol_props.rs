@@ -5,8 +5,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use proptest::prelude::*;
 use socketserver::proxy_protocol::{
-    parse, parse_with_limit, read_header, Command, Parsed, ProxyError, ProxyHeader, Version,
-    V2_SIGNATURE,
+    Command, Parsed, ProxyError, ProxyHeader, V2_SIGNATURE, Version, parse, parse_with_limit,
+    read_header,
 };
 
 fn addr_pair() -> impl Strategy<Value = (SocketAddr, SocketAddr)> {

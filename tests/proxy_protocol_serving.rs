@@ -9,7 +9,7 @@ mod util;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use socketserver::mock::{MockConn, MockProbe, MockStream};
@@ -18,7 +18,7 @@ use socketserver::{
     Addr, HandleOutcome, RequestError, Sequential, Server, StreamOptions, StreamRequest,
     ThreadingTcpServer,
 };
-use util::{connect_from, TIMEOUT};
+use util::{TIMEOUT, connect_from};
 
 /// Replies `peer=<peer> via=<proxy or -> cmd=<command or -> data=<everything after the header>`.
 fn report(req: &mut StreamRequest) -> anyhow::Result<()> {

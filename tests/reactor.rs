@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use socketserver::framing::{Lines, RawBytes};
 use socketserver::handler::{Conn, MessageHandler};
 use socketserver::{Addr, Reactor, RequestError, ServeSummary, Server, ShutdownHandle, Tcp};
-use util::{connect, round_trip, TIMEOUT};
+use util::{TIMEOUT, connect, round_trip};
 
 /// A byte echo that records the largest output queue it ever saw on a connection.
 #[derive(Default)]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 
-use util::{connect, ServerProc};
+use util::{ServerProc, connect};
 
 /// One connection: reads the `pid <PID>` banner, checks the echo, returns the pid that served it.
 fn served_by(addr: SocketAddr) -> i32 {

@@ -8,7 +8,7 @@ use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use socketserver::{Sequential, Serve, Server, StreamRequest, Tcp, Threading};
-use util::{connect, eventually, recorder, report_for, round_trip, Reports, Serving, TIMEOUT};
+use util::{Reports, Serving, TIMEOUT, connect, eventually, recorder, report_for, round_trip};
 
 type Handler = fn(&mut StreamRequest) -> anyhow::Result<()>;
 

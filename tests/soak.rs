@@ -6,7 +6,7 @@ mod util;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 
-use util::{connect, eventually, fd_count, ServerProc, TIMEOUT};
+use util::{ServerProc, TIMEOUT, connect, eventually, fd_count};
 
 fn rss_kib(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

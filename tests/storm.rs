@@ -8,7 +8,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Barrier};
 
 use socketserver::{Sequential, Server, StreamRequest, Tcp, Threading};
-use util::{round_trip, ServerProc, TIMEOUT};
+use util::{ServerProc, TIMEOUT, round_trip};
 
 const CONNECTIONS: usize = 2000;
 const CLIENT_THREADS: usize = 8;

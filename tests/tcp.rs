@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use socketserver::{Addr, Serve, Server, StreamRequest, Tcp, Transport};
 use util::{
-    connect, eventually, fd_count, recorder, report_for, round_trip, Reports, Serving, TIMEOUT,
+    Reports, Serving, TIMEOUT, connect, eventually, fd_count, recorder, report_for, round_trip,
 };
 
 /// Echoes lines; `error` makes the handler fail, `panic` makes it panic, `stop` shuts the server down.

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::Signal;
-use util::{example_bin, run_with_input, ServerProc, TIMEOUT};
+use util::{ServerProc, TIMEOUT, example_bin, run_with_input};
 
 fn start(strategy: &str, tz: &str) -> ServerProc {
     let mut cmd = Command::new(example_bin("timeserver"));

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use socketserver::{Addr, DatagramRequest, RequestError, Sequential, Server, Threading, Udp};
-use util::{eventually, TIMEOUT};
+use util::{TIMEOUT, eventually};
 
 fn echo_or_silence(req: &mut DatagramRequest) -> anyhow::Result<()> {
     match req.data() {

@@ -297,10 +297,12 @@ fn a_stale_socket_is_replaced_only_when_opted_in() {
 
     let dpath = dir.path().join("stale-dgram.sock");
     drop(StdDatagram::bind(&dpath).unwrap());
-    assert!(UnixDatagram::bind(&dpath)
-        .unwrap_err()
-        .to_string()
-        .contains("stale"));
+    assert!(
+        UnixDatagram::bind(&dpath)
+            .unwrap_err()
+            .to_string()
+            .contains("stale")
+    );
     let _d = UnixDatagram::builder()
         .replace_stale(true)
         .bind(&dpath)

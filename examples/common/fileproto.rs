@@ -12,7 +12,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 
-use socketserver::framing::{read_length_prefixed, Encoder, LengthPrefixed};
+use socketserver::framing::{Encoder, LengthPrefixed, read_length_prefixed};
 
 /// File data per data frame. Large enough to keep per-frame overhead negligible, small enough that
 /// a transfer needs only a few such buffers whatever the file size.
@@ -482,7 +482,7 @@ where
                 return Err(ReceiveError::Protocol(format!(
                     "expected file data, got a {} message",
                     other.kind()
-                )))
+                )));
             }
             Err(e) => return Err(ReceiveError::Protocol(e.to_string())),
         }

@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use clap::Parser;
-use socketserver::{signals, Serve, Server, Transport};
+use socketserver::{Serve, Server, Transport, signals};
 
 pub mod fileproto;
 

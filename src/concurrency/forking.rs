@@ -1,21 +1,27 @@
 //! [`Forking`]: a child process per request.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use nix::sys::signal::Signal;
-
-use super::{sealed, Concurrency, Dispatch, SpawnEnv};
+use super::children::{Child, Children};
+use super::sealed::{Strategy, Workers};
+use super::{Concurrency, NotStarted, PerRequest, Spawn, accept_loop};
 use crate::addr::Addr;
 use crate::error::RequestError;
-use crate::handler::RequestContext;
-use crate::sys::{self, ChildExit, Forked, PollFd};
-
-/// How long children get between `SIGTERM` and `SIGKILL` when a drain deadline passes.
-const KILL_GRACE: Duration = Duration::from_secs(2);
+use crate::handler::sealed::Handles;
+use crate::serving::{Core, Drained, Event, Job, ServeSummary, Shared, Ticket};
+use crate::sys::{ChildExit, PollFd};
+use crate::transport::Transport;
 
 /// Serves each request in a new child process: Python's `ForkingMixIn`.
+///
+/// **Each request runs on a copy of the server's memory.** Whatever a handler changes in memory — a
+/// `Mutex<HashMap>` of sessions, a counter, a cache — changes the child's copy and is gone when the
+/// child exits: the parent and the other children never see it. Hooks that run in the child
+/// ([`handle_error`](crate::Server::handle_error) for the request's own failures) run on a copy too.
+/// Keep what requests share outside the process: a database, files, or a state service on a Unix
+/// socket (`examples/kv_state.rs` serves one with this crate); or use [`Threading`](crate::Threading)
+/// or [`Pool`](crate::Pool), whose requests share one memory.
 ///
 /// - At most [`max_children`](Self::max_children) (default 40, as Python) run at once; the cap is checked
 ///   *before* forking, and at the cap the server stops accepting until a child exits.
@@ -45,15 +51,16 @@ const KILL_GRACE: Duration = Duration::from_secs(2);
 pub struct Forking {
     max_children: usize,
     block_on_close: bool,
-    children: Vec<Child>,
+    children: Children<Request>,
 }
 
+/// What the parent keeps about a child's request.
 #[derive(Debug)]
-struct Child {
-    pid: libc::pid_t,
-    pidfd: OwnedFd,
+struct Request {
     /// Whom the child serves, for the log line if it has to be cut.
     peer: Addr,
+    /// The request's place in its peer's count, given back when the child is reaped.
+    _ticket: Ticket,
 }
 
 impl Default for Forking {
@@ -85,7 +92,7 @@ impl Forking {
         Forking {
             max_children: Self::DEFAULT_MAX_CHILDREN,
             block_on_close: true,
-            children: Vec::new(),
+            children: Children::default(),
         }
     }
 
@@ -113,122 +120,82 @@ impl Forking {
         self.block_on_close = block;
         self
     }
+}
 
-    /// Reaps every child that has exited (one `waitpid(pid, WNOHANG)` each); returns how many.
-    fn reap_exited(&mut self, ctx: &RequestContext) -> usize {
-        let before = self.children.len();
-        self.children.retain(|c| match sys::try_reap(c.pid) {
-            Ok(Some(exit)) => {
-                report_exit(c.pid, exit, ctx);
-                false
-            }
-            Ok(None) => true,
-            Err(e) => {
-                log::warn!("{e}");
-                true
-            }
-        });
-        before - self.children.len()
+/// Reports a child that ended abnormally: 0 is served, 1 a failure the child already reported itself.
+fn report_exit(child: &Child<Request>, exit: ChildExit, shared: &Shared) {
+    let how = match exit {
+        ChildExit::Code(0 | 1) => return,
+        ChildExit::Code(code) => format!("{} exited with status {code}", child.pid),
+        ChildExit::Signal(sig) => format!("{} was killed by signal {sig}", child.pid),
+    };
+    shared.report(None, &RequestError::ChildFailed(how));
+}
+
+impl<T: Transport, H: Handles<T::Kind>> Strategy<T, H> for Forking {
+    fn serve(&mut self, core: &mut Core<T, H>) -> io::Result<()> {
+        accept_loop::serve(self, core)
+    }
+
+    fn close(&mut self, core: &mut Core<T, H>) -> ServeSummary {
+        accept_loop::close(self, core)
     }
 }
 
-fn report_exit(pid: libc::pid_t, exit: ChildExit, ctx: &RequestContext) {
-    match exit {
-        // 0: served; 1: the child already reported its handler's failure itself.
-        ChildExit::Code(0 | 1) => {}
-        ChildExit::Code(code) => ctx.report(
-            None,
-            &RequestError::ChildFailed(format!("{pid} exited with status {code}")),
-        ),
-        ChildExit::Signal(sig) => ctx.report(
-            None,
-            &RequestError::ChildFailed(format!("{pid} was killed by signal {sig}")),
-        ),
-    }
-}
+impl<T: Transport, H: Handles<T::Kind>> Concurrency<T, H> for Forking {}
+impl PerRequest for Forking {}
 
-impl sealed::Sealed for Forking {}
-impl Concurrency for Forking {}
-
-impl Dispatch for Forking {
-    const CONCURRENT_IN_PROCESS: bool = false;
-
-    fn watch(&mut self, fds: &mut Vec<PollFd>) {
-        fds.extend(
-            self.children
-                .iter()
-                .map(|c| sys::readable(c.pidfd.as_raw_fd())),
-        );
-    }
-
-    fn reap(&mut self, ready: &[PollFd], ctx: &RequestContext) {
-        if ready.iter().any(sys::is_ready) {
-            // At most `max_children` children, each check one WNOHANG waitpid: cheaper than keeping
-            // the poll set's order in step with the child list.
-            self.reap_exited(ctx);
-        }
-    }
-
+impl Workers for Forking {
     fn has_capacity(&mut self) -> bool {
         self.children.len() < self.max_children
     }
 
-    fn spawn<F>(&mut self, job: F, env: &SpawnEnv<'_>) -> io::Result<()>
+    fn watch(&mut self, fds: &mut Vec<PollFd>) {
+        self.children.watch(fds);
+    }
+
+    fn reap(&mut self, ready: &[PollFd], shared: &Shared) {
+        // At most `max_children` children, each check one WNOHANG waitpid: cheaper than keeping the
+        // poll set's order in step with the child list.
+        if ready.iter().any(crate::sys::is_ready) {
+            self.children.reap(|c, exit| report_exit(&c, exit, shared));
+        }
+    }
+
+    fn start<F>(&mut self, job: Job<F>, spawn: &mut Spawn<'_>) -> Result<(), NotStarted>
     where
         F: FnOnce() -> bool + Send + 'static,
     {
-        // Until the child has reset the parent's signal handlers, a signal must not run them there.
-        let blocked = crate::signals::Blocked::new()?;
-        match sys::fork()? {
-            Forked::Child => {
-                crate::signals::reset_in_child();
-                drop(blocked);
-                if let Some(fd) = env.close_in_child {
-                    sys::close_raw(fd);
-                }
-                // The children's pidfds belong to the parent.
-                for c in &self.children {
-                    sys::close_raw(c.pidfd.as_raw_fd());
-                }
-                let ok = job();
-                sys::exit_child(if ok { 0 } else { 1 });
-            }
-            Forked::Parent(pid) => {
-                drop(blocked);
-                let pidfd = match sys::pidfd_open(pid) {
-                    Ok(fd) => fd,
-                    Err(e) => {
-                        // Without a pidfd we cannot wait for this child in poll: wait for it now rather
-                        // than leave a zombie. Only happens on kernels older than 5.3.
-                        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-                        return Err(e);
-                    }
-                };
-                self.children.push(Child {
-                    pid,
-                    pidfd,
-                    peer: env.peer.clone(),
-                });
-                Ok(())
-            }
-        }
+        let Job {
+            run, peer, ticket, ..
+        } = job;
+        let request = Request {
+            peer: peer.clone(),
+            _ticket: ticket,
+        };
+        let release_listener = &mut spawn.release_listener;
+        let forked = self.children.spawn(request, |blocked| {
+            // The parent's handlers are reset: signals may come in now, and end this child alone.
+            drop(blocked);
+            release_listener();
+            if run() { 0 } else { 1 }
+        });
+        forked.map(drop).map_err(|error| NotStarted {
+            error,
+            peer: Box::new(peer),
+        })
     }
 
     fn in_flight(&self) -> usize {
         self.children.len()
     }
 
-    fn drain(
-        &mut self,
-        deadline: Option<Instant>,
-        ctx: &RequestContext,
-        _cut_connections: &mut dyn FnMut(),
-    ) -> (usize, usize) {
-        let mut finished = self.reap_exited(ctx);
+    fn drain(&mut self, deadline: Option<Instant>, shared: &Shared) -> Drained {
+        let in_flight = self.children.len();
         let Some(deadline) = deadline.filter(|_| self.block_on_close) else {
-            let children = std::mem::take(&mut self.children);
-            let left = children.len();
-            if left > 0 {
+            self.children.reap(|c, exit| report_exit(&c, exit, shared));
+            let children = self.children.take();
+            if !children.is_empty() {
                 // Nobody else will wait for them: reap them in the background as they exit.
                 let spawned = std::thread::Builder::new().spawn(move || {
                     for c in children {
@@ -239,55 +206,29 @@ impl Dispatch for Forking {
                     log::warn!("could not start the child reaper thread: {e}");
                 }
             }
-            return (finished, 0);
+            return Drained {
+                in_flight,
+                finished: in_flight,
+                cut: 0,
+            };
         };
-        finished += self.wait_children(deadline, Some(ctx.shutdown.force_fd().as_raw_fd()), ctx);
+        let force = shared.shutdown().force_fd();
+        self.children.wait(deadline, Some(&force), |c, exit| {
+            report_exit(&c, exit, shared)
+        });
         let cut = self.children.len();
-        if cut > 0 {
-            log::warn!("drain deadline passed: sending SIGTERM to {cut} child(ren)");
-            for c in &self.children {
-                log::warn!("cutting the request from {} (child {})", c.peer, c.pid);
-                sys::kill(c.pid, Signal::SIGTERM);
-            }
-            self.wait_children(Instant::now() + KILL_GRACE, None, ctx);
-            for c in &self.children {
-                log::warn!("child {} ignored SIGTERM: sending SIGKILL", c.pid);
-                sys::kill(c.pid, Signal::SIGKILL);
-            }
-            // SIGKILL cannot be ignored: this wait ends as soon as the kernel tears the children down.
-            while !self.children.is_empty() {
-                let mut fds: Vec<PollFd> = Vec::new();
-                self.watch(&mut fds);
-                let _ = sys::poll(&mut fds, Some(Duration::from_millis(100)));
-                self.reap_exited(ctx);
-            }
+        for c in self.children.iter() {
+            shared.emit(Event::Cut {
+                peer: Some(&c.meta.peer),
+                how: &format!("child {}", c.pid),
+            });
         }
-        (finished, cut)
-    }
-}
-
-impl Forking {
-    /// Waits, reaping, until every child has exited, `deadline` passes, or `force` (an eventfd) becomes
-    /// readable; returns how many exited.
-    fn wait_children(
-        &mut self,
-        deadline: Instant,
-        force: Option<RawFd>,
-        ctx: &RequestContext,
-    ) -> usize {
-        let mut reaped = 0;
-        while !self.children.is_empty() {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            let mut fds = vec![sys::readable(force.unwrap_or(-1))];
-            self.watch(&mut fds);
-            if sys::poll(&mut fds, Some(deadline - now)).is_err() || sys::is_ready(&fds[0]) {
-                break;
-            }
-            reaped += self.reap_exited(ctx);
+        // Cut children are reported above; their deaths by our own signals are not failures.
+        self.children.terminate(|_, _| {});
+        Drained {
+            in_flight,
+            finished: in_flight - cut,
+            cut,
         }
-        reaped
     }
 }

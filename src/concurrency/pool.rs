@@ -1,25 +1,24 @@
 //! [`Pool`]: a fixed set of worker threads fed by a bounded queue.
 
 use std::io;
-use std::os::fd::AsRawFd;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::slot::Slot;
-use super::{sealed, Concurrency, Dispatch, SpawnEnv};
-use crate::handler::RequestContext;
+use super::in_flight::InFlight;
+use super::sealed::{Strategy, Workers};
+use super::{Concurrency, NotStarted, PerRequest, Spawn, accept_loop};
+use crate::handler::sealed::Handles;
+use crate::serving::{Core, Drained, Job, ServeSummary, Shared};
 use crate::sys::{self, PollFd};
+use crate::transport::Transport;
 
-/// How long workers whose connections were cut get to return before they are detached.
-const CUT_GRACE: Duration = Duration::from_secs(1);
-
-/// One accepted request, ready to run on a worker.
-type Job = Box<dyn FnOnce() -> bool + Send>;
+/// One accepted request, ready to run on a worker: its job, and its place in [`InFlight`] (released
+/// when the task is dropped, after running or unserved).
+type Task = Box<dyn FnOnce() + Send>;
 
 /// Serves requests on a fixed number of worker threads fed by a bounded queue: a thread pool, the
 /// shape of Java's `ThreadPoolExecutor` or Python's `concurrent.futures.ThreadPoolExecutor` behind a
@@ -60,20 +59,13 @@ pub struct Pool {
 /// The started pool: its queue and its threads.
 #[derive(Debug)]
 struct Running {
-    jobs: Sender<Job>,
-    /// A receiver kept by the pool itself, to throw away jobs still queued at a drain deadline.
-    queue: Receiver<Job>,
+    jobs: Sender<Task>,
+    /// A receiver kept by the pool itself, to throw away tasks still queued at a drain deadline.
+    queue: Receiver<Task>,
     threads: Vec<JoinHandle<()>>,
-    shared: Arc<Shared>,
+    /// Requests queued or running, with their connections.
+    in_flight: Arc<InFlight>,
     capacity: usize,
-}
-
-/// What the serving loop and the workers share.
-#[derive(Debug)]
-struct Shared {
-    /// Requests queued or running.
-    in_flight: AtomicUsize,
-    slot: Slot,
 }
 
 impl Default for Pool {
@@ -167,27 +159,23 @@ impl Pool {
     fn at_cap(&self) -> bool {
         self.running
             .as_ref()
-            .is_some_and(|r| r.shared.in_flight.load(Ordering::SeqCst) >= r.capacity)
+            .is_some_and(|r| r.in_flight.count() >= r.capacity)
     }
 
     /// Starts the queue and the workers on first use.
-    fn start(&mut self) -> io::Result<&mut Running> {
+    fn start_pool(&mut self) -> io::Result<&mut Running> {
         if self.running.is_none() {
             let capacity = self.capacity();
             // Room for every accepted request, so that handing one over never blocks the acceptor:
             // `has_capacity` keeps the queued and running requests at or below `capacity`.
             let (jobs, queue) = crossbeam_channel::bounded(capacity);
-            let slot = Slot::default();
-            slot.ensure()?;
-            let shared = Arc::new(Shared {
-                in_flight: AtomicUsize::new(0),
-                slot,
-            });
+            let in_flight = Arc::new(InFlight::default());
+            in_flight.ensure()?;
             let mut running = Running {
                 jobs,
                 queue,
                 threads: Vec::with_capacity(self.workers),
-                shared,
+                in_flight,
                 capacity,
             };
             for _ in 0..self.workers {
@@ -205,10 +193,9 @@ impl Pool {
 impl Running {
     fn spawn_worker(&self) -> io::Result<JoinHandle<()>> {
         let queue = self.queue.clone();
-        let shared = self.shared.clone();
         std::thread::Builder::new()
             .name("pool-worker".into())
-            .spawn(move || work(&queue, &shared))
+            .spawn(move || work(&queue))
             .map_err(|e| sys::context(e, "spawning a pool worker thread"))
     }
 
@@ -229,126 +216,128 @@ impl Running {
             }
         }
     }
-
-    fn in_flight(&self) -> usize {
-        self.shared.in_flight.load(Ordering::SeqCst)
-    }
 }
 
-/// A worker's life: take jobs until the pool closes the queue and it is empty.
-fn work(queue: &Receiver<Job>, shared: &Shared) {
-    for job in queue.iter() {
-        let _done = Done(shared);
-        // Jobs catch their handler's panics themselves; this catch keeps the worker alive should
-        // anything else in a job unwind.
-        if catch_unwind(AssertUnwindSafe(job)).is_err() {
-            log::error!("a request job panicked outside its handler; the worker goes on");
+/// A worker's life: take tasks until the pool closes the queue and it is empty.
+fn work(queue: &Receiver<Task>) {
+    for task in queue.iter() {
+        // Tasks catch their handler's panics themselves; this catch keeps the worker alive should
+        // anything else in a task unwind.
+        if catch_unwind(AssertUnwindSafe(task)).is_err() {
+            log::error!("a request task panicked outside its handler; the worker goes on");
         }
     }
 }
 
-/// Marks one job finished, however it finished, and wakes a loop waiting for a slot.
-struct Done<'a>(&'a Shared);
+impl<T: Transport, H: Handles<T::Kind>> Strategy<T, H> for Pool {
+    fn serve(&mut self, core: &mut Core<T, H>) -> io::Result<()> {
+        accept_loop::serve(self, core)
+    }
 
-impl Drop for Done<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-        self.0.slot.release();
+    fn close(&mut self, core: &mut Core<T, H>) -> ServeSummary {
+        accept_loop::close(self, core)
     }
 }
 
-impl sealed::Sealed for Pool {}
-impl Concurrency for Pool {}
+impl<T: Transport, H: Handles<T::Kind>> Concurrency<T, H> for Pool {}
+impl PerRequest for Pool {}
 
-impl Dispatch for Pool {
-    const CONCURRENT_IN_PROCESS: bool = true;
+impl Workers for Pool {
+    fn has_capacity(&mut self) -> bool {
+        !self.at_cap()
+    }
 
     fn watch(&mut self, fds: &mut Vec<PollFd>) {
         if let Some(running) = self.running.as_ref().filter(|_| self.at_cap()) {
-            let shared = &running.shared;
-            let capacity = running.capacity;
-            shared
-                .slot
-                .watch(fds, || shared.in_flight.load(Ordering::SeqCst) >= capacity);
+            running.in_flight.watch(fds, running.capacity);
         }
     }
 
-    fn reap(&mut self, ready: &[PollFd], _ctx: &RequestContext) {
+    fn reap(&mut self, ready: &[PollFd], _shared: &Shared) {
         if let Some(running) = self.running.as_mut() {
             if !ready.is_empty() {
-                running.shared.slot.reset();
+                running.in_flight.reset();
             }
             running.replace_dead_workers();
         }
     }
 
-    fn has_capacity(&mut self) -> bool {
-        !self.at_cap()
-    }
-
-    fn spawn<F>(&mut self, job: F, _env: &SpawnEnv<'_>) -> io::Result<()>
+    fn start<F>(&mut self, job: Job<F>, _spawn: &mut Spawn<'_>) -> Result<(), NotStarted>
     where
         F: FnOnce() -> bool + Send + 'static,
     {
-        let running = self.start()?;
-        running.shared.in_flight.fetch_add(1, Ordering::SeqCst);
-        if let Err(e) = running.jobs.try_send(Box::new(job)) {
+        let running = match self.start_pool() {
+            Ok(running) => running,
+            Err(error) => {
+                return Err(NotStarted {
+                    error,
+                    peer: Box::new(job.peer),
+                });
+            }
+        };
+        let entry = running.in_flight.enter(&job.peer, job.conn.as_ref());
+        let (run, ticket) = (job.run, job.ticket);
+        let task: Task = Box::new(move || {
+            run();
+            drop((entry, ticket));
+        });
+        if running.jobs.try_send(task).is_err() {
             // Cannot happen while `has_capacity` is respected (the queue has room for every accepted
-            // request); refuse the request rather than block the acceptor.
-            running.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-            drop(e.into_inner()); // closes the connection
-            return Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "the pool's queue is full",
-            ));
+            // request); refuse the request (dropping the task closes the connection) rather than block
+            // the acceptor.
+            return Err(NotStarted {
+                error: io::Error::new(io::ErrorKind::WouldBlock, "the pool's queue is full"),
+                peer: Box::new(job.peer),
+            });
         }
         Ok(())
     }
 
     fn in_flight(&self) -> usize {
-        self.running.as_ref().map_or(0, Running::in_flight)
+        self.running.as_ref().map_or(0, |r| r.in_flight.count())
     }
 
-    fn drain(
-        &mut self,
-        deadline: Option<Instant>,
-        ctx: &RequestContext,
-        cut_connections: &mut dyn FnMut(),
-    ) -> (usize, usize) {
+    fn drain(&mut self, deadline: Option<Instant>, shared: &Shared) -> Drained {
         let Some(Running {
             jobs,
             queue,
             threads,
-            shared,
+            in_flight,
             ..
         }) = self.running.take()
         else {
-            return (0, 0);
+            return Drained::default();
         };
         // Closing the sending side makes every worker leave its loop once the queue is empty.
         drop(jobs);
+        let before = in_flight.count();
         let Some(deadline) = deadline.filter(|_| self.block_on_close) else {
-            return (0, 0); // detached: the workers finish the queue on their own
+            // Detached: the workers finish the queue on their own.
+            return Drained {
+                in_flight: before,
+                finished: before,
+                cut: 0,
+            };
         };
-        let before = shared.in_flight.load(Ordering::SeqCst);
-        let idle = || shared.in_flight.load(Ordering::SeqCst) == 0;
-        let mut cut = 0;
-        let force = ctx.shutdown.force_fd().as_raw_fd();
-        if !shared.slot.wait_until(deadline, Some(force), idle) {
-            cut = shared.in_flight.load(Ordering::SeqCst);
-            log::warn!("drain deadline passed: cutting {cut} request(s)");
+        let force = shared.shutdown().force_fd();
+        let drained = if in_flight.wait_idle(deadline, Some(&force)) {
+            Drained {
+                in_flight: before,
+                finished: before,
+                cut: 0,
+            }
+        } else {
             // Requests still queued are dropped unserved (their connections close); running ones have
             // their connections shut down so that their blocked reads and writes return.
-            for job in queue.try_iter() {
-                drop(job);
-                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+            let queued = queue.try_iter().count();
+            let cut = queued + in_flight.drain(Instant::now(), shared).cut;
+            Drained {
+                in_flight: before,
+                finished: before.saturating_sub(cut),
+                cut,
             }
-            cut_connections();
-            shared
-                .slot
-                .wait_until(Instant::now() + CUT_GRACE, None, idle);
-        }
-        if idle() {
+        };
+        if in_flight.count() == 0 {
             // The queue is closed and empty: every worker is leaving its loop, so these joins are quick.
             for thread in threads {
                 let _ = thread.join();
@@ -356,6 +345,6 @@ impl Dispatch for Pool {
         }
         // Otherwise a handler ignores its socket's errors and cannot be stopped: the workers are
         // detached and end when it returns.
-        (before.saturating_sub(cut), cut)
+        drained
     }
 }

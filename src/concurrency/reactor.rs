@@ -2,10 +2,12 @@
 
 use std::io;
 
-use super::{sealed, Concurrency};
-use crate::handler::MessageHandler;
-use crate::reactor::event_loop;
-use crate::server::{Serve, ServeSummary, Server};
+use super::Concurrency;
+use super::sealed::Strategy;
+use crate::reactor::MessageHandler;
+use crate::reactor::event_loop::{self, LoopOptions};
+use crate::serving::{Core, Drained, ServeSummary};
+use crate::transport::sealed::Pollable;
 use crate::transport::{Stream, Transport};
 
 /// Serves every connection from one thread with an `epoll(7)` event loop: the strategy for many
@@ -17,15 +19,15 @@ use crate::transport::{Stream, Transport};
 /// give each connection a [`StreamHandler`](crate::StreamHandler) that *owns* it and blocks reading
 /// it: simple to write, but a connection costs a thread (≈ 8 MiB of reserved stack, a scheduler entry)
 /// or a process, and connections cannot see each other. Under `Reactor` a connection costs a few
-/// hundred bytes of state, and the handler is a [`MessageHandler`]: it is *called* with one decoded
-/// message at a time, queues replies through [`Conn`](crate::handler::Conn) — to its own connection or
+/// hundred bytes of state, and the handler is a [`MessageHandler`](crate::reactor::MessageHandler): it is *called* with one decoded
+/// message at a time, queues replies through [`Conn`](crate::reactor::Conn) — to its own connection or
 /// any other, which is what a chat room needs — and must never block, since every connection waits
 /// while a callback runs. A blocking `StreamHandler` does not compile under `Reactor`:
 ///
 /// ```compile_fail
 /// use socketserver::{Reactor, Server, StreamRequest, Tcp};
 /// let blocking = |_req: &mut StreamRequest| -> anyhow::Result<()> { Ok(()) };
-/// let server = Server::new(Reactor::new(), Tcp::bind("127.0.0.1:0")?, blocking)?; // no `Serve` impl
+/// let server = Server::new(Reactor::new(), Tcp::bind("127.0.0.1:0")?, blocking)?; // no `Concurrency` impl
 /// # Ok::<(), std::io::Error>(())
 /// ```
 ///
@@ -40,8 +42,8 @@ use crate::transport::{Stream, Transport};
 ///   stops reading from that connection (its epoll read interest is turned off), so a peer that sends
 ///   requests but never reads the replies is *paused*, not served into unbounded memory; reading
 ///   resumes once half the queue has drained. Messages from *other* connections
-///   ([`send_to`](crate::handler::Conn::send_to), [`broadcast_except`](crate::handler::Conn::broadcast_except))
-///   that would pass the limit are refused with [`SendError::Full`](crate::handler::SendError::Full),
+///   ([`send_to`](crate::reactor::Conn::send_to), [`broadcast_except`](crate::reactor::Conn::broadcast_except))
+///   that would pass the limit are refused with [`SendError::Full`](crate::reactor::SendError::Full),
 ///   and the handler decides: drop the message or disconnect the slow peer.
 /// - **Lean idle connections.** Read and write buffers are allocated when bytes arrive or are queued
 ///   and released when empty; connection state lives in a slab (a vector with a free list). One read
@@ -76,7 +78,7 @@ use crate::transport::{Stream, Transport};
 /// ```
 /// use std::io::{Read, Write};
 /// use socketserver::framing::RawBytes;
-/// use socketserver::handler::{Conn, MessageHandler};
+/// use socketserver::reactor::{Conn, MessageHandler};
 /// use socketserver::{Reactor, Server, Tcp};
 ///
 /// struct Echo;
@@ -112,6 +114,8 @@ use crate::transport::{Stream, Transport};
 pub struct Reactor {
     max_connections: usize,
     write_buffer_limit: usize,
+    /// The summary of the run that `serve` ended, for `close` to return.
+    summary: Option<ServeSummary>,
 }
 
 impl Default for Reactor {
@@ -154,7 +158,7 @@ impl Reactor {
     ///
     /// ```
     /// use socketserver::{Reactor, Server, Tcp};
-    /// # use socketserver::{framing::RawBytes, handler::{Conn, MessageHandler}};
+    /// # use socketserver::{framing::RawBytes, reactor::{Conn, MessageHandler}};
     /// # struct Echo;
     /// # impl MessageHandler for Echo {
     /// #     type Codec = RawBytes;
@@ -171,6 +175,7 @@ impl Reactor {
         Reactor {
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             write_buffer_limit: Self::DEFAULT_WRITE_BUFFER_LIMIT,
+            summary: None,
         }
     }
 
@@ -202,32 +207,41 @@ impl Reactor {
         self.write_buffer_limit = bytes.max(1);
         self
     }
+}
 
-    pub(crate) fn write_limit(&self) -> usize {
-        self.write_buffer_limit
+impl<T, H> Strategy<T, H> for Reactor
+where
+    T: Transport<Kind = Stream> + Pollable,
+    H: MessageHandler,
+{
+    fn serve(&mut self, core: &mut Core<T, H>) -> io::Result<()> {
+        let options = LoopOptions {
+            max_connections: self.max_connections,
+            write_buffer_limit: self.write_buffer_limit,
+        };
+        // The loop drains its connections before it returns, whether it ended by shutdown or by an
+        // error: `close` only hands on the summary.
+        let (served, summary) = event_loop::serve(options, core);
+        self.summary = summary;
+        served
     }
 
-    pub(crate) fn connection_limit(&self) -> usize {
-        self.max_connections
+    fn close(&mut self, core: &mut Core<T, H>) -> ServeSummary {
+        if let Some(summary) = self.summary.take() {
+            return summary;
+        }
+        // Closed without serving: there is nothing to drain.
+        if core.close_listener() {
+            core.finish(Drained::default())
+        } else {
+            ServeSummary::default()
+        }
     }
 }
 
-impl sealed::Sealed for Reactor {}
-impl Concurrency for Reactor {}
-
-impl<T, H> Serve<T, H> for Reactor
+impl<T, H> Concurrency<T, H> for Reactor
 where
-    T: Transport<Kind = Stream>,
+    T: Transport<Kind = Stream> + Pollable,
     H: MessageHandler,
 {
-    fn serve_forever(server: &mut Server<Self, T, H>) -> io::Result<ServeSummary> {
-        let Server { concurrency, core } = server;
-        event_loop::serve(concurrency, core)
-    }
-
-    fn server_close(server: &mut Server<Self, T, H>) -> ServeSummary {
-        // The loop closes its connections before `serve_forever` returns; only the listener is left.
-        server.core.transport = None;
-        std::mem::take(&mut server.core.summary)
-    }
 }

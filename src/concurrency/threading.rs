@@ -2,18 +2,19 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use super::slot::Slot;
-use super::{sealed, Concurrency, Dispatch, SpawnEnv};
-use crate::handler::RequestContext;
+use super::in_flight::{CUT_GRACE, InFlight};
+use super::sealed::{Strategy, Workers};
+use super::{Concurrency, NotStarted, PerRequest, Spawn, accept_loop};
+use crate::handler::sealed::Handles;
+use crate::serving::{Core, Drained, Job, ServeSummary, Shared};
 use crate::sys::{self, PollFd};
+use crate::transport::Transport;
 
 /// Serves each request on a thread of its own: Python's `ThreadingMixIn`.
 ///
@@ -52,32 +53,15 @@ pub struct Threading {
     exited_tx: Sender<u64>,
     exited_rx: Receiver<u64>,
     /// A rendezvous channel: handing a request over succeeds only if an idle thread is waiting.
-    idle_tx: Sender<Job>,
-    idle_rx: Receiver<Job>,
-    shared: Arc<Shared>,
+    idle_tx: Sender<Task>,
+    idle_rx: Receiver<Task>,
+    /// Requests running now (not threads: idle threads run none), with their connections.
+    in_flight: Arc<InFlight>,
 }
 
-/// One request, as a thread runs it.
-type Job = Box<dyn FnOnce() + Send>;
-
-/// What the threads and the serving loop share.
-#[derive(Debug, Default)]
-struct Shared {
-    /// Requests running now (not threads: idle threads run none).
-    in_flight: AtomicUsize,
-    /// Wakes a loop waiting at the cap when a request finishes.
-    slot: Slot,
-}
-
-/// Marks one request finished, however it ended, and wakes a loop waiting for a slot.
-struct JobDone<'a>(&'a Shared);
-
-impl Drop for JobDone<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-        self.0.slot.release();
-    }
-}
+/// One request, as a thread runs it: its job, and its place in [`InFlight`] (released when the task is
+/// dropped, after running or not).
+type Task = Box<dyn FnOnce() + Send>;
 
 /// Sends the thread's id when it exits, however it exits, so the loop can join it.
 struct Exited {
@@ -142,7 +126,7 @@ impl Threading {
             exited_rx,
             idle_tx,
             idle_rx,
-            shared: Arc::default(),
+            in_flight: Arc::default(),
         }
     }
 
@@ -203,35 +187,32 @@ impl Threading {
     }
 
     fn running(&self) -> usize {
-        self.shared.in_flight.load(Ordering::SeqCst)
+        self.in_flight.count()
     }
 
     fn at_cap(&self) -> bool {
         self.max_threads.is_some_and(|max| self.running() >= max)
     }
 
-    /// Starts a thread whose first request is `job`.
-    fn start_thread(&mut self, job: Job) -> io::Result<()> {
+    /// Starts a thread whose first request is `task`. On failure the task is dropped, which closes its
+    /// connection and takes it out of the in-flight count.
+    fn start_thread(&mut self, task: Task) -> io::Result<()> {
         let id = self.next_id;
         self.next_id += 1;
         let exited = Exited {
             id,
             tx: self.exited_tx.clone(),
         };
-        let shared = self.shared.clone();
         let idle = self.idle_rx.clone();
         let keep = self.thread_idle_timeout;
         let handle = std::thread::Builder::new()
             .spawn(move || {
                 let _exited = exited;
-                let mut job = job;
+                let mut task = task;
                 loop {
-                    {
-                        let _done = JobDone(&shared);
-                        job();
-                    }
+                    task();
                     match idle.recv_timeout(keep) {
-                        Ok(next) => job = next,
+                        Ok(next) => task = next,
                         Err(_) => break,
                     }
                 }
@@ -239,14 +220,6 @@ impl Threading {
             .map_err(|e| sys::context(e, "spawning a request thread"))?;
         self.threads.insert(id, handle);
         Ok(())
-    }
-
-    /// Waits until no request runs, `deadline` passes or `force` becomes readable.
-    fn wait_idle(&self, deadline: Instant, force: Option<RawFd>) -> bool {
-        let shared = &self.shared;
-        shared.slot.wait_until(deadline, force, || {
-            shared.in_flight.load(Ordering::SeqCst) == 0
-        })
     }
 
     /// Lets the idle threads go: replacing the rendezvous channel disconnects the old one, so every
@@ -258,49 +231,62 @@ impl Threading {
     }
 }
 
-impl sealed::Sealed for Threading {}
-impl Concurrency for Threading {}
-
-impl Dispatch for Threading {
-    const CONCURRENT_IN_PROCESS: bool = true;
-
-    fn watch(&mut self, fds: &mut Vec<PollFd>) {
-        if self.at_cap() {
-            let shared = self.shared.clone();
-            let max = self.max_threads;
-            shared.slot.watch(fds, || {
-                max.is_some_and(|max| shared.in_flight.load(Ordering::SeqCst) >= max)
-            });
-        }
+impl<T: Transport, H: Handles<T::Kind>> Strategy<T, H> for Threading {
+    fn serve(&mut self, core: &mut Core<T, H>) -> io::Result<()> {
+        accept_loop::serve(self, core)
     }
 
-    fn reap(&mut self, ready: &[PollFd], _ctx: &RequestContext) {
-        if !ready.is_empty() {
-            self.shared.slot.reset();
-        }
-        self.join_exited();
+    fn close(&mut self, core: &mut Core<T, H>) -> ServeSummary {
+        accept_loop::close(self, core)
     }
+}
 
+impl<T: Transport, H: Handles<T::Kind>> Concurrency<T, H> for Threading {}
+impl PerRequest for Threading {}
+
+impl Workers for Threading {
     fn has_capacity(&mut self) -> bool {
         !self.at_cap()
     }
 
-    fn spawn<F>(&mut self, job: F, _env: &SpawnEnv<'_>) -> io::Result<()>
+    fn watch(&mut self, fds: &mut Vec<PollFd>) {
+        if let Some(max) = self.max_threads.filter(|_| self.at_cap()) {
+            self.in_flight.watch(fds, max);
+        }
+    }
+
+    fn reap(&mut self, ready: &[PollFd], _shared: &Shared) {
+        if !ready.is_empty() {
+            self.in_flight.reset();
+        }
+        self.join_exited();
+    }
+
+    fn start<F>(&mut self, job: Job<F>, _spawn: &mut Spawn<'_>) -> Result<(), NotStarted>
     where
         F: FnOnce() -> bool + Send + 'static,
     {
-        self.shared.slot.ensure()?;
-        self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
-        let job: Job = Box::new(move || {
-            job();
+        let peer = job.peer;
+        if let Err(error) = self.in_flight.ensure() {
+            return Err(NotStarted {
+                error,
+                peer: Box::new(peer),
+            });
+        }
+        let entry = self.in_flight.enter(&peer, job.conn.as_ref());
+        let (run, ticket) = (job.run, job.ticket);
+        let task: Task = Box::new(move || {
+            run();
+            drop((entry, ticket));
         });
         // An idle thread takes it at once if one is waiting; otherwise a new thread starts.
-        let job = match self.idle_tx.try_send(job) {
+        let task = match self.idle_tx.try_send(task) {
             Ok(()) => return Ok(()),
-            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => job,
+            Err(TrySendError::Full(task) | TrySendError::Disconnected(task)) => task,
         };
-        self.start_thread(job).inspect_err(|_| {
-            self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.start_thread(task).map_err(|error| NotStarted {
+            error,
+            peer: Box::new(peer),
         })
     }
 
@@ -308,26 +294,17 @@ impl Dispatch for Threading {
         self.running()
     }
 
-    fn drain(
-        &mut self,
-        deadline: Option<Instant>,
-        ctx: &RequestContext,
-        cut_connections: &mut dyn FnMut(),
-    ) -> (usize, usize) {
+    fn drain(&mut self, deadline: Option<Instant>, shared: &Shared) -> Drained {
         self.join_exited();
-        let before = self.running();
-        let mut cut = 0;
         // Without block_on_close, running requests finish on their own, their threads detached.
-        if let Some(deadline) = deadline.filter(|_| self.block_on_close) {
-            let force = ctx.shutdown.force_fd().as_raw_fd();
-            if !self.wait_idle(deadline, Some(force)) {
-                cut = self.running();
-                log::warn!("drain deadline passed: cutting {cut} connection(s)");
-                cut_connections();
-                // Their reads and writes now fail at once; give the handlers a moment to unwind.
-                self.wait_idle(Instant::now() + CUT_GRACE, None);
-            }
-        }
+        let drained = match deadline.filter(|_| self.block_on_close) {
+            Some(deadline) => self.in_flight.drain(deadline, shared),
+            None => Drained {
+                in_flight: self.running(),
+                finished: self.running(),
+                cut: 0,
+            },
+        };
         self.retire_idle();
         // Idle threads exit at once now; join them (bounded), and detach whatever still runs — a
         // handler that ignores its socket's errors cannot be stopped.
@@ -343,9 +320,6 @@ impl Dispatch for Threading {
             }
         }
         self.threads.clear();
-        (before - cut, cut)
+        drained
     }
 }
-
-/// How long threads whose connections were cut get to return before they are detached.
-const CUT_GRACE: Duration = Duration::from_secs(1);

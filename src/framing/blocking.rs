@@ -2,7 +2,7 @@
 
 use std::io::{self, Read, Write};
 
-use super::{Decoder, Encoder, FrameBuf, FrameError, LengthPrefixed, HEADER_LEN};
+use super::{Decoder, Encoder, FrameBuf, FrameError, HEADER_LEN, LengthPrefixed};
 
 /// How much [`FramedReader`] asks the stream for per `read` call.
 const READ_CHUNK: usize = 8 * 1024;

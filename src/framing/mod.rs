@@ -89,12 +89,12 @@ mod length;
 mod lines;
 mod raw;
 
-pub use self::blocking::{read_length_prefixed, write_frame, write_length_prefixed, FramedReader};
+pub use self::blocking::{FramedReader, read_length_prefixed, write_frame, write_length_prefixed};
 pub use self::buffer::FrameBuf;
 pub use self::error::FrameError;
 pub use self::fixed::FixedSize;
-pub use self::length::{LengthPrefixed, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
-pub use self::lines::{Lines, DEFAULT_MAX_LINE_LEN};
+pub use self::length::{DEFAULT_MAX_FRAME_LEN, HEADER_LEN, LengthPrefixed};
+pub use self::lines::{DEFAULT_MAX_LINE_LEN, Lines};
 pub use self::raw::RawBytes;
 
 /// Splits a byte stream into frames, incrementally.

@@ -2,9 +2,10 @@
 
 use std::io::{self, Write};
 
-use super::{guarded, RequestContext, Service};
+use super::Env;
+use super::sealed::Handles;
 use crate::addr::Addr;
-use crate::error::RequestError;
+use crate::error::{RequestError, guarded};
 use crate::shutdown::ShutdownHandle;
 use crate::transport::{Datagram, Packet};
 
@@ -17,7 +18,7 @@ use crate::transport::{Datagram, Packet};
 ///
 /// ```
 /// use std::io::Write;
-/// use socketserver::{mock::run_datagram, DatagramHandler, DatagramRequest};
+/// use socketserver::{testing::run_datagram, DatagramHandler, DatagramRequest};
 ///
 /// struct Upper;
 /// impl DatagramHandler for Upper {
@@ -67,14 +68,14 @@ where
     }
 }
 
-impl<H: DatagramHandler> Service<Datagram> for H {
-    fn serve(&self, packet: Packet, ctx: &RequestContext) -> Result<(), RequestError> {
+impl<H: DatagramHandler> Handles<Datagram> for H {
+    fn serve(&self, packet: Packet, env: &Env) -> Result<(), RequestError> {
         let Packet { data, peer, socket } = packet;
         let mut req = DatagramRequest {
             data,
             peer,
             wfile: Vec::new(),
-            server: ctx.shutdown.clone(),
+            server: env.shutdown.clone(),
         };
         guarded(|| self.setup(&mut req))?;
         let handled = guarded(|| self.handle(&mut req));
@@ -96,7 +97,7 @@ impl<H: DatagramHandler> Service<Datagram> for H {
 ///
 /// ```
 /// use std::io::Write;
-/// use socketserver::{mock::run_datagram, DatagramRequest};
+/// use socketserver::{testing::run_datagram, DatagramRequest};
 ///
 /// let count = |req: &mut DatagramRequest| -> anyhow::Result<()> {
 ///     write!(req, "{} bytes", req.data().len())?;
@@ -123,7 +124,7 @@ impl DatagramRequest {
     ///
     /// ```
     /// use std::io::{BufRead, Write};
-    /// use socketserver::{mock::run_datagram, DatagramRequest};
+    /// use socketserver::{testing::run_datagram, DatagramRequest};
     /// let count_lines = |req: &mut DatagramRequest| -> anyhow::Result<()> {
     ///     let lines = req.data().lines().count();
     ///     write!(req, "{lines}")?;
@@ -142,7 +143,7 @@ impl DatagramRequest {
     ///
     /// ```
     /// use std::io::Write;
-    /// use socketserver::{mock::run_datagram, DatagramRequest};
+    /// use socketserver::{testing::run_datagram, DatagramRequest};
     /// let whoami = |req: &mut DatagramRequest| -> anyhow::Result<()> {
     ///     let peer = req.peer().to_string();
     ///     req.write_all(peer.as_bytes())?;
@@ -160,12 +161,12 @@ impl DatagramRequest {
     /// # Examples
     ///
     /// ```
-    /// use socketserver::mock::MockDatagram;
+    /// use socketserver::testing::MockDatagram;
     /// use socketserver::{DatagramRequest, Sequential, Server};
     ///
     /// let transport = MockDatagram::new()?;
     /// transport.push("quit", "127.0.0.1:9000".parse::<std::net::SocketAddr>().unwrap());
-    /// let mut server = Server::new(Sequential, transport, |req: &mut DatagramRequest| {
+    /// let mut server = Server::new(Sequential::new(), transport, |req: &mut DatagramRequest| {
     ///     if req.data() == b"quit" {
     ///         req.server().shutdown();
     ///     }

@@ -2,17 +2,17 @@
 
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::proxy::{read_trusted_header, Proxied};
-use super::{guarded, RequestContext, Service};
+use super::Env;
+use super::sealed::Handles;
 use crate::addr::Addr;
-use crate::error::RequestError;
-use crate::proxy_protocol::{ProxyHeader, ProxyProtocol};
+use crate::error::{RequestError, guarded};
+use crate::proxy_protocol::ProxyHeader;
 use crate::shutdown::ShutdownHandle;
-use crate::transport::{Connection, Incoming, Stream};
+use crate::transport::{Duplex, Incoming, Proxied, Stream};
 
 /// Serves one connection of a stream transport: Python's `StreamRequestHandler`.
 ///
@@ -22,7 +22,7 @@ use crate::transport::{Connection, Incoming, Stream};
 ///
 /// ```
 /// use std::io::{BufRead, Write};
-/// use socketserver::{mock::MockConn, StreamHandler, StreamRequest};
+/// use socketserver::{testing::MockConn, StreamHandler, StreamRequest};
 ///
 /// struct Echo;
 /// impl StreamHandler for Echo {
@@ -38,7 +38,7 @@ use crate::transport::{Connection, Incoming, Stream};
 ///
 /// let conn = MockConn::new().read("hello\n").read("world\n");
 /// let probe = conn.probe();
-/// socketserver::mock::run_stream(&Echo, conn)?;
+/// socketserver::testing::run_stream(&Echo, conn)?;
 /// assert_eq!(probe.written(), b"hello\nworld\n");
 /// assert!(probe.is_closed());
 /// # Ok::<(), socketserver::RequestError>(())
@@ -79,13 +79,9 @@ where
     }
 }
 
-impl<H: StreamHandler> Service<Stream> for H {
-    fn serve(&self, request: Incoming, ctx: &RequestContext) -> Result<(), RequestError> {
-        let mut req =
-            StreamRequest::new(request, ctx).map_err(|e| RequestError::Handler(e.into()))?;
-        if let Some(config) = &ctx.stream.proxy_protocol {
-            req.read_proxy_header(config, ctx.stream.read_timeout)?;
-        }
+impl<H: StreamHandler> Handles<Stream> for H {
+    fn serve(&self, request: Incoming, env: &Env) -> Result<(), RequestError> {
+        let mut req = StreamRequest::new(request, env).map_err(RequestError::Connection)?;
         guarded(|| self.setup(&mut req))?;
         let handled = guarded(|| self.handle(&mut req));
         let finished = guarded(|| self.finish(&mut req));
@@ -122,17 +118,12 @@ pub struct StreamOptions {
     /// timeout cannot stop a client that trickles one byte just often enough ("slowloris"); this can.
     /// Once it passes, every read and write fails with `TimedOut`.
     pub connection_timeout: Option<Duration>,
-    /// `TCP_NODELAY` for each connection (TCP only). Default off, as in Python.
-    pub nodelay: bool,
     /// The capacity of `rfile`'s buffer (Python's `rbufsize`); default 8 KiB.
     pub rbufsize: usize,
     /// The capacity of `wfile`'s buffer (Python's `wbufsize`); default 0, so every write goes straight
     /// to the socket and an interactive protocol never waits on an unflushed buffer. Raise it when a
     /// handler makes many small writes per reply.
     pub wbufsize: usize,
-    /// Read a PROXY protocol header from trusted proxies before serving (default `None`: off). See
-    /// [`ProxyProtocol`] for the policy, and [`Server::proxy_protocol`](crate::Server::proxy_protocol).
-    pub proxy_protocol: Option<ProxyProtocol>,
 }
 
 impl StreamOptions {
@@ -160,10 +151,8 @@ impl Default for StreamOptions {
             read_timeout: Some(Self::DEFAULT_TIMEOUT),
             write_timeout: Some(Self::DEFAULT_TIMEOUT),
             connection_timeout: None,
-            nodelay: false,
             rbufsize: 8 * 1024,
             wbufsize: 0,
-            proxy_protocol: None,
         }
     }
 }
@@ -179,7 +168,7 @@ impl Default for StreamOptions {
 ///
 /// ```
 /// use std::io::{BufRead, Write};
-/// use socketserver::{mock::{run_stream, MockConn}, StreamRequest};
+/// use socketserver::{testing::{run_stream, MockConn}, StreamRequest};
 ///
 /// let greet = |req: &mut StreamRequest| -> anyhow::Result<()> {
 ///     let mut name = String::new();
@@ -200,21 +189,22 @@ pub struct StreamRequest {
     pub rfile: BufReader<Reader>,
     /// Writes to the connection (Python's `wfile`), flushed when the request ends.
     pub wfile: BufWriter<Writer>,
-    conn: Arc<dyn Connection>,
+    conn: Arc<dyn Duplex>,
     peer: Addr,
-    proxied: Option<Proxied>,
+    proxied: Option<Box<Proxied>>,
     server: ShutdownHandle,
 }
 
 impl StreamRequest {
-    pub(crate) fn new(incoming: Incoming, ctx: &RequestContext) -> io::Result<Self> {
-        let Incoming { conn, peer } = incoming;
-        let opts = &ctx.stream;
+    /// The request for a connection the layers have established.
+    ///
+    /// # Errors
+    /// Setting the socket's timeouts failed.
+    pub(crate) fn new(incoming: Incoming, env: &Env) -> io::Result<Self> {
+        let Incoming { conn, peer, info } = incoming;
+        let opts = &env.stream;
         conn.set_read_timeout(opts.read_timeout)?;
         conn.set_write_timeout(opts.write_timeout)?;
-        if opts.nodelay {
-            conn.set_nodelay(true)?;
-        }
         Ok(StreamRequest {
             rfile: BufReader::with_capacity(
                 opts.rbufsize.max(1),
@@ -232,29 +222,9 @@ impl StreamRequest {
             ),
             conn,
             peer,
-            proxied: None,
-            server: ctx.shutdown.clone(),
+            proxied: info.proxied,
+            server: env.shutdown.clone(),
         })
-    }
-
-    /// Reads a trusted proxy's header and makes its client the peer; an untrusted peer is left as is.
-    fn read_proxy_header(
-        &mut self,
-        config: &ProxyProtocol,
-        read_timeout: Option<Duration>,
-    ) -> Result<(), RequestError> {
-        let proxied = read_trusted_header(
-            &mut self.rfile,
-            &*self.conn,
-            &self.peer,
-            config,
-            read_timeout,
-        )?;
-        if let Some(proxied) = proxied {
-            self.peer = proxied.client();
-            self.proxied = Some(proxied);
-        }
-        Ok(())
     }
 
     /// The peer's address (Python's `client_address`). Behind a trusted proxy speaking the PROXY
@@ -264,7 +234,7 @@ impl StreamRequest {
     ///
     /// ```
     /// use std::io::Write;
-    /// use socketserver::{mock::{run_stream, MockConn}, StreamRequest};
+    /// use socketserver::{testing::{run_stream, MockConn}, StreamRequest};
     /// let log_peer = |req: &mut StreamRequest| -> anyhow::Result<()> {
     ///     let peer = req.peer().to_string();
     ///     req.write_all(peer.as_bytes())?;
@@ -288,7 +258,7 @@ impl StreamRequest {
     ///
     /// ```
     /// use std::net::SocketAddr;
-    /// use socketserver::mock::{MockConn, MockStream};
+    /// use socketserver::testing::{MockConn, MockStream};
     /// use socketserver::proxy_protocol::ProxyProtocol;
     /// use socketserver::{HandleOutcome, Sequential, Server, StreamRequest};
     /// use std::io::Write;
@@ -304,7 +274,7 @@ impl StreamRequest {
     /// let relayed = transport.push(
     ///     MockConn::new().peer(proxy).read("PROXY TCP4 198.51.100.7 10.0.0.5 5555 443\r\n"),
     /// );
-    /// let mut server = Server::new(Sequential, transport, who)?
+    /// let mut server = Server::new(Sequential::new(), transport, who)?
     ///     .proxy_protocol(ProxyProtocol::trusted(["10.0.0.0/8"]).unwrap());
     /// assert_eq!(server.handle_request()?, HandleOutcome::Handled);
     /// assert_eq!(relayed.written_str(), "198.51.100.7:5555 via 10.0.0.5:40000");
@@ -320,7 +290,7 @@ impl StreamRequest {
     /// # Examples
     ///
     /// ```
-    /// use socketserver::mock::{run_stream, MockConn};
+    /// use socketserver::testing::{run_stream, MockConn};
     /// use socketserver::StreamRequest;
     ///
     /// // run_stream serves with the default options, where the PROXY protocol is off.
@@ -344,12 +314,12 @@ impl StreamRequest {
     ///
     /// ```
     /// use std::io::BufRead;
-    /// use socketserver::mock::{MockConn, MockStream};
+    /// use socketserver::testing::{MockConn, MockStream};
     /// use socketserver::{Sequential, Server, StreamRequest};
     ///
     /// let transport = MockStream::new()?;
     /// transport.push(MockConn::new().read("SHUTDOWN\n"));
-    /// let mut server = Server::new(Sequential, transport, |req: &mut StreamRequest| {
+    /// let mut server = Server::new(Sequential::new(), transport, |req: &mut StreamRequest| {
     ///     let mut line = String::new();
     ///     req.read_line(&mut line)?;
     ///     if line.trim() == "SHUTDOWN" {
@@ -383,10 +353,7 @@ impl StreamRequest {
     /// # let _ = same_user_only;
     /// ```
     pub fn peer_credentials(&self) -> io::Result<crate::transport::PeerCredentials> {
-        let fd = self.conn.raw_fd().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "the connection has no socket")
-        })?;
-        crate::transport::unix_stream::peer_credentials_of(fd)
+        crate::transport::peer_credentials(self)
     }
 
     /// `shutdown(2)` on the connection: `Shutdown::Write` sends EOF to the peer while still reading.
@@ -401,7 +368,7 @@ impl StreamRequest {
     /// ```
     /// use std::io::Write;
     /// use std::net::Shutdown;
-    /// use socketserver::{mock::{run_stream, MockConn}, StreamRequest};
+    /// use socketserver::{testing::{run_stream, MockConn}, StreamRequest};
     /// let conn = MockConn::new();
     /// let probe = conn.probe();
     /// run_stream(&|req: &mut StreamRequest| {
@@ -428,7 +395,7 @@ impl StreamRequest {
     /// ```
     /// use std::io::BufRead;
     /// use std::time::Duration;
-    /// use socketserver::{mock::{run_stream, MockConn}, StreamRequest};
+    /// use socketserver::{testing::{run_stream, MockConn}, StreamRequest};
     /// let handler = |req: &mut StreamRequest| -> anyhow::Result<()> {
     ///     req.set_read_timeout(Some(Duration::from_secs(5)))?;
     ///     let mut hello = String::new();
@@ -453,7 +420,7 @@ impl StreamRequest {
     /// ```
     /// use std::io::Write;
     /// use std::time::Duration;
-    /// use socketserver::{mock::{run_stream, MockConn}, StreamRequest};
+    /// use socketserver::{testing::{run_stream, MockConn}, StreamRequest};
     /// let bulk = |req: &mut StreamRequest| -> anyhow::Result<()> {
     ///     req.set_write_timeout(Some(Duration::from_secs(600)))?; // a large download to a slow reader
     ///     req.write_all(&[0; 4096])?;
@@ -468,36 +435,36 @@ impl StreamRequest {
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.conn.set_write_timeout(timeout)
     }
+}
 
-    /// The connection's socket descriptor, for socket options this crate does not wrap (`SO_KEEPALIVE`,
-    /// `TCP_CORK`, `IP_TOS`, …); `None` for a mock connection. The request keeps owning the socket: do
-    /// not close the descriptor.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::io::Write;
-    /// use std::os::fd::BorrowedFd;
-    /// use nix::sys::socket::{getsockopt, sockopt::TcpNoDelay};
-    /// use socketserver::{StreamRequest, TcpServer};
-    ///
-    /// let mut server = TcpServer::bind("127.0.0.1:0", |req: &mut StreamRequest| {
-    ///     let fd = req.as_raw_fd().expect("a real socket");
-    ///     // SAFETY: the request owns the socket for as long as this borrow is used.
-    ///     let socket = unsafe { BorrowedFd::borrow_raw(fd) };
-    ///     writeln!(req.wfile, "nodelay={}", getsockopt(&socket, TcpNoDelay)?)?;
-    ///     Ok(())
-    /// })?
-    /// .nodelay(true);
-    /// let mut client = std::net::TcpStream::connect(server.local_addr().as_inet().unwrap())?;
-    /// server.handle_request()?;
-    /// let mut reply = String::new();
-    /// std::io::Read::read_to_string(&mut client, &mut reply)?;
-    /// assert_eq!(reply, "nodelay=true\n");
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn as_raw_fd(&self) -> Option<RawFd> {
-        self.conn.raw_fd()
+/// The connection's socket, for socket options this crate does not wrap (`SO_KEEPALIVE`, `TCP_CORK`,
+/// `IP_TOS`, …) through `nix` or `socket2`. The request keeps owning the socket. A
+/// [`MockConn`](crate::testing::MockConn) has an unconnected socket of its own here, so option-setting
+/// code runs unchanged in unit tests.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::Write;
+/// use nix::sys::socket::{getsockopt, setsockopt, sockopt::KeepAlive};
+/// use socketserver::{StreamRequest, TcpServer};
+///
+/// let mut server = TcpServer::bind("127.0.0.1:0", |req: &mut StreamRequest| {
+///     setsockopt(&*req, KeepAlive, &true)?;
+///     let on = getsockopt(&*req, KeepAlive)?;
+///     writeln!(req.wfile, "keepalive={on}")?;
+///     Ok(())
+/// })?;
+/// let mut client = std::net::TcpStream::connect(server.local_addr().as_inet().unwrap())?;
+/// server.handle_request()?;
+/// let mut reply = String::new();
+/// std::io::Read::read_to_string(&mut client, &mut reply)?;
+/// assert_eq!(reply, "keepalive=true\n");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl AsFd for StreamRequest {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.conn.fd()
     }
 }
 
@@ -534,7 +501,7 @@ impl Write for StreamRequest {
 ///
 /// ```
 /// use std::io::Read;
-/// use socketserver::{mock::{run_stream, MockConn}, StreamRequest};
+/// use socketserver::{testing::{run_stream, MockConn}, StreamRequest};
 /// let timed_out = |req: &mut StreamRequest| -> anyhow::Result<()> {
 ///     let mut all = Vec::new();
 ///     let err = req.rfile.read_to_end(&mut all).unwrap_err();
@@ -546,15 +513,23 @@ impl Write for StreamRequest {
 /// ```
 #[derive(Debug)]
 pub struct Reader {
-    conn: Arc<dyn Connection>,
+    conn: Arc<dyn Duplex>,
     timer: Timer,
 }
 
 impl Read for Reader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let conn = &self.conn;
-        self.timer.arm(|t| conn.set_read_timeout(t))?;
-        conn.read(buf).map_err(|e| self.timer.explain(e))
+        loop {
+            self.timer.arm(|t| conn.set_read_timeout(t))?;
+            match conn.read(buf) {
+                // A signal (a drain, a reload) interrupted the read: the kernel does not restart reads
+                // on a socket with a receive timeout, even under `SA_RESTART`. The handler must not see
+                // it, so read again (`arm` keeps the connection's deadline).
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                result => return result.map_err(|e| self.timer.explain(e)),
+            }
+        }
     }
 }
 
@@ -567,7 +542,7 @@ impl Read for Reader {
 /// `rfile` and `wfile` are separate fields, so one call can copy from one to the other:
 ///
 /// ```
-/// use socketserver::{mock::{run_stream, MockConn}, StreamRequest};
+/// use socketserver::{testing::{run_stream, MockConn}, StreamRequest};
 /// let echo = |req: &mut StreamRequest| -> anyhow::Result<()> {
 ///     std::io::copy(&mut req.rfile, &mut req.wfile)?;
 ///     Ok(())
@@ -580,15 +555,21 @@ impl Read for Reader {
 /// ```
 #[derive(Debug)]
 pub struct Writer {
-    conn: Arc<dyn Connection>,
+    conn: Arc<dyn Duplex>,
     timer: Timer,
 }
 
 impl Write for Writer {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let conn = &self.conn;
-        self.timer.arm(|t| conn.set_write_timeout(t))?;
-        conn.write(buf).map_err(|e| self.timer.explain(e))
+        loop {
+            self.timer.arm(|t| conn.set_write_timeout(t))?;
+            match conn.write(buf) {
+                // As for reads: a send with a timeout is not restarted after a signal.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                result => return result.map_err(|e| self.timer.explain(e)),
+            }
+        }
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())

@@ -166,11 +166,7 @@ impl fmt::Display for Cidr {
 }
 
 fn bits_of(ip: IpAddr) -> u8 {
-    if ip.is_ipv4() {
-        32
-    } else {
-        128
-    }
+    if ip.is_ipv4() { 32 } else { 128 }
 }
 
 fn to_bits(ip: IpAddr) -> u128 {

@@ -1,21 +1,24 @@
 //! [`EventLoop`]: one thread, one epoll set, every connection.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::connections::Connections;
+use super::conn::{Conn, ConnId};
+use super::message::MessageHandler;
 use super::output::Flushed;
 use super::peer::Peer;
+use super::registry::Registry;
 use super::timers::IdleTimers;
-use crate::concurrency::Reactor;
-use crate::error::RequestError;
+use crate::error::{RequestError, guarded};
 use crate::framing::{Decoder, FrameBuf};
-use crate::handler::{guarded, Conn, ConnId, MessageHandler, RequestContext};
-use crate::server::{Core, ServeSummary};
-use crate::sys::epoll::{self, Epoll, Event, HUP_OR_ERROR, READABLE, WRITABLE};
-use crate::transport::{Accept, Incoming, Stream, Transport};
+use crate::layer::Progress;
+use crate::serving::{Admitted, Core, Drained, Event, Next, Outcome, ServeSummary, Shared};
+use crate::sys::epoll::{self, Epoll, HUP_OR_ERROR, READABLE, WRITABLE};
+use crate::transport::{Incoming, Stream, Transport};
 
 /// The epoll token of the shutdown eventfd. Connection tokens are `generation << 32 | slot`, which
 /// could only reach these values with four billion slots.
@@ -32,29 +35,45 @@ const ACCEPT_BATCH: usize = 64;
 /// How many readiness reports one `epoll_wait` returns at most.
 const EVENTS: usize = 1024;
 
-/// Serves `core`'s transport with `reactor`'s options until shutdown, then drains.
-///
-/// # Errors
-/// The loop itself failing: `epoll_create1`/`epoll_wait` errors, or the listener breaking.
-pub(crate) fn serve<T, H>(reactor: &Reactor, core: &mut Core<T, H>) -> io::Result<ServeSummary>
+/// The `Reactor` strategy's options, as the loop needs them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LoopOptions {
+    pub(crate) max_connections: usize,
+    pub(crate) write_buffer_limit: usize,
+}
+
+/// Serves `core` until shutdown, then drains; returns how serving ended and, once the loop has
+/// drained, the run's summary.
+pub(crate) fn serve<T, H>(
+    options: LoopOptions,
+    core: &mut Core<T, H>,
+) -> (io::Result<()>, Option<ServeSummary>)
 where
     T: Transport<Kind = Stream>,
     H: MessageHandler,
 {
-    let mut event_loop = EventLoop::new(reactor, core)?;
+    if core.is_closed() {
+        return (Ok(()), None);
+    }
+    let mut event_loop = match EventLoop::new(options, core) {
+        Ok(event_loop) => event_loop,
+        Err(e) => return (Err(e), None),
+    };
     let served = event_loop.run();
     let summary = event_loop.shut_down();
-    served.map(|()| summary)
+    (served, summary)
 }
 
 struct EventLoop<'c, T, H: MessageHandler> {
     core: &'c mut Core<T, H>,
     handler: Arc<H>,
-    ctx: Arc<RequestContext>,
+    shared: Arc<Shared>,
     epoll: Epoll,
-    events: Vec<Event>,
-    conns: Connections<H::Codec>,
+    events: Vec<epoll::Event>,
+    conns: Registry<H::Codec>,
     timers: IdleTimers,
+    /// Connections whose layers are still waiting for the start of the stream, by deadline.
+    layer_deadlines: BinaryHeap<Reverse<(Instant, ConnId)>>,
     /// Every read lands here first; only the bytes of an unfinished frame are kept per connection.
     scratch: Box<[u8]>,
     max_connections: usize,
@@ -72,26 +91,28 @@ where
     T: Transport<Kind = Stream>,
     H: MessageHandler,
 {
-    fn new(reactor: &Reactor, core: &'c mut Core<T, H>) -> io::Result<Self> {
+    fn new(options: LoopOptions, core: &'c mut Core<T, H>) -> io::Result<Self> {
         let epoll = Epoll::new()?;
-        epoll.add(core.shutdown.wake_fd().as_raw_fd(), READABLE, WAKE)?;
-        let listener = match &core.transport {
-            Some(t) => {
-                let fd = t.as_fd().as_raw_fd();
+        epoll.add(core.shutdown().wake_fd().as_raw_fd(), READABLE, WAKE)?;
+        let listener = match core.listener() {
+            Some(fd) => {
+                let fd = fd.as_raw_fd();
                 epoll.add(fd, READABLE, LISTENER)?;
                 Some(fd)
             }
             None => None,
         };
+        let shared = core.shared().clone();
         Ok(EventLoop {
-            handler: core.handler.clone(),
-            ctx: core.context(),
+            handler: core.handler().clone(),
+            conns: Registry::new(options.write_buffer_limit, shared.shutdown().clone()),
+            timers: IdleTimers::new(core.stream_options().read_timeout),
+            shared,
             epoll,
             events: Vec::with_capacity(EVENTS),
-            conns: Connections::new(reactor.write_limit(), core.shutdown.clone()),
-            timers: IdleTimers::new(core.stream.read_timeout),
+            layer_deadlines: BinaryHeap::new(),
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
-            max_connections: reactor.connection_limit(),
+            max_connections: options.max_connections,
             listening: listener.is_some(),
             listener,
             backoff_until: None,
@@ -101,42 +122,65 @@ where
     }
 
     fn run(&mut self) -> io::Result<()> {
-        log::info!("serving on {} (reactor)", self.core.local_addr);
-        while !self.core.shutdown.is_shutdown() {
-            let wake_at = [self.timers.next_deadline(), self.backoff_until]
-                .into_iter()
-                .flatten()
-                .min();
+        self.core.serving(&" (reactor)");
+        while !self.core.shutdown().is_shutdown() {
+            let wake_at = [
+                self.timers.next_deadline(),
+                self.layer_deadlines.peek().map(|Reverse((at, _))| *at),
+                self.backoff_until,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let timeout = wake_at.map(|t| t.saturating_duration_since(Instant::now()));
             self.epoll.wait(&mut self.events, timeout)?;
             for i in 0..self.events.len() {
                 let event = self.events[i];
                 match epoll::token(&event) {
-                    WAKE => self.core.shutdown.mark(),
+                    WAKE => self.core.shutdown().mark(),
                     LISTENER => self.accept()?,
                     token => self.ready(ConnId::from_token(token), epoll::readiness(&event)),
                 }
                 self.settle();
             }
             let now = Instant::now();
-            let slab = &self.conns.slab;
-            for id in self
-                .timers
-                .expire(now, |id| slab.get(id).map(|p| p.last_active))
-            {
-                log::debug!("closing idle connection {id}");
-                self.conns.abort(id);
-            }
+            self.expire(now);
             self.settle();
             if self.backoff_until.is_some_and(|t| t <= now) {
                 self.backoff_until = None;
                 self.update_listening();
             }
-            if let Some(hook) = self.core.service.as_mut() {
-                hook();
-            }
+            self.core.service_actions();
         }
         Ok(())
+    }
+
+    /// Closes connections that idled out, and those whose layers did not get what they needed in time.
+    fn expire(&mut self, now: Instant) {
+        let slab = &self.conns.slab;
+        for id in self
+            .timers
+            .expire(now, |id| slab.get(id).map(|p| p.last_active))
+        {
+            log::debug!("closing idle connection {id}");
+            self.conns.abort(id);
+        }
+        while let Some(&Reverse((at, id))) = self.layer_deadlines.peek() {
+            if at > now {
+                break;
+            }
+            self.layer_deadlines.pop();
+            let Some(peer) = self.conns.slab.get_mut(id) else {
+                continue; // closed since
+            };
+            let Some(layer) = peer.layers.first() else {
+                continue; // done since
+            };
+            let error = layer.timed_out();
+            peer.failed = true;
+            self.shared.report(Some(&peer.addr), &error);
+            self.conns.abort(id);
+        }
     }
 
     /// Accepts up to a batch of pending connections.
@@ -145,22 +189,13 @@ where
             if self.conns.slab.len() >= self.max_connections {
                 break;
             }
-            let Some(transport) = self.core.transport.as_mut() else {
-                break;
-            };
-            match transport.accept() {
-                Ok(Accept::Ready(incoming)) => {
-                    self.core.accepted();
-                    self.open(incoming);
-                }
-                Ok(Accept::Refused(peer, err)) => self.ctx.report(peer.as_ref(), &err),
-                Ok(Accept::WouldBlock) => break,
-                Err(e) => {
-                    let wait = self.core.accept_failed(e, &self.ctx)?;
-                    if !wait.is_zero() {
-                        self.backoff_until = Some(Instant::now() + wait);
-                        break;
-                    }
+            match self.core.next()? {
+                Next::Admitted(admitted) => self.open(admitted),
+                Next::Again => {}
+                Next::Idle | Next::Closed => break,
+                Next::BackOff(wait) => {
+                    self.backoff_until = Some(Instant::now() + wait);
+                    break;
                 }
             }
         }
@@ -184,51 +219,52 @@ where
         }
     }
 
-    /// Takes in one accepted connection: verify, make it non-blocking, watch it, `on_open`.
-    fn open(&mut self, incoming: Incoming) {
-        let Incoming { conn, peer } = incoming;
-        if let Some(verify) = self.core.verify.as_mut() {
-            if !verify(&peer) {
-                log::info!("rejected {peer} (verify_request)");
-                return;
-            }
+    /// Takes in one admitted connection: make it non-blocking, watch it, start its layers, and — if
+    /// none is waiting for anything — `on_open`.
+    fn open(&mut self, admitted: Admitted<Incoming>) {
+        let Admitted { request, ticket } = admitted;
+        let Incoming { conn, peer, .. } = request;
+        if let Err(e) = epoll::set_nonblocking(conn.fd().as_raw_fd()) {
+            self.shared
+                .report(Some(&peer), &RequestError::Connection(e));
+            return;
         }
-        self.core.summary.requests += 1;
-        let prepared = match conn.raw_fd() {
-            Some(fd) => epoll::set_nonblocking(fd).map(|()| fd),
-            None => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "the reactor needs connections with a descriptor",
-            )),
-        };
-        let fd = match prepared.and_then(|fd| {
-            if self.core.stream.nodelay {
-                conn.set_nodelay(true)?;
-            }
-            Ok(fd)
-        }) {
-            Ok(fd) => fd,
-            Err(e) => {
-                self.ctx
-                    .report(Some(&peer), &RequestError::Handler(anyhow::Error::new(e)));
-                return;
-            }
-        };
+        self.shared.emit(Event::Started { peer: &peer });
+        let layers = self.shared.layers.sessions(&peer);
+        let deadline = layers.iter().map(|l| l.deadline()).min();
         let codec = self.handler.codec();
         let id = self
             .conns
             .slab
-            .insert_with(|_| Peer::new(conn, fd, peer, codec));
-        if let Err(e) = self.epoll.add(fd, READABLE, id.token()) {
+            .insert_with(|_| Peer::new(conn, peer, layers, ticket, codec));
+        let fd = self.conns.slab.get(id).map(|p| p.fd);
+        if let Some(Err(e)) = fd.map(|fd| self.epoll.add(fd, READABLE, id.token())) {
             if let Some(peer) = self.conns.slab.remove(id) {
-                self.ctx
-                    .report(Some(&peer.addr), &RequestError::Handler(e.into()));
+                self.shared
+                    .report(Some(&peer.addr), &RequestError::Connection(e));
+                self.finished(&peer.addr, peer.opened, Outcome::Failed);
             }
             return;
         }
         self.timers.schedule(id, Instant::now());
+        match deadline {
+            Some(deadline) => self.layer_deadlines.push(Reverse((deadline, id))),
+            None => self.opened(id),
+        }
+    }
+
+    /// Every layer is done with `id`: the handler sees the connection.
+    fn opened(&mut self, id: ConnId) {
         let handler = self.handler.clone();
         self.call(id, |conn| handler.on_open(conn));
+    }
+
+    fn finished(&self, peer: &crate::addr::Addr, opened: Instant, outcome: Outcome) {
+        self.shared.emit(Event::Finished {
+            peer,
+            elapsed: opened.elapsed(),
+            outcome,
+        });
     }
 
     /// Handles one readiness report for connection `id`.
@@ -260,13 +296,17 @@ where
         };
         match peer.io.read(&mut self.scratch) {
             Ok(0) => {
-                self.deliver(id, true);
+                if peer.layers.is_empty() {
+                    self.deliver(id, true);
+                }
                 self.conns.close_gracefully(id);
             }
             Ok(n) => {
                 peer.last_active = Instant::now();
                 peer.input.extend_from_slice(&self.scratch[..n]);
-                self.deliver(id, false);
+                if self.advance_layers(id) {
+                    self.deliver(id, false);
+                }
             }
             Err(e)
                 if matches!(
@@ -278,6 +318,35 @@ where
                 self.conns.abort(id);
             }
         }
+    }
+
+    /// Feeds `id`'s input to its layers; returns whether they are all done (so the input is the
+    /// handler's). The last layer finishing opens the connection to the handler.
+    fn advance_layers(&mut self, id: ConnId) -> bool {
+        let Some(peer) = self.conns.slab.get_mut(id) else {
+            return false;
+        };
+        if peer.layers.is_empty() {
+            return true;
+        }
+        while let Some(layer) = peer.layers.first_mut() {
+            match layer.advance(&mut peer.input, &mut peer.addr, &mut peer.info) {
+                Ok(Progress::Pending) => return false,
+                Ok(Progress::Done) => {
+                    peer.layers.remove(0);
+                }
+                Err(e) => {
+                    peer.failed = true;
+                    let addr = peer.addr.clone();
+                    self.shared.report(Some(&addr), &e);
+                    self.conns.abort(id);
+                    return false;
+                }
+            }
+        }
+        peer.layers = Vec::new();
+        self.opened(id);
+        true
     }
 
     /// Hands every complete frame of `id`'s input to `on_message`, until the input runs out or the
@@ -307,8 +376,9 @@ where
                 Err(e) => {
                     // The stream can no longer be split into frames: say why, and hang up.
                     peer.input = FrameBuf::new();
+                    peer.failed = true;
                     let err = anyhow::Error::new(e).context("undecodable input");
-                    self.ctx
+                    self.shared
                         .report(Some(&peer.addr), &RequestError::Handler(err));
                     self.conns.close_gracefully(id);
                     return;
@@ -327,7 +397,10 @@ where
             return;
         };
         if let Err(e) = guarded(|| callback(&mut conn)) {
-            self.ctx.report(Some(conn.peer()), &e);
+            self.shared.report(Some(conn.peer()), &e);
+            if let Some(peer) = self.conns.slab.get_mut(id) {
+                peer.failed = true;
+            }
             self.conns.close_gracefully(id);
         }
     }
@@ -384,7 +457,8 @@ where
         }
     }
 
-    /// Closes `id`: `on_close`, then it leaves the epoll set and the slab, and its socket is closed.
+    /// Closes `id`: `on_close` (if the handler saw it open), then it leaves the epoll set and the
+    /// slab, and its socket is closed.
     fn close(&mut self, id: ConnId) {
         let Some(peer) = self.conns.slab.get_mut(id) else {
             return;
@@ -393,43 +467,51 @@ where
             return;
         }
         peer.closed = true;
-        let handler = self.handler.clone();
-        self.call(id, |conn| {
-            handler.on_close(conn);
-            Ok(())
-        });
+        if peer.layers.is_empty() {
+            let handler = self.handler.clone();
+            self.call(id, |conn| {
+                handler.on_close(conn);
+                Ok(())
+            });
+        }
         if let Some(peer) = self.conns.slab.remove(id) {
             // Dropping `peer` closes the socket, which also leaves the epoll set; deleting first keeps
             // the set exact even if the descriptor was duplicated elsewhere.
             let _ = self.epoll.delete(peer.fd);
+            let outcome = if peer.failed {
+                Outcome::Failed
+            } else {
+                Outcome::Ok
+            };
+            self.finished(&peer.addr, peer.opened, outcome);
         }
         self.update_listening();
     }
 
     /// Closes the listener, stops reading, flushes what is queued until the shutdown timeout, then
-    /// closes every connection.
-    fn shut_down(&mut self) -> ServeSummary {
+    /// closes every connection; returns the run's summary.
+    fn shut_down(&mut self) -> Option<ServeSummary> {
         self.shutting_down = true;
-        let _ = self.epoll.delete(self.core.shutdown.wake_fd().as_raw_fd());
-        let force = self.core.shutdown.force_fd().as_raw_fd();
-        let watching_force = self.epoll.add(force, READABLE, FORCE).is_ok();
+        let _ = self
+            .epoll
+            .delete(self.core.shutdown().wake_fd().as_raw_fd());
+        let shared = self.shared.clone();
+        let force = shared.shutdown().force_fd();
+        let watching_force = self.epoll.add(force.as_raw_fd(), READABLE, FORCE).is_ok();
         if let Some(fd) = self.listener.take() {
             let _ = self.epoll.delete(fd);
         }
-        self.core.transport = None;
-        let in_flight = self.conns.slab.len();
-        if in_flight > 0 {
-            log::info!(
-                "shutting down: flushing {in_flight} connection(s) for up to {:?}",
-                self.core.shutdown_timeout
-            );
+        if !self.core.close_listener() {
+            return None;
         }
+        let in_flight = self.conns.slab.len();
+        self.core.draining(in_flight);
         let mut cursor = 0;
         while let Some(id) = self.conns.slab.nth_id_from(&mut cursor) {
             self.conns.close_gracefully(id);
         }
         self.settle();
-        let deadline = Instant::now() + self.core.shutdown_timeout;
+        let deadline = self.core.drain_deadline();
         let mut forced = false;
         while self.conns.slab.len() > 0 && !forced {
             let now = Instant::now();
@@ -453,22 +535,24 @@ where
             }
         }
         if watching_force {
-            let _ = self.epoll.delete(force);
+            let _ = self.epoll.delete(force.as_fd().as_raw_fd());
         }
         let cut = self.conns.slab.len();
-        if cut > 0 {
-            log::warn!("shutdown timeout passed or forced: closing {cut} connection(s) with output pending");
-        }
         let mut cursor = 0;
         while let Some(id) = self.conns.slab.nth_id_from(&mut cursor) {
+            if let Some(peer) = self.conns.slab.get(id) {
+                self.shared.emit(Event::Cut {
+                    peer: Some(&peer.addr),
+                    how: "the connection, with output pending,",
+                });
+            }
             self.conns.abort(id);
         }
         self.settle();
-        let mut summary = std::mem::take(&mut self.core.summary);
-        summary.in_flight_at_shutdown = in_flight;
-        summary.drained = in_flight.saturating_sub(cut);
-        summary.cut = cut;
-        log::info!("stopped serving on {}: {summary:?}", self.core.local_addr);
-        summary
+        Some(self.core.finish(Drained {
+            in_flight,
+            finished: in_flight.saturating_sub(cut),
+            cut,
+        }))
     }
 }

@@ -1,16 +1,26 @@
-//! The event loop behind the [`Reactor`](crate::Reactor) strategy.
+//! The event-loop model: [`MessageHandler`] and what it works with, [`Conn`], served by the
+//! [`Reactor`](crate::Reactor) strategy.
 //!
-//! - [`event_loop`] — the loop: epoll wait, accept, read → decode → `on_message`, flush, close.
-//! - [`connections`] — the open connections and the work handler callbacks leave for the loop.
-//! - [`peer`] — one connection's state; [`output`] — its bounded, lazily allocated send queue.
-//! - [`slab`] — generation-checked storage, so stale ids and events never hit a reused slot.
-//! - [`timers`] — idle deadlines, checked lazily so activity costs nothing.
+//! A message handler is *called* — once when a connection opens, once per decoded message, once when
+//! it closes — and replies by queuing bytes through [`Conn`], to its own connection or any other open
+//! one ([`Conn::send_to`], [`Conn::broadcast_except`]); it never blocks. This is the model for many
+//! mostly idle connections, and for connections that talk to each other (chat, pub/sub).
+//!
+//! Inside:
+//! - `event_loop` — the loop: epoll wait, accept, read → layers → decode → `on_message`, flush, close.
+//! - `registry` — the open connections and the work handler callbacks leave for the loop.
+//! - `peer` — one connection's state; `output` — its bounded, lazily allocated send queue.
+//! - `slab` — generation-checked storage, so stale ids and events never hit a reused slot.
+//! - `timers` — idle deadlines, checked lazily so activity costs nothing.
 
-pub(crate) mod connections;
+mod conn;
 pub(crate) mod event_loop;
-pub(crate) mod output;
-pub(crate) mod peer;
-pub(crate) mod slab;
-pub(crate) mod timers;
+mod message;
+mod output;
+mod peer;
+mod registry;
+mod slab;
+mod timers;
 
-pub(crate) use connections::Connections;
+pub use conn::{Broadcast, Conn, ConnId, SendError};
+pub use message::MessageHandler;

@@ -2,7 +2,7 @@
 
 use std::io;
 
-use crate::transport::Connection;
+use crate::transport::Duplex;
 
 /// Bytes queued for one connection, sent in order as the socket accepts them.
 ///
@@ -53,7 +53,7 @@ impl Output {
     ///
     /// # Errors
     /// The socket's error (`EPIPE`, `ECONNRESET`): the peer is gone and the rest can never be sent.
-    pub(crate) fn flush(&mut self, io: &dyn Connection) -> io::Result<(usize, Flushed)> {
+    pub(crate) fn flush(&mut self, io: &dyn Duplex) -> io::Result<(usize, Flushed)> {
         let mut written = 0;
         while self.sent < self.buf.len() {
             match io.write(&self.buf[self.sent..]) {
@@ -61,14 +61,14 @@ impl Output {
                     return Err(io::Error::new(
                         io::ErrorKind::WriteZero,
                         "the socket accepted no bytes",
-                    ))
+                    ));
                 }
                 Ok(n) => {
                     self.sent += n;
                     written += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Ok((written, Flushed::Partly))
+                    return Ok((written, Flushed::Partly));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -82,7 +82,7 @@ impl Output {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::mock::MockConn;
+    use crate::testing::MockConn;
 
     #[test]
     fn compacts_and_releases() {

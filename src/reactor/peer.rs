@@ -1,22 +1,35 @@
 //! [`Peer`]: everything the event loop keeps about one connection.
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::output::Output;
 use crate::addr::Addr;
 use crate::framing::FrameBuf;
+use crate::layer::Session;
+use crate::serving::Ticket;
 use crate::sys::epoll::{READABLE, WRITABLE};
-use crate::transport::Connection;
+use crate::transport::{ConnInfo, Duplex};
 
 /// One connection's state. Small on purpose (a few hundred bytes): an idle connection holds no buffer
 /// storage, since both `input` and `output` allocate on their first byte and are released when empty.
 #[derive(Debug)]
 pub(crate) struct Peer<C> {
-    pub(crate) io: Arc<dyn Connection>,
+    pub(crate) io: Arc<dyn Duplex>,
     pub(crate) fd: RawFd,
     pub(crate) addr: Addr,
+    /// The per-connection layers still working on the start of the stream (usually none); the
+    /// handler's `on_open` runs once they are all done.
+    pub(crate) layers: Vec<Box<dyn Session>>,
+    /// What the layers learnt.
+    pub(crate) info: ConnInfo,
+    /// When it was accepted, for the connection's duration.
+    pub(crate) opened: Instant,
+    /// A callback failed (or its input could not be decoded): the connection ends as a failure.
+    pub(crate) failed: bool,
+    /// Its place in its peer's connection count, given back when it closes.
+    _ticket: Ticket,
     /// Decodes this connection's input and encodes what is sent to it.
     pub(crate) codec: C,
     /// Received bytes not yet decoded into a frame (part of a frame, usually nothing).
@@ -37,11 +50,23 @@ pub(crate) struct Peer<C> {
 }
 
 impl<C> Peer<C> {
-    pub(crate) fn new(io: Arc<dyn Connection>, fd: RawFd, addr: Addr, codec: C) -> Self {
+    pub(crate) fn new(
+        io: Arc<dyn Duplex>,
+        addr: Addr,
+        layers: Vec<Box<dyn Session>>,
+        ticket: Ticket,
+        codec: C,
+    ) -> Self {
+        let now = Instant::now();
         Peer {
+            fd: io.fd().as_raw_fd(),
             io,
-            fd,
             addr,
+            layers,
+            info: ConnInfo::default(),
+            opened: now,
+            failed: false,
+            _ticket: ticket,
             codec,
             input: FrameBuf::new(),
             output: Output::default(),
@@ -50,7 +75,7 @@ impl<C> Peer<C> {
             closing: false,
             closed: false,
             dirty: false,
-            last_active: Instant::now(),
+            last_active: now,
         }
     }
 

@@ -4,7 +4,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-use crate::handler::ConnId;
+use super::conn::ConnId;
 
 /// The idle deadlines of the loop's connections, soonest first.
 ///

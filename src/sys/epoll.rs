@@ -46,9 +46,8 @@ impl Epoll {
             return Err(context(io::Error::last_os_error(), "epoll_create1(2)"));
         }
         // SAFETY: the kernel just returned this descriptor and nothing else owns it.
-        Ok(Epoll {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Epoll { fd })
     }
 
     fn ctl(&self, op: libc::c_int, fd: RawFd, interest: u32, token: u64) -> io::Result<()> {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use nix::sys::eventfd::{EfdFlags, EventFd as NixEventFd};
 
 pub(crate) mod epoll;
+pub(crate) mod signal;
 
 /// Wraps an `io::Error` so that it says which operation failed on what, keeping its `ErrorKind`.
 ///
@@ -62,8 +63,13 @@ impl AsFd for EventFd {
 /// One descriptor to wait on, and what was seen on it.
 pub(crate) type PollFd = libc::pollfd;
 
-/// Makes a [`PollFd`] that waits for readability of `fd`.
-pub(crate) fn readable(fd: RawFd) -> PollFd {
+/// Makes a [`PollFd`] that waits for readability of `fd`. The caller keeps `fd` open while polling.
+pub(crate) fn readable(fd: impl AsFd) -> PollFd {
+    readable_raw(fd.as_fd().as_raw_fd())
+}
+
+/// [`readable`] for a raw descriptor; `-1` makes an entry `poll` ignores.
+pub(crate) fn readable_raw(fd: RawFd) -> PollFd {
     libc::pollfd {
         fd,
         events: libc::POLLIN,
@@ -156,21 +162,12 @@ pub(crate) fn exit_child(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// Closes a raw descriptor that this process does not otherwise own any more (a forked child's copy of the
-/// listener). Errors are ignored: there is nothing useful to do about a failed close.
-pub(crate) fn close_raw(fd: RawFd) {
-    // SAFETY: called only in a forked child, on descriptors whose owners will never run their destructors.
-    unsafe {
-        libc::close(fd);
-    }
-}
-
 /// `waitpid(pid, WNOHANG)`: `Some(status)` once the child has exited and been reaped, `None` while it runs.
 ///
 /// Only ever called with a pid we forked ourselves: `waitpid(-1)` would steal the exit status of children
 /// that other code in the process owns.
 pub(crate) fn try_reap(pid: libc::pid_t) -> io::Result<Option<ChildExit>> {
-    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
     match waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
         Ok(WaitStatus::StillAlive) => Ok(None),
         Ok(WaitStatus::Exited(_, code)) => Ok(Some(ChildExit::Code(code))),
@@ -194,11 +191,6 @@ pub(crate) enum ChildExit {
 /// Sends `sig` to our child `pid`; a child that is already gone is not an error.
 pub(crate) fn kill(pid: libc::pid_t, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
-}
-
-/// The raw descriptor of anything that has one.
-pub(crate) fn raw(fd: &impl AsFd) -> RawFd {
-    fd.as_fd().as_raw_fd()
 }
 
 /// `recvfrom(2)` with `MSG_TRUNC | MSG_DONTWAIT`: receives one datagram without blocking into `buf` and
@@ -384,6 +376,35 @@ fn unix_peer(addr: &libc::sockaddr_un, len: usize) -> UnixPeer {
             UnixPeer::Path(path.into())
         }
     }
+}
+
+/// Set once the socket-activation descriptors have been claimed, so they are never owned twice.
+static ACTIVATION_CLAIMED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Takes ownership of the `count` descriptors from `first` that a service manager passed to this
+/// process (`LISTEN_FDS`), as [`claim_inherited_fd`] does for each — once per process: `None` when
+/// they were claimed already.
+pub(crate) fn claim_activation_fds(first: RawFd, count: usize) -> Option<Vec<io::Result<OwnedFd>>> {
+    use std::sync::atomic::Ordering;
+    if ACTIVATION_CLAIMED.swap(true, Ordering::SeqCst) {
+        return None;
+    }
+    let claimed = (0..count)
+        .map(|i| {
+            let fd = RawFd::try_from(i)
+                .ok()
+                .and_then(|i| first.checked_add(i))
+                .ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidInput, "descriptor number overflow")
+                })?;
+            // SAFETY: the manager passed these descriptors to this process for it to own (the
+            // caller checked LISTEN_PID); `ACTIVATION_CLAIMED` ensures they are wrapped once, and
+            // nothing else in the crate touches them.
+            unsafe { claim_inherited_fd(fd) }
+        })
+        .collect();
+    Some(claimed)
 }
 
 /// Takes ownership of descriptor `fd`, handed to this process by its parent (systemd's `LISTEN_FDS`, a

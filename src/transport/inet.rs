@@ -5,7 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::sys::socket::{
-    self as nsock, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage,
+    self as nsock, AddressFamily, SockFlag, SockType, SockaddrStorage, sockopt,
 };
 
 use crate::sys::context;

@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixDatagram as StdUnixDatagram, UnixListener};
 
 use nix::sys::socket::{
-    self as nsock, sockopt, AddressFamily, SockType, SockaddrLike, SockaddrStorage,
+    self as nsock, AddressFamily, SockType, SockaddrLike, SockaddrStorage, sockopt,
 };
 
 use super::{Tcp, Udp, UnixDatagram, UnixStream};
@@ -72,7 +72,7 @@ impl fmt::Display for SocketKind {
 ///
 /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?; // as a parent would have bound it
 /// let socket = InheritedSocket::from_fd(listener.into())?;
-/// let server = Server::new(Sequential, socket.into_tcp()?, |_r: &mut StreamRequest| Ok(()))?;
+/// let server = Server::new(Sequential::new(), socket.into_tcp()?, |_r: &mut StreamRequest| Ok(()))?;
 /// println!("listening on {}", server.local_addr());
 /// # Ok::<(), std::io::Error>(())
 /// ```
@@ -133,6 +133,9 @@ impl InheritedSocket {
     /// assert_eq!(socket.kind(), SocketKind::Udp);
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    // The one `unsafe` outside `sys/`: an `unsafe fn` by contract (the caller vouches that nobody else
+    // owns `fd`), whose body only forwards that promise to `sys`.
+    #[allow(unsafe_code)]
     pub unsafe fn from_raw_fd(fd: RawFd) -> io::Result<InheritedSocket> {
         // SAFETY: forwarded from this function's own contract.
         let owned = unsafe { sys::claim_inherited_fd(fd) }?;
@@ -347,7 +350,7 @@ fn inspect(fd: BorrowedFd<'_>) -> io::Result<SocketKind> {
             return Err(context(
                 e.into(),
                 format!("getsockopt(SO_TYPE) on fd {raw}"),
-            ))
+            ));
         }
     };
     let local: SockaddrStorage = nsock::getsockname(raw)
@@ -367,7 +370,7 @@ fn inspect(fd: BorrowedFd<'_>) -> io::Result<SocketKind> {
         other => {
             return Err(invalid(format!(
                 "is a {other:?} socket of family {family:?}, which no transport serves"
-            )))
+            )));
         }
     };
     if matches!(kind, SocketKind::Tcp | SocketKind::UnixStream) && !listening()? {

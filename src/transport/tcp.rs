@@ -2,14 +2,15 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::socket::{self as nsock, SockFlag, SockType};
+use nix::sys::socket::{self as nsock, SockFlag, SockType, sockopt};
 
-use super::inet::{bind_first, bound_socket, BindOptions};
-use super::{sealed, Accept, Connection, Incoming, Kind, Stream, Transport};
+use super::inet::{BindOptions, bind_first, bound_socket};
+use super::sealed::{KindOf, Listen, Pollable};
+use super::{Accept, Duplex, Incoming, Stream, Transport};
 use crate::addr::Addr;
 use crate::sys::context;
 
@@ -49,6 +50,7 @@ pub struct Tcp {
 #[derive(Debug, Clone)]
 pub struct TcpBuilder {
     backlog: i32,
+    nodelay: bool,
     opts: BindOptions,
 }
 
@@ -56,6 +58,7 @@ impl Default for TcpBuilder {
     fn default() -> Self {
         TcpBuilder {
             backlog: libc::SOMAXCONN,
+            nodelay: false,
             opts: BindOptions {
                 reuse_addr: true,
                 ..BindOptions::default()
@@ -132,6 +135,25 @@ impl TcpBuilder {
         self
     }
 
+    /// `TCP_NODELAY` on every accepted connection (default off, as in Python): small writes go out at
+    /// once instead of waiting to be coalesced (Nagle's algorithm). Set on the listener, whose accepted
+    /// sockets inherit it on Linux, so it costs nothing per connection.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nix::sys::socket::{getsockopt, sockopt::TcpNoDelay};
+    /// let tcp = socketserver::Tcp::builder().nodelay(true).bind("127.0.0.1:0")?;
+    /// let _client = std::net::TcpStream::connect(tcp.local_addr())?;
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?; // for comparison: off by default
+    /// assert!(!getsockopt(&listener, TcpNoDelay)?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn nodelay(mut self, on: bool) -> Self {
+        self.nodelay = on;
+        self
+    }
+
     /// Creates, configures, binds and listens: `socket(2)`, `setsockopt(2)`, `bind(2)`, `listen(2)`.
     /// Each address `addr` resolves to is tried in turn, as `std::net::TcpListener::bind` does.
     ///
@@ -155,7 +177,9 @@ impl TcpBuilder {
             let backlog = nsock::Backlog::new(self.backlog).unwrap_or(nsock::Backlog::MAXCONN);
             nsock::listen(&fd, backlog)
                 .map_err(|e| context(e.into(), format!("listen(2) on {addr}")))?;
-            Tcp::from_listener(TcpListener::from(fd))
+            let tcp = Tcp::from_listener(TcpListener::from(fd))?;
+            tcp.set_nodelay(self.nodelay)?;
+            Ok(tcp)
         })
     }
 }
@@ -214,6 +238,29 @@ impl Tcp {
         Ok(Tcp { listener, local })
     }
 
+    /// Sets `TCP_NODELAY` for connections accepted from now on (see [`TcpBuilder::nodelay`]); for a
+    /// listener that was not built here, such as an inherited one.
+    ///
+    /// # Errors
+    /// The `setsockopt(2)` error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?; // say, inherited from a parent
+    /// let tcp = socketserver::Tcp::from_listener(listener)?;
+    /// tcp.set_nodelay(true)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        nsock::setsockopt(&self.listener, sockopt::TcpNoDelay, &on).map_err(|e| {
+            context(
+                e.into(),
+                format!("setsockopt(TCP_NODELAY) on {}", self.local),
+            )
+        })
+    }
+
     /// The bound address, with the real port after binding port 0.
     ///
     /// # Examples
@@ -228,22 +275,23 @@ impl Tcp {
     }
 }
 
-impl sealed::Sealed for Tcp {}
-
 impl Transport for Tcp {
-    type Kind = Stream;
-
     fn local_addr(&self) -> io::Result<Addr> {
         Ok(Addr::Inet(self.local))
     }
+}
 
-    fn accept(&mut self) -> io::Result<Accept<<Stream as Kind>::Request>> {
-        // std's accept is accept4(SOCK_CLOEXEC); the accepted socket is blocking, as handlers expect.
+impl Listen for Tcp {
+    type Kind = Stream;
+
+    fn accept(&mut self) -> io::Result<Accept<<Stream as KindOf>::Request>> {
+        // std's accept is accept4(SOCK_CLOEXEC); the accepted socket is blocking, as handlers expect,
+        // and inherits TCP_NODELAY from the listener.
         match self.listener.accept() {
-            Ok((stream, peer)) => Ok(Accept::Ready(Incoming {
-                conn: Arc::new(TcpConn(stream)),
-                peer: Addr::Inet(peer),
-            })),
+            Ok((stream, peer)) => Ok(Accept::Ready(Incoming::new(
+                Arc::new(TcpConn(stream)),
+                Addr::Inet(peer),
+            ))),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Accept::WouldBlock),
             Err(e) => Err(context(e, format!("accept(2) on {}", self.local))),
         }
@@ -254,13 +302,13 @@ impl Transport for Tcp {
     }
 }
 
+impl Pollable for Tcp {}
+
 /// An accepted TCP connection.
 #[derive(Debug)]
-pub(crate) struct TcpConn(pub(crate) TcpStream);
+struct TcpConn(TcpStream);
 
-impl sealed::Sealed for TcpConn {}
-
-impl Connection for TcpConn {
+impl Duplex for TcpConn {
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         (&self.0).read(buf)
     }
@@ -276,10 +324,7 @@ impl Connection for TcpConn {
     fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.0.set_write_timeout(timeout)
     }
-    fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
-        self.0.set_nodelay(nodelay)
-    }
-    fn raw_fd(&self) -> Option<RawFd> {
-        Some(self.0.as_raw_fd())
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
     }
 }

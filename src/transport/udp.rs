@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use nix::sys::socket::{SockFlag, SockType};
 
-use super::inet::{bind_first, bound_socket, BindOptions};
-use super::{sealed, Accept, Datagram, DatagramSocket, Kind, Packet, Transport};
+use super::inet::{BindOptions, bind_first, bound_socket};
+use super::sealed::{KindOf, Listen};
+use super::{Accept, Datagram, DatagramSocket, Packet, Transport};
 use crate::addr::Addr;
 use crate::error::RequestError;
 use crate::sys::{self, context};
@@ -75,7 +76,7 @@ impl UdpBuilder {
     /// let udp = Udp::builder().max_packet_size(4).bind("127.0.0.1:0")?;
     /// let errors = Arc::new(Mutex::new(Vec::new()));
     /// let seen = errors.clone();
-    /// let mut server = Server::new(Sequential, udp, |_r: &mut DatagramRequest| Ok(()))?
+    /// let mut server = Server::new(Sequential::new(), udp, |_r: &mut DatagramRequest| Ok(()))?
     ///     .handle_error(move |_peer, err| seen.lock().unwrap().push(matches!(err, RequestError::DatagramTruncated { .. })));
     ///
     /// let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
@@ -222,16 +223,16 @@ impl Udp {
     }
 }
 
-impl sealed::Sealed for Udp {}
-
 impl Transport for Udp {
-    type Kind = Datagram;
-
     fn local_addr(&self) -> io::Result<Addr> {
         Ok(Addr::Inet(self.local))
     }
+}
 
-    fn accept(&mut self) -> io::Result<Accept<<Datagram as Kind>::Request>> {
+impl Listen for Udp {
+    type Kind = Datagram;
+
+    fn accept(&mut self) -> io::Result<Accept<<Datagram as KindOf>::Request>> {
         let fd = self.socket.0.as_raw_fd();
         let (len, from) = match sys::recv_from_trunc(fd, &mut self.buf) {
             Ok(r) => r,
@@ -264,8 +265,6 @@ impl Transport for Udp {
 /// The UDP socket as replies see it.
 #[derive(Debug)]
 struct UdpReply(UdpSocket);
-
-impl sealed::Sealed for UdpReply {}
 
 impl DatagramSocket for UdpReply {
     fn send_to(&self, buf: &[u8], peer: &Addr) -> io::Result<usize> {

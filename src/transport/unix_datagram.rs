@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use nix::sys::socket::{SockFlag, SockType};
 
+use super::sealed::{KindOf, Listen};
 use super::unix_path::{self, PathOptions, SocketPath, Target};
 use super::unix_stream::target_of;
-use super::{sealed, Accept, Datagram, DatagramSocket, Kind, Packet, Transport};
+use super::{Accept, Datagram, DatagramSocket, Packet, Transport};
 use crate::addr::Addr;
 use crate::error::RequestError;
-use crate::server::{Serve, Server};
-use crate::sys::{self, context, UnixPeer};
+use crate::sys::{self, UnixPeer, context};
 
 /// The default receive buffer, as for UDP: larger datagrams are reported, not served.
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 65_535;
@@ -390,16 +390,16 @@ impl UnixDatagram {
     }
 }
 
-impl sealed::Sealed for UnixDatagram {}
-
 impl Transport for UnixDatagram {
-    type Kind = Datagram;
-
     fn local_addr(&self) -> io::Result<Addr> {
         Ok(Addr::Unix(self.local.clone()))
     }
+}
 
-    fn accept(&mut self) -> io::Result<Accept<<Datagram as Kind>::Request>> {
+impl Listen for UnixDatagram {
+    type Kind = Datagram;
+
+    fn accept(&mut self) -> io::Result<Accept<<Datagram as KindOf>::Request>> {
         let fd = self.socket.0.as_raw_fd();
         let (len, from) = match sys::recv_from_unix_trunc(fd, &mut self.buf) {
             Ok(r) => r,
@@ -438,8 +438,6 @@ impl Transport for UnixDatagram {
 #[derive(Debug)]
 struct UnixReply(StdUnixDatagram);
 
-impl sealed::Sealed for UnixReply {}
-
 impl DatagramSocket for UnixReply {
     fn send_to(&self, buf: &[u8], peer: &Addr) -> io::Result<usize> {
         match peer.as_unix() {
@@ -453,30 +451,5 @@ impl DatagramSocket for UnixReply {
                 format!("cannot send a Unix datagram reply to {peer}"),
             )),
         }
-    }
-}
-
-impl<C, H> Server<C, UnixDatagram, H>
-where
-    C: Serve<UnixDatagram, H> + Default,
-{
-    /// Binds a Unix datagram server to `path` with the default transport options and the strategy's
-    /// defaults (Python's `UnixDatagramServer(path, Handler)`). The path is removed when the server
-    /// closes.
-    ///
-    /// # Errors
-    /// See [`UnixDatagramBuilder::bind`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use socketserver::{DatagramRequest, UnixDatagramServer};
-    /// let dir = tempfile::tempdir()?;
-    /// let server = UnixDatagramServer::bind(dir.path().join("d"), |_r: &mut DatagramRequest| Ok(()))?;
-    /// println!("listening on {}", server.local_addr());
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn bind(path: impl AsRef<Path>, handler: H) -> io::Result<Self> {
-        Server::new(C::default(), UnixDatagram::bind(path)?, handler)
     }
 }

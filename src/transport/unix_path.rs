@@ -184,7 +184,7 @@ fn clear_the_way(ty: SockType, path: &Path, replace_stale: bool) -> io::Result<(
         Probe::Unknown(e) => {
             return Err(in_use(format!(
                 "a socket is there and probing it failed ({e}); it is left alone"
-            )))
+            )));
         }
         Probe::Stale => {}
     }

@@ -7,7 +7,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr as UnixSocketAddr, UnixListener, UnixStream as StdUnixStream};
 use std::path::Path;
@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use nix::sys::socket::{self as nsock, SockFlag, SockType, SockaddrLike};
 
+use super::sealed::{KindOf, Listen, Pollable};
 use super::unix_path::{self, PathOptions, SocketPath, Target};
-use super::{sealed, Accept, Connection, Incoming, Kind, Stream, Transport};
+use super::{Accept, Duplex, Incoming, Stream, Transport};
 use crate::addr::Addr;
-use crate::server::{Serve, Server};
 use crate::sys::context;
 
 /// A listening Unix stream socket: Python's `UnixStreamServer` transport.
@@ -370,22 +370,22 @@ impl UnixStream {
     }
 }
 
-impl sealed::Sealed for UnixStream {}
-
 impl Transport for UnixStream {
-    type Kind = Stream;
-
     fn local_addr(&self) -> io::Result<Addr> {
         Ok(Addr::Unix(self.local.clone()))
     }
+}
 
-    fn accept(&mut self) -> io::Result<Accept<<Stream as Kind>::Request>> {
+impl Listen for UnixStream {
+    type Kind = Stream;
+
+    fn accept(&mut self) -> io::Result<Accept<<Stream as KindOf>::Request>> {
         // std's accept is accept4(SOCK_CLOEXEC); the accepted socket is blocking, as handlers expect.
         match self.listener.accept() {
-            Ok((stream, peer)) => Ok(Accept::Ready(Incoming {
-                conn: Arc::new(UnixConn(stream)),
-                peer: Addr::Unix(peer),
-            })),
+            Ok((stream, peer)) => Ok(Accept::Ready(Incoming::new(
+                Arc::new(UnixConn(stream)),
+                Addr::Unix(peer),
+            ))),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Accept::WouldBlock),
             Err(e) => Err(context(
                 e,
@@ -399,13 +399,13 @@ impl Transport for UnixStream {
     }
 }
 
+impl Pollable for UnixStream {}
+
 /// An accepted Unix stream connection.
 #[derive(Debug)]
-pub(crate) struct UnixConn(pub(crate) StdUnixStream);
+struct UnixConn(StdUnixStream);
 
-impl sealed::Sealed for UnixConn {}
-
-impl Connection for UnixConn {
+impl Duplex for UnixConn {
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         (&self.0).read(buf)
     }
@@ -421,8 +421,8 @@ impl Connection for UnixConn {
     fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.0.set_write_timeout(timeout)
     }
-    fn raw_fd(&self) -> Option<RawFd> {
-        Some(self.0.as_raw_fd())
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
     }
 }
 
@@ -468,11 +468,7 @@ pub struct PeerCredentials {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn peer_credentials(socket: &impl AsFd) -> io::Result<PeerCredentials> {
-    peer_credentials_of(socket.as_fd().as_raw_fd())
-}
-
-/// [`peer_credentials`] for a descriptor the caller keeps open (a request's connection).
-pub(crate) fn peer_credentials_of(fd: RawFd) -> io::Result<PeerCredentials> {
+    let fd = socket.as_fd().as_raw_fd();
     let local: nsock::SockaddrStorage =
         nsock::getsockname(fd).map_err(|e| context(e.into(), "getsockname(2) for SO_PEERCRED"))?;
     if local.family() != Some(nsock::AddressFamily::Unix) {
@@ -500,30 +496,5 @@ pub(crate) fn target_of(addr: &UnixSocketAddr) -> io::Result<Target<'_>> {
             io::ErrorKind::InvalidInput,
             "cannot bind to an unnamed Unix address",
         ))
-    }
-}
-
-impl<C, H> Server<C, UnixStream, H>
-where
-    C: Serve<UnixStream, H> + Default,
-{
-    /// Binds a Unix stream server to `path` with the default transport options and the strategy's
-    /// defaults (Python's `UnixStreamServer(path, Handler)`). The path is removed when the server
-    /// closes.
-    ///
-    /// # Errors
-    /// See [`UnixStreamBuilder::bind`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use socketserver::{StreamRequest, ThreadingUnixStreamServer};
-    /// let dir = tempfile::tempdir()?;
-    /// let server = ThreadingUnixStreamServer::bind(dir.path().join("s"), |_r: &mut StreamRequest| Ok(()))?;
-    /// println!("listening on {}", server.local_addr());
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn bind(path: impl AsRef<Path>, handler: H) -> io::Result<Self> {
-        Server::new(C::default(), UnixStream::bind(path)?, handler)
     }
 }

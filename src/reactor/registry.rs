@@ -1,19 +1,19 @@
-//! [`Connections`]: the open connections of one event loop, and the work their handlers left for it.
+//! [`Registry`]: the open connections of one event loop, and the work their handlers left for it.
 
+use super::conn::{Broadcast, ConnId, SendError};
 use super::peer::Peer;
 use super::slab::Slab;
 use crate::framing::Encoder;
-use crate::handler::{Broadcast, ConnId, SendError};
 use crate::shutdown::ShutdownHandle;
 
 /// The loop's connections plus two work lists that handler calls fill and the loop empties after
 /// each call: connections with new output to flush, and connections to close at once.
 ///
-/// Handlers never touch a socket: [`Conn`](crate::handler::Conn) methods only queue bytes and mark
+/// Handlers never touch a socket: [`Conn`](super::Conn) methods only queue bytes and mark
 /// work here, so a handler can neither block the loop on a write nor close a connection out from under
 /// an event still being processed.
 #[derive(Debug)]
-pub(crate) struct Connections<C> {
+pub(crate) struct Registry<C> {
     pub(crate) slab: Slab<Peer<C>>,
     /// Connections with output to flush (or that finished closing), each listed once (`Peer::dirty`).
     pub(crate) dirty: Vec<ConnId>,
@@ -24,9 +24,9 @@ pub(crate) struct Connections<C> {
     pub(crate) shutdown: ShutdownHandle,
 }
 
-impl<C> Connections<C> {
+impl<C> Registry<C> {
     pub(crate) fn new(limit: usize, shutdown: ShutdownHandle) -> Self {
-        Connections {
+        Registry {
             slab: Slab::new(),
             dirty: Vec::new(),
             doomed: Vec::new(),
@@ -37,11 +37,11 @@ impl<C> Connections<C> {
 
     /// Lists `id` for a flush (once).
     pub(crate) fn mark_dirty(&mut self, id: ConnId) {
-        if let Some(peer) = self.slab.get_mut(id) {
-            if !peer.dirty {
-                peer.dirty = true;
-                self.dirty.push(id);
-            }
+        if let Some(peer) = self.slab.get_mut(id)
+            && !peer.dirty
+        {
+            peer.dirty = true;
+            self.dirty.push(id);
         }
     }
 
@@ -55,16 +55,16 @@ impl<C> Connections<C> {
 
     /// Closes `id` at once, discarding its queued output.
     pub(crate) fn abort(&mut self, id: ConnId) {
-        if let Some(peer) = self.slab.get_mut(id) {
-            if !peer.closed {
-                peer.output.clear();
-                self.doomed.push(id);
-            }
+        if let Some(peer) = self.slab.get_mut(id)
+            && !peer.closed
+        {
+            peer.output.clear();
+            self.doomed.push(id);
         }
     }
 }
 
-impl<C: Encoder<[u8]>> Connections<C> {
+impl<C: Encoder<[u8]>> Registry<C> {
     /// Encodes `item` onto `id`'s output. With `bounded`, refuses (queuing nothing) when that would take
     /// the queue past the limit; the connection's own replies are not bounded here, since reading from
     /// it pauses instead.
@@ -90,7 +90,7 @@ impl<C: Encoder<[u8]>> Connections<C> {
         Ok(())
     }
 
-    /// Sends `item` to every open connection but `except`; see [`Conn::broadcast_except`](crate::handler::Conn::broadcast_except).
+    /// Sends `item` to every open connection but `except`; see [`Conn::broadcast_except`](super::Conn::broadcast_except).
     pub(crate) fn broadcast_except(
         &mut self,
         except: ConnId,

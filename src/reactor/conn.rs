@@ -3,9 +3,9 @@
 
 use std::fmt;
 
+use super::registry::Registry;
 use crate::addr::Addr;
 use crate::framing::{Encoder, FrameError};
-use crate::reactor::Connections;
 use crate::shutdown::ShutdownHandle;
 
 /// Names one connection of a [`Reactor`](crate::Reactor) for as long as it is open.
@@ -16,7 +16,7 @@ use crate::shutdown::ShutdownHandle;
 /// # Examples
 ///
 /// ```
-/// use socketserver::handler::{Conn, MessageHandler};
+/// use socketserver::reactor::{Conn, MessageHandler};
 /// use socketserver::framing::Lines;
 ///
 /// /// Tells each client its id.
@@ -78,7 +78,7 @@ impl fmt::Display for ConnId {
 /// # Examples
 ///
 /// ```
-/// use socketserver::handler::SendError;
+/// use socketserver::reactor::SendError;
 /// assert_eq!(SendError::Full.to_string(), "the connection's output buffer is full");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,7 +118,7 @@ impl std::error::Error for SendError {
 /// # Examples
 ///
 /// ```
-/// let b = socketserver::handler::Broadcast::default();
+/// let b = socketserver::reactor::Broadcast::default();
 /// assert_eq!(b.sent, 0);
 /// assert!(b.full.is_empty());
 /// ```
@@ -143,7 +143,7 @@ pub struct Broadcast {
 /// # Examples
 ///
 /// ```
-/// use socketserver::handler::{Conn, MessageHandler};
+/// use socketserver::reactor::{Conn, MessageHandler};
 /// use socketserver::framing::Lines;
 ///
 /// /// Replies to each line with its length, and hangs up on "bye".
@@ -171,7 +171,7 @@ pub struct Broadcast {
 pub struct Conn<'a, C> {
     id: ConnId,
     peer: Addr,
-    conns: &'a mut Connections<C>,
+    conns: &'a mut Registry<C>,
 }
 
 impl<C> fmt::Debug for Conn<'_, C> {
@@ -185,7 +185,7 @@ impl<C> fmt::Debug for Conn<'_, C> {
 
 impl<'a, C> Conn<'a, C> {
     /// A view of open connection `id`; `None` if it is not open.
-    pub(crate) fn new(id: ConnId, conns: &'a mut Connections<C>) -> Option<Self> {
+    pub(crate) fn new(id: ConnId, conns: &'a mut Registry<C>) -> Option<Self> {
         let peer = conns.slab.get(id)?.addr.clone();
         Some(Conn { id, peer, conns })
     }
@@ -197,7 +197,7 @@ impl<'a, C> Conn<'a, C> {
     /// ```
     /// use std::io::{BufRead, BufReader, Write};
     /// use socketserver::framing::Lines;
-    /// use socketserver::handler::{Conn, MessageHandler};
+    /// use socketserver::reactor::{Conn, MessageHandler};
     ///
     /// struct WhoAmI;
     /// impl MessageHandler for WhoAmI {
@@ -233,7 +233,7 @@ impl<'a, C> Conn<'a, C> {
     /// ```
     /// use std::io::{BufRead, BufReader, Write};
     /// use socketserver::framing::Lines;
-    /// use socketserver::handler::{Conn, MessageHandler};
+    /// use socketserver::reactor::{Conn, MessageHandler};
     ///
     /// struct Mirror;
     /// impl MessageHandler for Mirror {
@@ -270,9 +270,9 @@ impl<'a, C> Conn<'a, C> {
     /// ```
     /// use std::io::{BufRead, BufReader, Write};
     /// use socketserver::framing::Lines;
-    /// use socketserver::handler::{Conn, MessageHandler};
+    /// use socketserver::reactor::{Conn, MessageHandler};
     /// use std::sync::Mutex;
-    /// use socketserver::handler::ConnId;
+    /// use socketserver::reactor::ConnId;
     ///
     /// struct Host(Mutex<Option<ConnId>>);
     /// impl MessageHandler for Host {
@@ -315,7 +315,7 @@ impl<'a, C> Conn<'a, C> {
     /// ```
     /// use std::io::{BufRead, BufReader};
     /// use socketserver::framing::Lines;
-    /// use socketserver::handler::{Conn, MessageHandler};
+    /// use socketserver::reactor::{Conn, MessageHandler};
     ///
     /// struct Lobby;
     /// impl MessageHandler for Lobby {
@@ -354,7 +354,7 @@ impl<'a, C> Conn<'a, C> {
     /// ```
     /// use std::io::{BufRead, BufReader, Write};
     /// use socketserver::framing::Lines;
-    /// use socketserver::handler::{Conn, MessageHandler};
+    /// use socketserver::reactor::{Conn, MessageHandler};
     ///
     /// struct Queued;
     /// impl MessageHandler for Queued {
@@ -392,7 +392,7 @@ impl<'a, C> Conn<'a, C> {
     /// ```
     /// use std::io::{Read, Write};
     /// use socketserver::framing::Lines;
-    /// use socketserver::handler::{Conn, MessageHandler};
+    /// use socketserver::reactor::{Conn, MessageHandler};
     ///
     /// struct Polite;
     /// impl MessageHandler for Polite {
@@ -431,7 +431,7 @@ impl<'a, C> Conn<'a, C> {
     /// ```
     /// use std::io::{Read, Write};
     /// use socketserver::framing::Lines;
-    /// use socketserver::handler::{Conn, MessageHandler};
+    /// use socketserver::reactor::{Conn, MessageHandler};
     ///
     /// struct Strict;
     /// impl MessageHandler for Strict {
@@ -472,7 +472,7 @@ impl<'a, C> Conn<'a, C> {
     /// ```
     /// use std::io::Write;
     /// use socketserver::framing::Lines;
-    /// use socketserver::handler::{Conn, MessageHandler};
+    /// use socketserver::reactor::{Conn, MessageHandler};
     ///
     /// struct Admin;
     /// impl MessageHandler for Admin {
@@ -514,7 +514,7 @@ impl<C: Encoder<[u8]>> Conn<'_, C> {
     /// ```
     /// use std::io::{BufRead, BufReader, Write};
     /// use socketserver::framing::Lines;
-    /// use socketserver::handler::{Conn, MessageHandler};
+    /// use socketserver::reactor::{Conn, MessageHandler};
     ///
     /// struct Reverse;
     /// impl MessageHandler for Reverse {
@@ -555,9 +555,9 @@ impl<C: Encoder<[u8]>> Conn<'_, C> {
     /// ```
     /// use std::io::{BufRead, BufReader, Write};
     /// use socketserver::framing::Lines;
-    /// use socketserver::handler::{Conn, MessageHandler};
+    /// use socketserver::reactor::{Conn, MessageHandler};
     /// use std::sync::Mutex;
-    /// use socketserver::handler::ConnId;
+    /// use socketserver::reactor::ConnId;
     ///
     /// struct Relay { members: Mutex<Vec<ConnId>> }
     /// impl MessageHandler for Relay {
@@ -612,9 +612,9 @@ impl<C: Encoder<[u8]>> Conn<'_, C> {
     /// ```
     /// use std::io::{BufRead, BufReader, Write};
     /// use socketserver::framing::Lines;
-    /// use socketserver::handler::{Conn, MessageHandler};
+    /// use socketserver::reactor::{Conn, MessageHandler};
     /// use std::sync::Mutex;
-    /// use socketserver::handler::ConnId;
+    /// use socketserver::reactor::ConnId;
     ///
     /// struct Room { members: Mutex<Vec<ConnId>> }
     /// impl MessageHandler for Room {

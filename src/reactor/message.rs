@@ -6,7 +6,7 @@ use crate::framing::{Decoder, Encoder};
 /// Serves the messages of many connections from one event-loop thread: the handler of the
 /// [`Reactor`](crate::Reactor) strategy.
 ///
-/// Where a [`StreamHandler`](super::StreamHandler) owns its connection and blocks reading it, a message
+/// Where a [`StreamHandler`](crate::StreamHandler) owns its connection and blocks reading it, a message
 /// handler is *called*: once when a connection opens, once per complete message (a frame cut from the
 /// byte stream by the handler's [`Codec`](Self::Codec)), and once when it closes. It replies — to this
 /// connection or to any other one — by queuing bytes through [`Conn`], never by writing to a socket, and
@@ -27,7 +27,7 @@ use crate::framing::{Decoder, Encoder};
 ///
 /// ```
 /// use socketserver::framing::Lines;
-/// use socketserver::handler::{Conn, MessageHandler};
+/// use socketserver::reactor::{Conn, MessageHandler};
 /// use socketserver::{Reactor, Server, Tcp};
 ///
 /// struct Upper;

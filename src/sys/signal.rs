@@ -1,0 +1,212 @@
+//! Signal plumbing: handlers that do what a cross-thread handle does (set a flag, write an eventfd),
+//! and the signal mask held around `fork(2)`.
+//!
+//! A routed signal's handler is async-signal-safe: an atomic store and one `write(2)`, nothing else.
+//! Which flag and which eventfd it pokes is kept in statics the handler reads; the caller keeps both
+//! alive for as long as the route stands (the public `signals` module keeps every handle it was ever
+//! given, so a handler running during a re-route never touches freed memory).
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicUsize, Ordering};
+
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+
+use super::context;
+
+/// Linux signal numbers are below 65.
+const SLOTS: usize = 65;
+
+/// What a handler pokes: a flag it sets and an eventfd it writes, the two halves of a
+/// [`ShutdownHandle::shutdown`](crate::ShutdownHandle::shutdown).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Poke {
+    flag: *const AtomicBool,
+    fd: RawFd,
+}
+
+impl Poke {
+    /// A poke of `flag` and `fd`. Both must outlive every route that uses this poke.
+    pub(crate) fn new(flag: &AtomicBool, fd: BorrowedFd<'_>) -> Poke {
+        Poke {
+            flag,
+            fd: fd.as_raw_fd(),
+        }
+    }
+
+    /// A poke of eventfd `fd` alone. It must outlive every route that uses this poke.
+    pub(crate) fn eventfd(fd: BorrowedFd<'_>) -> Poke {
+        Poke {
+            flag: std::ptr::null(),
+            fd: fd.as_raw_fd(),
+        }
+    }
+}
+
+/// One signal's route, read by the handler.
+struct Route {
+    first_flag: AtomicPtr<AtomicBool>,
+    first_fd: AtomicI32,
+    repeat_flag: AtomicPtr<AtomicBool>,
+    repeat_fd: AtomicI32,
+    /// The signals routed together share one delivery count, kept at the index of the first of them.
+    group: AtomicUsize,
+    routed: AtomicBool,
+}
+
+#[allow(clippy::declare_interior_mutable_const)] // a template for the array below, never used directly
+const UNROUTED: Route = Route {
+    first_flag: AtomicPtr::new(std::ptr::null_mut()),
+    first_fd: AtomicI32::new(-1),
+    repeat_flag: AtomicPtr::new(std::ptr::null_mut()),
+    repeat_fd: AtomicI32::new(-1),
+    group: AtomicUsize::new(0),
+    routed: AtomicBool::new(false),
+};
+static ROUTES: [Route; SLOTS] = [UNROUTED; SLOTS];
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO: AtomicUsize = AtomicUsize::new(0);
+static DELIVERED: [AtomicUsize; SLOTS] = [ZERO; SLOTS];
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let Some(route) = usize::try_from(sig).ok().and_then(|s| ROUTES.get(s)) else {
+        return;
+    };
+    let group = route.group.load(Ordering::SeqCst);
+    let first = DELIVERED
+        .get(group)
+        .is_none_or(|n| n.fetch_add(1, Ordering::SeqCst) == 0);
+    let repeat_fd = route.repeat_fd.load(Ordering::SeqCst);
+    let (flag, fd) = if first || repeat_fd < 0 {
+        (&route.first_flag, route.first_fd.load(Ordering::SeqCst))
+    } else {
+        (&route.repeat_flag, repeat_fd)
+    };
+    let flag = flag.load(Ordering::SeqCst);
+    // SAFETY: a non-null flag pointer was stored by `route` from a live `&AtomicBool` whose owner keeps
+    // it alive while routed (see the module docs); an atomic store is async-signal-safe.
+    if let Some(flag) = unsafe { flag.as_ref() } {
+        flag.store(true, Ordering::SeqCst);
+    }
+    write_eventfd(fd);
+}
+
+/// Adds one to eventfd `fd` (if any), from a signal handler.
+fn write_eventfd(fd: RawFd) {
+    if fd < 0 {
+        return;
+    }
+    let one: u64 = 1;
+    // SAFETY: write(2) is async-signal-safe and `one` outlives the call; errno is saved and restored so
+    // the interrupted code does not see ours.
+    unsafe {
+        let saved = *libc::__errno_location();
+        libc::write(fd, (&one as *const u64).cast(), 8);
+        *libc::__errno_location() = saved;
+    }
+}
+
+/// Routes `signals` to `first` (their first delivery, counted together) and, if given, later deliveries
+/// to `repeat`. Signals in `one_shot` revert to their default action once delivered (`SA_RESETHAND`),
+/// so the next one ends the process. Handlers restart interrupted syscalls where the kernel allows
+/// (`SA_RESTART`).
+///
+/// # Errors
+/// `sigaction(2)` failing.
+pub(crate) fn route(
+    signals: &[Signal],
+    first: Poke,
+    repeat: Option<Poke>,
+    one_shot: &[Signal],
+) -> io::Result<()> {
+    let Some(group) = signals.first().map(|&s| s as usize) else {
+        return Ok(());
+    };
+    if let Some(count) = DELIVERED.get(group) {
+        count.store(0, Ordering::SeqCst);
+    }
+    for &sig in signals {
+        let Some(route) = ROUTES.get(sig as usize) else {
+            continue;
+        };
+        route
+            .first_flag
+            .store(first.flag.cast_mut(), Ordering::SeqCst);
+        route.first_fd.store(first.fd, Ordering::SeqCst);
+        let (flag, fd) = repeat.map_or((std::ptr::null(), -1), |r| (r.flag, r.fd));
+        route.repeat_flag.store(flag.cast_mut(), Ordering::SeqCst);
+        route.repeat_fd.store(fd, Ordering::SeqCst);
+        route.group.store(group, Ordering::SeqCst);
+        let mut flags = SaFlags::SA_RESTART;
+        if one_shot.contains(&sig) {
+            flags |= SaFlags::SA_RESETHAND;
+        }
+        install(sig, SigHandler::Handler(on_signal), flags)?;
+        route.routed.store(true, Ordering::SeqCst);
+    }
+    Ok(())
+}
+
+/// In a freshly forked child: every routed signal back to its default action, every route forgotten,
+/// so the parent's handlers never run here (they would poke the parent's shared eventfds).
+pub(crate) fn reset_in_child() {
+    for (sig, route) in ROUTES.iter().enumerate() {
+        if !route.routed.swap(false, Ordering::SeqCst) {
+            continue;
+        }
+        route.first_fd.store(-1, Ordering::SeqCst);
+        route.repeat_fd.store(-1, Ordering::SeqCst);
+        route
+            .first_flag
+            .store(std::ptr::null_mut(), Ordering::SeqCst);
+        route
+            .repeat_flag
+            .store(std::ptr::null_mut(), Ordering::SeqCst);
+        if let Ok(sig) = Signal::try_from(sig as libc::c_int) {
+            let _ = install(sig, SigHandler::SigDfl, SaFlags::empty());
+        }
+    }
+}
+
+fn install(sig: Signal, handler: SigHandler, flags: SaFlags) -> io::Result<()> {
+    let action = SigAction::new(handler, flags, SigSet::empty());
+    // SAFETY: the only handler installed here is `on_signal`, which performs async-signal-safe
+    // operations only; SIG_DFL is always sound.
+    unsafe { nix::sys::signal::sigaction(sig, &action) }
+        .map(drop)
+        .map_err(|e| context(e.into(), format!("sigaction(2) for {sig}")))
+}
+
+/// Blocks `signals` until dropped: held around `fork(2)`, so that a child never runs the parent's
+/// handlers before it has reset them. A signal sent meanwhile stays pending and is delivered once the
+/// mask is restored, to whichever handler is then in place.
+#[derive(Debug)]
+pub(crate) struct Blocked {
+    old: SigSet,
+}
+
+impl Blocked {
+    /// `sigprocmask(2)`: blocks `signals`, remembering the previous mask.
+    pub(crate) fn new(signals: &[Signal]) -> io::Result<Blocked> {
+        let mut blocked = SigSet::empty();
+        for &sig in signals {
+            blocked.add(sig);
+        }
+        let mut old = SigSet::empty();
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), Some(&mut old))
+            .map_err(|e| context(e.into(), "sigprocmask(2)"))?;
+        Ok(Blocked { old })
+    }
+}
+
+impl Drop for Blocked {
+    fn drop(&mut self) {
+        let _ = set_mask(&self.old);
+    }
+}
+
+/// `sigprocmask(SIG_SETMASK)`.
+pub(crate) fn set_mask(mask: &SigSet) -> io::Result<()> {
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None)
+        .map_err(|e| context(e.into(), "sigprocmask(2)"))
+}

@@ -1,0 +1,142 @@
+//! What a transport hands to the server: requests ([`Incoming`] connections, [`Packet`] datagrams),
+//! what accepting produced ([`Accept`]), and the byte stream ([`Duplex`]) and reply socket
+//! ([`DatagramSocket`]) behind them.
+//!
+//! Crate plumbing: the types are `pub` so the sealed transport traits can name them, but this module
+//! is private, so nothing here is public API.
+
+use std::fmt;
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::BorrowedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::addr::Addr;
+use crate::error::RequestError;
+use crate::proxy_protocol::ProxyHeader;
+
+/// What the serving policy needs of any request, whatever its kind.
+pub trait Request: Send + 'static {
+    /// Who sent it.
+    fn peer(&self) -> &Addr;
+    /// Its connection, for stream requests: what a drain deadline shuts down.
+    fn connection(&self) -> Option<&Arc<dyn Duplex>>;
+    /// Passes a stream request through `layers` (the server's per-connection layers); a datagram is
+    /// returned as it is.
+    fn layered(
+        self,
+        layers: impl FnOnce(Incoming) -> Result<Incoming, RequestError>,
+    ) -> Result<Self, RequestError>
+    where
+        Self: Sized;
+}
+
+impl Request for Incoming {
+    fn peer(&self) -> &Addr {
+        &self.peer
+    }
+    fn connection(&self) -> Option<&Arc<dyn Duplex>> {
+        Some(&self.conn)
+    }
+    fn layered(
+        self,
+        layers: impl FnOnce(Incoming) -> Result<Incoming, RequestError>,
+    ) -> Result<Self, RequestError> {
+        layers(self)
+    }
+}
+
+impl Request for Packet {
+    fn peer(&self) -> &Addr {
+        &self.peer
+    }
+    fn connection(&self) -> Option<&Arc<dyn Duplex>> {
+        None
+    }
+    fn layered(
+        self,
+        _: impl FnOnce(Incoming) -> Result<Incoming, RequestError>,
+    ) -> Result<Self, RequestError> {
+        Ok(self)
+    }
+}
+
+/// An accepted stream connection on its way to a handler.
+#[derive(Debug)]
+pub struct Incoming {
+    pub(crate) conn: Arc<dyn Duplex>,
+    pub(crate) peer: Addr,
+    pub(crate) info: ConnInfo,
+}
+
+impl Incoming {
+    /// A connection just accepted from `peer`, which no layer has seen yet.
+    pub(crate) fn new(conn: Arc<dyn Duplex>, peer: Addr) -> Incoming {
+        Incoming {
+            conn,
+            peer,
+            info: ConnInfo::default(),
+        }
+    }
+}
+
+/// What the per-connection layers learnt about a stream connection, for its handler.
+#[derive(Debug, Default)]
+pub struct ConnInfo {
+    /// The trusted proxy the connection came through, and the PROXY protocol header it sent (boxed: an
+    /// event loop keeps this for every connection, and most have none).
+    pub(crate) proxied: Option<Box<Proxied>>,
+}
+
+/// A trusted proxy's account of a connection.
+#[derive(Debug, Clone)]
+pub struct Proxied {
+    /// The proxy: the connection's own peer.
+    pub(crate) via: Addr,
+    /// The header it sent.
+    pub(crate) header: ProxyHeader,
+}
+
+/// A received datagram on its way to a handler, with the socket its reply is sent from.
+#[derive(Debug)]
+pub struct Packet {
+    pub(crate) data: Vec<u8>,
+    pub(crate) peer: Addr,
+    pub(crate) socket: Arc<dyn DatagramSocket>,
+}
+
+/// What one call to [`Listen::accept`](super::sealed::Listen::accept) produced.
+#[derive(Debug)]
+pub enum Accept<R> {
+    /// A request to serve.
+    Ready(R),
+    /// Nothing is waiting; poll the transport's descriptor.
+    WouldBlock,
+    /// Something arrived but cannot be served (a datagram larger than the buffer, say): report it.
+    Refused(Option<Addr>, RequestError),
+}
+
+/// One accepted byte stream, as the crate reads and writes it: through `&self` (like `&TcpStream`), so a
+/// request's reader, its writer and a drain deadline can share it.
+pub trait Duplex: Send + Sync + fmt::Debug {
+    /// `recv(2)`; `WouldBlock` once the read timeout passes.
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// `send(2)` with `MSG_NOSIGNAL` (a vanished peer is `EPIPE`, never `SIGPIPE`); `WouldBlock` once
+    /// the write timeout passes.
+    fn write(&self, buf: &[u8]) -> io::Result<usize>;
+    /// `shutdown(2)`.
+    fn shutdown(&self, how: Shutdown) -> io::Result<()>;
+    /// `SO_RCVTIMEO`; `None` blocks forever.
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+    /// `SO_SNDTIMEO`; `None` blocks forever.
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+    /// The socket, for options the crate does not wrap and for an event loop's epoll set.
+    fn fd(&self) -> BorrowedFd<'_>;
+}
+
+/// The socket a datagram reply is sent from.
+pub trait DatagramSocket: Send + Sync + fmt::Debug {
+    /// `sendto(2)`: sends `buf` as one datagram to `peer`.
+    fn send_to(&self, buf: &[u8], peer: &Addr) -> io::Result<usize>;
+}
