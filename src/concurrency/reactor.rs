@@ -37,21 +37,27 @@ use crate::transport::{Stream, Transport};
 ///
 /// # What the loop guarantees
 ///
-/// - **Bounded output.** Each connection's queued output is bounded by
-///   [`write_buffer_limit`](Self::write_buffer_limit). When a connection's queue reaches it, the loop
-///   stops reading from that connection (its epoll read interest is turned off), so a peer that sends
-///   requests but never reads the replies is *paused*, not served into unbounded memory; reading
-///   resumes once half the queue has drained. Messages from *other* connections
-///   ([`send_to`](crate::reactor::Conn::send_to), [`broadcast_except`](crate::reactor::Conn::broadcast_except))
-///   that would pass the limit are refused with [`SendError::Full`](crate::reactor::SendError::Full),
-///   and the handler decides: drop the message or disconnect the slow peer.
+/// - **Bounded output, paced senders.** Each connection's queued output is bounded by
+///   [`write_buffer_limit`](Self::write_buffer_limit). A connection whose own replies fill its
+///   queue to the limit is *paused*: the loop stops reading from it until half the queue has drained,
+///   so a peer that sends requests but never reads the replies is not served into unbounded memory.
+///   A connection whose message takes *other* connections' queues past half the limit
+///   ([`send_to`](crate::reactor::Conn::send_to),
+///   [`broadcast_except`](crate::reactor::Conn::broadcast_except)) is *held back*: nothing more is
+///   read or decoded from it until those queues are down to a quarter. So one client's burst is paced
+///   by how fast its receivers read, instead of overflowing them; receivers that read are never
+///   dropped for it. A message that would still take a queue past the limit is refused with
+///   [`SendError::Full`](crate::reactor::SendError::Full), and the handler decides.
+/// - **Write timeout.** A connection with queued output that takes none of it for the server's
+///   [`write_timeout`](crate::Server::write_timeout) (60 s by default) is closed and reported, as a
+///   blocking write would time out: a client that stopped reading cannot hold back the senders
+///   paced by it for longer than that.
 /// - **Lean idle connections.** Read and write buffers are allocated when bytes arrive or are queued
 ///   and released when empty; connection state lives in a slab (a vector with a free list). One read
 ///   buffer of 64 KiB is shared by the whole loop.
 /// - **Idle timeout.** The server's [`read_timeout`](crate::Server::read_timeout) (60 s by default)
 ///   is the idle timeout here: a connection on which nothing was received or sent for that long is
-///   closed. The loop's `epoll_wait` sleeps exactly until the next deadline — no periodic scan. The
-///   server's `write_timeout` is not used (a write never waits).
+///   closed. The loop's `epoll_wait` sleeps exactly until the next deadline — no periodic scan.
 /// - **Prompt shutdown.** The [`ShutdownHandle`](crate::ShutdownHandle)'s eventfd is in the epoll set,
 ///   so `shutdown()` wakes the loop at once. The listener is then closed (new connections are refused),
 ///   nothing more is read, queued output is flushed for up to the server's

@@ -7,7 +7,8 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::conn::{Conn, ConnId};
+use super::conn::Conn;
+use super::id::ConnId;
 use super::message::MessageHandler;
 use super::output::Flushed;
 use super::peer::Peer;
@@ -72,6 +73,10 @@ struct EventLoop<'c, T, H: MessageHandler> {
     events: Vec<epoll::Event>,
     conns: Registry<H::Codec>,
     timers: IdleTimers,
+    /// Write deadlines: a connection whose queued output has not moved for the write timeout.
+    write_timers: IdleTimers,
+    /// Senders held back until the connections they sent to catch up.
+    held: Vec<ConnId>,
     /// Connections whose layers are still waiting for the start of the stream, by deadline.
     layer_deadlines: BinaryHeap<Reverse<(Instant, ConnId)>>,
     /// Every read lands here first; only the bytes of an unfinished frame are kept per connection.
@@ -107,6 +112,8 @@ where
             handler: core.handler().clone(),
             conns: Registry::new(options.write_buffer_limit, shared.shutdown().clone()),
             timers: IdleTimers::new(core.stream_options().read_timeout),
+            write_timers: IdleTimers::new(core.stream_options().write_timeout),
+            held: Vec::new(),
             shared,
             epoll,
             events: Vec::with_capacity(EVENTS),
@@ -126,6 +133,7 @@ where
         while !self.core.shutdown().is_shutdown() {
             let wake_at = [
                 self.timers.next_deadline(),
+                self.write_timers.next_deadline(),
                 self.layer_deadlines.peek().map(|Reverse((at, _))| *at),
                 self.backoff_until,
             ]
@@ -163,6 +171,25 @@ where
             .expire(now, |id| slab.get(id).map(|p| p.last_active))
         {
             log::debug!("closing idle connection {id}");
+            self.conns.abort(id);
+        }
+        let write_timeout = self.write_timers.timeout();
+        let slab = &self.conns.slab;
+        let stalled = self.write_timers.expire(now, |id| {
+            slab.get(id)
+                .and_then(|p| p.output_since.map(|_| p.last_written))
+        });
+        for id in stalled {
+            if let Some(peer) = self.conns.slab.get(id) {
+                let error = RequestError::Connection(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the peer took none of its queued output for {:?} (write_timeout)",
+                        write_timeout.unwrap_or_default()
+                    ),
+                ));
+                self.shared.report(Some(&peer.addr), &error);
+            }
             self.conns.abort(id);
         }
         while let Some(&Reverse((at, id))) = self.layer_deadlines.peek() {
@@ -296,6 +323,12 @@ where
         };
         match peer.io.read(&mut self.scratch) {
             Ok(0) => {
+                if peer.held {
+                    // Its last messages wait for the connections it is held back for.
+                    peer.input_closed = true;
+                    self.conns.mark_dirty(id);
+                    return;
+                }
                 if peer.layers.is_empty() {
                     self.deliver(id, true);
                 }
@@ -356,7 +389,7 @@ where
             let Some(peer) = self.conns.slab.get_mut(id) else {
                 return;
             };
-            if peer.closing || peer.closed {
+            if peer.closing || peer.closed || peer.held {
                 return;
             }
             let decoded = if eof {
@@ -393,6 +426,7 @@ where
         id: ConnId,
         callback: impl FnOnce(&mut Conn<'_, H::Codec>) -> anyhow::Result<()>,
     ) {
+        self.conns.backed_up.clear();
         let Some(mut conn) = Conn::new(id, &mut self.conns) else {
             return;
         };
@@ -401,6 +435,80 @@ where
             if let Some(peer) = self.conns.slab.get_mut(id) {
                 peer.failed = true;
             }
+            self.conns.close_gracefully(id);
+        }
+        self.hold_if_backed_up(id);
+    }
+
+    /// Holds sender `id` back when its callback took other connections past half their output limit:
+    /// nothing more is read or decoded from it until they are down to a quarter. So a burst from one
+    /// connection is paced by its slowest *reading* receiver instead of disconnecting receivers that
+    /// cannot keep up with the loop; one that does not read at all is closed by its write timeout,
+    /// which releases the sender.
+    fn hold_if_backed_up(&mut self, id: ConnId) {
+        if self.conns.backed_up.is_empty() {
+            return;
+        }
+        let mut receivers = std::mem::take(&mut self.conns.backed_up);
+        receivers.sort_unstable();
+        receivers.dedup();
+        let Some(peer) = self.conns.slab.get_mut(id) else {
+            return;
+        };
+        if peer.closing || peer.closed {
+            return;
+        }
+        if !peer.held {
+            peer.held = true;
+            self.held.push(id);
+        }
+        peer.waiting_on = receivers;
+        self.conns.mark_dirty(id); // stop reading it
+    }
+
+    /// A held sender whose receivers have caught up (or gone), if any, taken off the held list.
+    fn next_released(&mut self) -> Option<ConnId> {
+        let low_water = self.conns.limit / 4;
+        let slab = &mut self.conns.slab;
+        let mut released = None;
+        self.held.retain(|&id| {
+            if released.is_some() {
+                return true;
+            }
+            let Some(waiting_on) = slab.get(id).map(|p| p.waiting_on.clone()) else {
+                return false; // closed since
+            };
+            let behind: Vec<ConnId> = waiting_on
+                .into_iter()
+                .filter(|&r| {
+                    slab.get(r)
+                        .is_some_and(|p| !p.closed && p.output.len() > low_water)
+                })
+                .collect();
+            if let Some(peer) = slab.get_mut(id) {
+                if behind.is_empty() {
+                    peer.held = false;
+                    peer.waiting_on = Vec::new();
+                    released = Some(id);
+                    return false;
+                }
+                peer.waiting_on = behind;
+            }
+            true
+        });
+        released
+    }
+
+    /// Lets a sender go on: its buffered input is decoded, reading resumes, and if it had finished
+    /// sending meanwhile, it closes now.
+    fn release(&mut self, id: ConnId) {
+        let Some(peer) = self.conns.slab.get(id) else {
+            return;
+        };
+        let eof = peer.input_closed;
+        self.conns.mark_dirty(id); // read it again
+        self.deliver(id, eof);
+        if eof {
             self.conns.close_gracefully(id);
         }
     }
@@ -414,6 +522,8 @@ where
                 self.flush(id);
             } else if let Some(id) = self.conns.doomed.pop() {
                 self.close(id);
+            } else if let Some(id) = self.next_released() {
+                self.release(id);
             } else {
                 return;
             }
@@ -431,12 +541,21 @@ where
         }
         match peer.output.flush(&*peer.io) {
             Ok((written, flushed)) => {
+                let now = Instant::now();
                 if written > 0 {
-                    peer.last_active = Instant::now();
+                    peer.last_active = now;
+                    peer.last_written = now;
                 }
-                if flushed == Flushed::All && peer.closing {
-                    self.conns.doomed.push(id);
-                    return;
+                if flushed == Flushed::All {
+                    peer.output_since = None;
+                    if peer.closing {
+                        self.conns.doomed.push(id);
+                        return;
+                    }
+                } else if peer.output_since.is_none() {
+                    peer.output_since = Some(now);
+                    peer.last_written = now;
+                    self.write_timers.schedule(id, now);
                 }
             }
             Err(e) => {

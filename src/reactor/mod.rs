@@ -15,6 +15,7 @@
 
 mod conn;
 pub(crate) mod event_loop;
+mod id;
 mod message;
 mod output;
 mod peer;
@@ -22,5 +23,7 @@ mod registry;
 mod slab;
 mod timers;
 
-pub use conn::{Broadcast, Conn, ConnId, SendError};
+pub use conn::Conn;
+pub use id::ConnId;
 pub use message::MessageHandler;
+pub use registry::{Broadcast, SendError};

@@ -39,6 +39,19 @@ pub(crate) struct Peer<C> {
     pub(crate) registered: u32,
     /// Reading is paused because the output queue reached the limit (the peer does not read).
     pub(crate) paused: bool,
+    /// Held back: what its last message caused is queued for connections that are behind, so nothing
+    /// more is read or decoded from it until they catch up (the sender is pushed back, not its
+    /// readers disconnected).
+    pub(crate) held: bool,
+    /// The connections it is held back for (empty unless `held`).
+    pub(crate) waiting_on: Vec<super::id::ConnId>,
+    /// The peer finished sending while held: once released, its last input is delivered and it
+    /// closes.
+    pub(crate) input_closed: bool,
+    /// Since when output has been waiting for the socket (`None` while there is none), and when the
+    /// socket last took a byte: a peer that takes nothing for the write timeout is closed.
+    pub(crate) output_since: Option<Instant>,
+    pub(crate) last_written: Instant,
     /// No more reading: close once the output is flushed (peer EOF, `Conn::close`, a failure, shutdown).
     pub(crate) closing: bool,
     /// Being torn down: its `on_close` is running or done; nothing more is queued to it.
@@ -72,6 +85,11 @@ impl<C> Peer<C> {
             output: Output::default(),
             registered: READABLE,
             paused: false,
+            held: false,
+            waiting_on: Vec::new(),
+            input_closed: false,
+            output_since: None,
+            last_written: now,
             closing: false,
             closed: false,
             dirty: false,
@@ -81,7 +99,7 @@ impl<C> Peer<C> {
 
     /// Whether the loop should read from it now.
     pub(crate) fn reading(&self) -> bool {
-        !self.paused && !self.closing && !self.closed
+        !self.paused && !self.held && !self.input_closed && !self.closing && !self.closed
     }
 
     /// Updates the pause state from the output queue (pause at `limit`, resume at half of it, so a

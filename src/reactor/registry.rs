@@ -1,10 +1,70 @@
 //! [`Registry`]: the open connections of one event loop, and the work their handlers left for it.
 
-use super::conn::{Broadcast, ConnId, SendError};
+use std::fmt;
+
+use super::id::ConnId;
 use super::peer::Peer;
 use super::slab::Slab;
-use crate::framing::Encoder;
+use crate::framing::{Encoder, FrameError};
 use crate::shutdown::ShutdownHandle;
+
+/// Why a message could not be queued for a connection.
+///
+/// # Examples
+///
+/// ```
+/// use socketserver::reactor::SendError;
+/// assert_eq!(SendError::Full.to_string(), "the connection's output buffer is full");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The connection has closed (or is closing): nothing more can be sent to it.
+    Closed,
+    /// Its queued output would pass the [write buffer limit](crate::Reactor::write_buffer_limit): the
+    /// peer is not reading fast enough. Nothing was queued; drop the message, or
+    /// [`disconnect`](Conn::disconnect) the slow peer.
+    Full,
+    /// The codec cannot frame this item (too long, contains the delimiter).
+    Encode(FrameError),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Closed => f.write_str("the connection is closed"),
+            SendError::Full => f.write_str("the connection's output buffer is full"),
+            SendError::Encode(e) => write!(f, "cannot frame the message: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SendError::Encode(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// What [`Conn::broadcast_except`] did.
+///
+/// # Examples
+///
+/// ```
+/// let b = socketserver::reactor::Broadcast::default();
+/// assert_eq!(b.sent, 0);
+/// assert!(b.full.is_empty());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Broadcast {
+    /// How many connections the message was queued for.
+    pub sent: usize,
+    /// The connections whose output buffer was full, which did not get it (allocated only if any).
+    pub full: Vec<ConnId>,
+}
 
 /// The loop's connections plus two work lists that handler calls fill and the loop empties after
 /// each call: connections with new output to flush, and connections to close at once.
@@ -19,6 +79,9 @@ pub(crate) struct Registry<C> {
     pub(crate) dirty: Vec<ConnId>,
     /// Connections to close at once, their queued output discarded.
     pub(crate) doomed: Vec<ConnId>,
+    /// Connections that a message from another one took past half the limit during the current
+    /// callback: the loop holds the sender back until they catch up.
+    pub(crate) backed_up: Vec<ConnId>,
     /// The output bound, in bytes (see [`Reactor::write_buffer_limit`](crate::Reactor::write_buffer_limit)).
     pub(crate) limit: usize,
     pub(crate) shutdown: ShutdownHandle,
@@ -30,6 +93,7 @@ impl<C> Registry<C> {
             slab: Slab::new(),
             dirty: Vec::new(),
             doomed: Vec::new(),
+            backed_up: Vec::new(),
             limit,
             shutdown,
         }
@@ -79,12 +143,16 @@ impl<C: Encoder<[u8]>> Registry<C> {
         let tail = peer.output.tail();
         let mark = tail.len();
         peer.codec.encode(item, tail).map_err(SendError::Encode)?;
-        if bounded && before + (tail.len() - mark) > limit {
+        let after = before + (tail.len() - mark);
+        if bounded && after > limit {
             tail.truncate(mark);
             if tail.is_empty() {
                 peer.output.clear();
             }
             return Err(SendError::Full);
+        }
+        if bounded && after > limit / 2 {
+            self.backed_up.push(id);
         }
         self.mark_dirty(id);
         Ok(())
@@ -95,7 +163,7 @@ impl<C: Encoder<[u8]>> Registry<C> {
         &mut self,
         except: ConnId,
         item: &[u8],
-    ) -> Result<Broadcast, crate::framing::FrameError> {
+    ) -> Result<Broadcast, FrameError> {
         let mut result = Broadcast::default();
         let mut i = 0;
         // Ids are fetched one at a time (`send` needs `&mut self`) rather than collected first: no

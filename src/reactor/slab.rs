@@ -1,6 +1,6 @@
 //! [`Slab`]: connection state in one vector, addressed by a generation-checked key.
 
-use super::conn::ConnId;
+use super::id::ConnId;
 
 /// Stores values in a `Vec`, reusing the slots of removed ones through a free list, so the event loop
 /// finds a connection's state from an epoll token in O(1) with no hashing and no per-connection

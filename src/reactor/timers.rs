@@ -4,7 +4,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-use super::conn::ConnId;
+use super::id::ConnId;
 
 /// The idle deadlines of the loop's connections, soonest first.
 ///
@@ -27,6 +27,11 @@ impl IdleTimers {
             timeout,
             heap: BinaryHeap::new(),
         }
+    }
+
+    /// The timeout these timers enforce.
+    pub(crate) fn timeout(&self) -> Option<Duration> {
+        self.timeout
     }
 
     /// Schedules `id`, last active at `at`.
