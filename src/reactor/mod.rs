@@ -7,13 +7,16 @@
 //! mostly idle connections, and for connections that talk to each other (chat, pub/sub).
 //!
 //! Inside:
-//! - `event_loop` — the loop: epoll wait, accept, read → layers → decode → `on_message`, flush, close.
+//! - `event_loop` — the loop: epoll wait, accept, read, timers; flush and close on the engine's word.
+//! - `engine` — what happens between socket and handler: layers, decoding, callbacks, pacing senders,
+//!   closing; shared with the test driver.
 //! - `registry` — the open connections and the work handler callbacks leave for the loop.
 //! - `peer` — one connection's state; `output` — its bounded, lazily allocated send queue.
 //! - `slab` — generation-checked storage, so stale ids and events never hit a reused slot.
 //! - `timers` — idle deadlines, checked lazily so activity costs nothing.
 
 mod conn;
+pub(crate) mod engine;
 pub(crate) mod event_loop;
 mod id;
 mod message;

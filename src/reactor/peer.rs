@@ -24,6 +24,8 @@ pub(crate) struct Peer<C> {
     pub(crate) layers: Vec<Box<dyn Session>>,
     /// What the layers learnt.
     pub(crate) info: ConnInfo,
+    /// The handler's `on_open` ran, so its `on_close` will.
+    pub(crate) greeted: bool,
     /// When it was accepted, for the connection's duration.
     pub(crate) opened: Instant,
     /// A callback failed (or its input could not be decoded): the connection ends as a failure.
@@ -77,6 +79,7 @@ impl<C> Peer<C> {
             addr,
             layers,
             info: ConnInfo::default(),
+            greeted: false,
             opened: now,
             failed: false,
             _ticket: ticket,

@@ -66,6 +66,23 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// What requests served outside a server share (the test driver's): default options, a fresh
+    /// shutdown handle, and `on_error` for the error hook.
+    ///
+    /// # Errors
+    /// `eventfd(2)` or `mmap(2)` failing.
+    pub(crate) fn standalone(on_error: ErrorHook) -> io::Result<Shared> {
+        let mut events = Events::new(Arc::new(Stats::new()?));
+        events.set_error_hook(on_error);
+        Ok(Shared {
+            env: Env::standalone()?,
+            layers: Layers::default(),
+            drain_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            events,
+            peers: Arc::new(PeerLimit::new(None)),
+        })
+    }
+
     /// Reports an event (see [`events`]).
     pub(crate) fn emit(&self, event: Event<'_>) {
         self.events.emit(event);

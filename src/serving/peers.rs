@@ -61,6 +61,13 @@ impl PeerLimit {
 #[derive(Debug)]
 pub(crate) struct Ticket(Option<(Arc<PeerLimit>, IpAddr)>);
 
+impl Ticket {
+    /// A ticket for a connection no limit applies to (the test driver's).
+    pub(crate) fn unlimited() -> Self {
+        Ticket(None)
+    }
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
         if let Some((limit, ip)) = self.0.take() {

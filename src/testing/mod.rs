@@ -10,6 +10,9 @@
 //! - [`MockStream`] and [`MockDatagram`] are transports: queue scripted requests, then drive a real
 //!   [`Server`](crate::Server) — usually `Sequential` — with `handle_request` or `serve_forever`, so
 //!   hooks such as `verify_request`, `handle_error` and shutdown are unit-testable.
+//! - [`MessageDriver`] drives a [`MessageHandler`](crate::reactor::MessageHandler) the way the
+//!   [`Reactor`](crate::Reactor) does, over scripted connections: what each was sent, which were
+//!   closed, what went to the error hook.
 //!
 //! # Examples
 //!
@@ -51,9 +54,11 @@
 #![allow(private_interfaces)]
 
 mod conn;
+mod reactor;
 mod run;
 mod transports;
 
 pub use conn::{MockConn, MockProbe};
+pub use reactor::MessageDriver;
 pub use run::{run_datagram, run_stream};
 pub use transports::{MockDatagram, MockStream};

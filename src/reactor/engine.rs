@@ -1,0 +1,369 @@
+//! [`Engine`]: what happens to an event loop's connections between the socket and the handler —
+//! layers, decoding, callbacks, pacing, closing — with no socket readiness in it, so the event loop
+//! and the test driver ([`testing::MessageDriver`](crate::testing::MessageDriver)) run the same code.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::conn::Conn;
+use super::id::ConnId;
+use super::message::MessageHandler;
+use super::output::Flushed;
+use super::peer::Peer;
+use super::registry::Registry;
+use crate::addr::Addr;
+use crate::error::{RequestError, guarded};
+use crate::framing::{Decoder, FrameBuf};
+use crate::layer::Progress;
+use crate::serving::{Event, Outcome, Shared, Ticket};
+use crate::transport::Duplex;
+
+/// The connections of one loop and the handler that serves them.
+pub(crate) struct Engine<H: MessageHandler> {
+    handler: Arc<H>,
+    shared: Arc<Shared>,
+    pub(crate) conns: Registry<H::Codec>,
+    /// Senders held back until the connections they sent to catch up.
+    held: Vec<ConnId>,
+}
+
+/// What [`Engine::flush`] did, for the loop to act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flush {
+    /// Nothing to do: the connection is gone or closed.
+    Nothing,
+    /// The connection is to close now (its output is out and it was closing).
+    Close,
+    /// The connection stays: the loop makes sure its epoll interest is `interest`, and, when output
+    /// `started_waiting` for the socket just now, starts its write timer.
+    Open { interest: u32, started_waiting: bool },
+}
+
+impl<H: MessageHandler> Engine<H> {
+    pub(crate) fn new(handler: Arc<H>, shared: Arc<Shared>, write_buffer_limit: usize) -> Self {
+        Engine {
+            conns: Registry::new(write_buffer_limit, shared.shutdown().clone()),
+            handler,
+            shared,
+            held: Vec::new(),
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// Takes in an accepted connection from `peer`; [`start`](Self::start) it once the caller is
+    /// ready to flush what its handler queues.
+    pub(crate) fn insert(&mut self, io: Arc<dyn Duplex>, peer: Addr, ticket: Ticket) -> ConnId {
+        self.shared.emit(Event::Started { peer: &peer });
+        let layers = self.shared.layers.sessions(&peer);
+        let codec = self.handler.codec();
+        self.conns
+            .slab
+            .insert_with(|_| Peer::new(io, peer, layers, ticket, codec))
+    }
+
+    /// Starts `id`: when per-connection layers must see the start of its stream first, returns the
+    /// deadline they give it; otherwise runs the handler's `on_open` now.
+    pub(crate) fn start(&mut self, id: ConnId) -> Option<Instant> {
+        let peer = self.conns.slab.get(id)?;
+        let deadline = peer.layers.iter().map(|l| l.deadline()).min();
+        if deadline.is_none() {
+            self.opened(id);
+        }
+        deadline
+    }
+
+    /// Every layer is done with `id`: the handler sees the connection.
+    fn opened(&mut self, id: ConnId) {
+        if let Some(peer) = self.conns.slab.get_mut(id) {
+            peer.greeted = true;
+        }
+        let handler = self.handler.clone();
+        self.call(id, |conn| handler.on_open(conn));
+    }
+
+    /// Bytes arrived on `id`: through its layers, then decoded and delivered.
+    pub(crate) fn received(&mut self, id: ConnId, bytes: &[u8]) {
+        let Some(peer) = self.conns.slab.get_mut(id) else {
+            return;
+        };
+        peer.last_active = Instant::now();
+        peer.input.extend_from_slice(bytes);
+        if self.advance_layers(id) {
+            self.deliver(id, false);
+        }
+    }
+
+    /// The peer finished sending: its last input is delivered (now, or once it is no longer held
+    /// back) and it closes once its output is sent.
+    pub(crate) fn input_ended(&mut self, id: ConnId) {
+        let Some(peer) = self.conns.slab.get_mut(id) else {
+            return;
+        };
+        if peer.held {
+            peer.input_closed = true;
+            self.conns.mark_dirty(id);
+            return;
+        }
+        if peer.layers.is_empty() {
+            self.deliver(id, true);
+        }
+        self.conns.close_gracefully(id);
+    }
+
+    /// A layer of `id` did not get what it needed by its deadline.
+    pub(crate) fn layer_timed_out(&mut self, id: ConnId) {
+        let Some(peer) = self.conns.slab.get_mut(id) else {
+            return;
+        };
+        let Some(layer) = peer.layers.first() else {
+            return; // done since
+        };
+        let error = layer.timed_out();
+        self.fail(id, &error);
+    }
+
+    /// Reports `error` for `id` and closes it at once.
+    pub(crate) fn fail(&mut self, id: ConnId, error: &RequestError) {
+        if let Some(peer) = self.conns.slab.get_mut(id) {
+            peer.failed = true;
+            self.shared.report(Some(&peer.addr), error);
+        }
+        self.conns.abort(id);
+    }
+
+    /// Feeds `id`'s input to its layers; returns whether they are all done (so the input is the
+    /// handler's). The last layer finishing opens the connection to the handler.
+    fn advance_layers(&mut self, id: ConnId) -> bool {
+        let Some(peer) = self.conns.slab.get_mut(id) else {
+            return false;
+        };
+        if peer.layers.is_empty() {
+            return true;
+        }
+        while let Some(layer) = peer.layers.first_mut() {
+            match layer.advance(&mut peer.input, &mut peer.addr, &mut peer.info) {
+                Ok(Progress::Pending) => return false,
+                Ok(Progress::Done) => {
+                    peer.layers.remove(0);
+                }
+                Err(e) => {
+                    self.fail(id, &e);
+                    return false;
+                }
+            }
+        }
+        peer.layers = Vec::new();
+        self.opened(id);
+        true
+    }
+
+    /// Hands every complete frame of `id`'s input to `on_message`, until the input runs out, the
+    /// connection starts closing, or it is held back. At `eof`, the codec may also hand over a final
+    /// partial frame.
+    fn deliver(&mut self, id: ConnId, eof: bool) {
+        loop {
+            let Some(peer) = self.conns.slab.get_mut(id) else {
+                return;
+            };
+            if peer.closing || peer.closed || peer.held {
+                return;
+            }
+            let decoded = if eof {
+                peer.codec.decode_eof(&mut peer.input)
+            } else {
+                peer.codec.decode(&mut peer.input)
+            };
+            match decoded {
+                Ok(Some(message)) => {
+                    let handler = self.handler.clone();
+                    self.call(id, |conn| handler.on_message(conn, message));
+                }
+                Ok(None) => {
+                    peer.release_input_if_empty();
+                    return;
+                }
+                Err(e) => {
+                    // The stream can no longer be split into frames: say why, and hang up.
+                    peer.input = FrameBuf::new();
+                    peer.failed = true;
+                    let err = anyhow::Error::new(e).context("undecodable input");
+                    self.shared
+                        .report(Some(&peer.addr), &RequestError::Handler(err));
+                    self.conns.close_gracefully(id);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Runs one handler callback for `id`; a failure or panic is reported and closes the connection.
+    fn call(
+        &mut self,
+        id: ConnId,
+        callback: impl FnOnce(&mut Conn<'_, H::Codec>) -> anyhow::Result<()>,
+    ) {
+        self.conns.backed_up.clear();
+        let Some(mut conn) = Conn::new(id, &mut self.conns) else {
+            return;
+        };
+        if let Err(e) = guarded(|| callback(&mut conn)) {
+            self.shared.report(Some(conn.peer()), &e);
+            if let Some(peer) = self.conns.slab.get_mut(id) {
+                peer.failed = true;
+            }
+            self.conns.close_gracefully(id);
+        }
+        self.hold_if_backed_up(id);
+    }
+
+    /// Holds sender `id` back when its callback took other connections past half their output limit:
+    /// nothing more is read or decoded from it until they are down to a quarter. So a burst from one
+    /// connection is paced by its slowest *reading* receiver instead of disconnecting receivers that
+    /// cannot keep up with the loop; one that does not read at all is closed by its write timeout,
+    /// which releases the sender.
+    fn hold_if_backed_up(&mut self, id: ConnId) {
+        if self.conns.backed_up.is_empty() {
+            return;
+        }
+        let mut receivers = std::mem::take(&mut self.conns.backed_up);
+        receivers.sort_unstable();
+        receivers.dedup();
+        let Some(peer) = self.conns.slab.get_mut(id) else {
+            return;
+        };
+        if peer.closing || peer.closed {
+            return;
+        }
+        if !peer.held {
+            peer.held = true;
+            self.held.push(id);
+        }
+        peer.waiting_on = receivers;
+        self.conns.mark_dirty(id); // stop reading it
+    }
+
+    /// Lets go on one held sender whose receivers have caught up (or gone), if there is one: its
+    /// buffered input is decoded, reading resumes, and if it had finished sending meanwhile, it
+    /// closes now. Returns whether one was released.
+    pub(crate) fn release_one(&mut self) -> bool {
+        let Some(id) = self.next_released() else {
+            return false;
+        };
+        let eof = self.conns.slab.get(id).is_some_and(|p| p.input_closed);
+        self.conns.mark_dirty(id); // read it again
+        self.deliver(id, eof);
+        if eof {
+            self.conns.close_gracefully(id);
+        }
+        true
+    }
+
+    /// A held sender whose receivers have caught up (or gone), if any, taken off the held list.
+    fn next_released(&mut self) -> Option<ConnId> {
+        let low_water = self.conns.limit / 4;
+        let slab = &mut self.conns.slab;
+        let mut released = None;
+        self.held.retain(|&id| {
+            if released.is_some() {
+                return true;
+            }
+            let Some(peer) = slab.get(id) else {
+                return false; // closed since
+            };
+            let behind: Vec<ConnId> = peer
+                .waiting_on
+                .iter()
+                .copied()
+                .filter(|&r| {
+                    slab.get(r)
+                        .is_some_and(|p| !p.closed && p.output.len() > low_water)
+                })
+                .collect();
+            let Some(peer) = slab.get_mut(id) else {
+                return false;
+            };
+            if behind.is_empty() {
+                peer.held = false;
+                peer.waiting_on = Vec::new();
+                released = Some(id);
+                return false;
+            }
+            peer.waiting_on = behind;
+            true
+        });
+        released
+    }
+
+    /// Writes what `id` has queued, as far as its socket takes it.
+    pub(crate) fn flush(&mut self, id: ConnId) -> Flush {
+        let limit = self.conns.limit;
+        let Some(peer) = self.conns.slab.get_mut(id) else {
+            return Flush::Nothing;
+        };
+        peer.dirty = false;
+        if peer.closed {
+            return Flush::Nothing;
+        }
+        let mut started_waiting = false;
+        match peer.output.flush(&*peer.io) {
+            Ok((written, flushed)) => {
+                let now = Instant::now();
+                if written > 0 {
+                    peer.last_active = now;
+                    peer.last_written = now;
+                }
+                if flushed == Flushed::All {
+                    peer.output_since = None;
+                    if peer.closing {
+                        return Flush::Close;
+                    }
+                } else if peer.output_since.is_none() {
+                    peer.output_since = Some(now);
+                    peer.last_written = now;
+                    started_waiting = true;
+                }
+            }
+            Err(e) => {
+                log::debug!("writing to {}: {e}", peer.addr);
+                self.conns.abort(id);
+                return Flush::Nothing;
+            }
+        }
+        Flush::Open {
+            interest: peer.wanted_interest(limit),
+            started_waiting,
+        }
+    }
+
+    /// Closes `id`: `on_close` (if the handler saw it open), then it leaves the loop; returns its
+    /// state, so the caller can forget its descriptor. Dropping it closes the socket.
+    pub(crate) fn close(&mut self, id: ConnId) -> Option<Peer<H::Codec>> {
+        let peer = self.conns.slab.get_mut(id)?;
+        if peer.closed {
+            return None;
+        }
+        peer.closed = true;
+        if peer.greeted {
+            let handler = self.handler.clone();
+            self.call(id, |conn| {
+                handler.on_close(conn);
+                Ok(())
+            });
+        }
+        let peer = self.conns.slab.remove(id)?;
+        let outcome = if peer.failed {
+            Outcome::Failed
+        } else {
+            Outcome::Ok
+        };
+        self.shared.emit(Event::Finished {
+            peer: &peer.addr,
+            elapsed: peer.opened.elapsed(),
+            outcome,
+        });
+        Some(peer)
+    }
+}
