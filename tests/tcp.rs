@@ -5,12 +5,14 @@ mod util;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use socketserver::{Addr, Serve, Server, StreamRequest, Tcp, Transport};
 use util::{
-    connect, eventually, fd_count, recorder, report_for, round_trip, Reports, Serving, TIMEOUT,
+    connect, connect_from, eventually, fd_count, recorder, report_for, round_trip, Reports,
+    Serving, TIMEOUT,
 };
 
 /// Echoes lines; `error` makes the handler fail, `panic` makes it panic, `stop` shuts the server down.
@@ -135,34 +137,51 @@ fn verify_request_rejects<C>(strategy: C)
 where
     C: Serve<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
 {
+    // Decided by source address, which the client chooses (all of 127.0.0.0/8 is loopback): a source
+    // port would not do, as Linux hands out loopback ephemeral ports of one parity.
+    let allowed: std::net::Ipv4Addr = "127.0.0.2".parse().unwrap();
+    let refused: std::net::Ipv4Addr = "127.0.0.3".parse().unwrap();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let seen = asked.clone();
     let handler: fn(&mut StreamRequest) -> anyhow::Result<()> = line_echo;
-    let mut server = Server::new(strategy, Tcp::bind("127.0.0.1:0").unwrap(), handler)
+    let server = Server::new(strategy, Tcp::bind("127.0.0.1:0").unwrap(), handler)
         .unwrap()
-        .verify_request(|peer: &Addr| peer.as_inet().is_some_and(|a| a.port().is_multiple_of(2)));
-    let addr = server.local_addr().as_inet().unwrap();
-    let stop = server.shutdown_handle();
-    let t = std::thread::spawn(move || server.serve_forever());
+        .verify_request(move |peer: &Addr| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            peer.as_inet().is_some_and(|a| a.ip() == allowed)
+        });
+    let server = Serving::start(server);
+    // Six allowed and four refused, interleaved, so both counts are exact and neither can be zero.
+    let sources = [
+        allowed, refused, allowed, allowed, refused, allowed, refused, allowed, allowed, refused,
+    ];
     let (mut accepted, mut rejected) = (0, 0);
-    for _ in 0..10 {
-        let mut c = connect(addr);
-        let even = c.local_addr().unwrap().port().is_multiple_of(2);
+    for from in sources {
+        let mut c = connect_from(from, server.addr);
         let _ = c.write_all(b"hi\n");
         let _ = c.shutdown(Shutdown::Write);
         let mut reply = Vec::new();
         // A rejected peer is closed at once: EOF (or a reset) without a reply.
         let _ = c.read_to_end(&mut reply);
-        if even {
-            assert_eq!(reply, b"hi\n");
+        if from == allowed {
+            assert_eq!(reply, b"hi\n", "an allowed peer was not served");
             accepted += 1;
         } else {
             assert!(reply.is_empty(), "a rejected peer got {reply:?}");
             rejected += 1;
         }
     }
-    stop.shutdown();
-    let summary = t.join().unwrap().unwrap();
-    assert_eq!(summary.requests, accepted);
-    assert_eq!(accepted + rejected, 10);
+    assert_eq!((accepted, rejected), (6, 4));
+    assert_eq!(
+        server.finish().requests,
+        6,
+        "only allowed peers are requests"
+    );
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        10,
+        "verify_request saw every peer"
+    );
 }
 
 fn many_connections_leak_nothing<C>(strategy: C)
