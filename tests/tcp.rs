@@ -304,7 +304,7 @@ fn drop_closes_the_listener_so_the_port_binds_again() {
 #[test]
 fn threading_cap_blocks_accepting_at_the_cap() {
     // One slot: while a client holds it, a second client is accepted by the kernel but not served.
-    let mut server = Server::new(
+    let server = Server::new(
         socketserver::Threading::new().max_threads(1),
         Tcp::bind("127.0.0.1:0").unwrap(),
         line_echo as fn(&mut StreamRequest) -> anyhow::Result<()>,
@@ -313,7 +313,7 @@ fn threading_cap_blocks_accepting_at_the_cap() {
     .shutdown_timeout(Duration::from_millis(100));
     let addr = server.local_addr().as_inet().unwrap();
     let stop = server.shutdown_handle();
-    let t = std::thread::spawn(move || server.serve_forever());
+    let serving = util::serve_bounded(server);
     let mut first = connect(addr);
     first.write_all(b"a\n").unwrap();
     let mut r1 = BufReader::new(first.try_clone().unwrap());
@@ -343,7 +343,8 @@ fn threading_cap_blocks_accepting_at_the_cap() {
     // The second client is still connected and its handler blocked in a read: shutdown waits for it
     // until the deadline, then cuts the connection so the read returns.
     stop.shutdown();
-    let summary = t.join().unwrap().unwrap();
+    // Bounded: with a 100 ms drain deadline, a server still draining after TIMEOUT has ignored it.
+    let summary = serving.wait(TIMEOUT).unwrap();
     assert_eq!(
         (summary.requests, summary.in_flight_at_shutdown, summary.cut),
         (2, 1, 1),

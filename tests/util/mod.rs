@@ -258,6 +258,7 @@ pub fn spawn_bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) 
 impl<T> Bounded<T> {
     /// The thread's result, if it finishes within `limit`; its panic is passed on. Past the limit the
     /// test fails and the thread is left behind (the test process ends it when it exits).
+    #[track_caller]
     pub fn wait(self, limit: Duration) -> T {
         match self.result.recv_timeout(limit) {
             Ok(Ok(value)) => value,
@@ -307,6 +308,7 @@ impl Serving {
     }
 
     /// Asks for shutdown and returns what the server reports (failing after [`TIMEOUT`]).
+    #[track_caller]
     pub fn finish(mut self) -> socketserver::ServeSummary {
         self.stop.shutdown();
         self.join()
@@ -314,11 +316,13 @@ impl Serving {
 
     /// Waits (up to [`TIMEOUT`]) for `serve_forever` to return: by itself (a handler asked for
     /// shutdown), or after [`Serving::finish`] or `stop` asked.
+    #[track_caller]
     pub fn join(&mut self) -> socketserver::ServeSummary {
         self.join_within(TIMEOUT)
     }
 
     /// As [`Serving::join`], failing the test if `serve_forever` has not returned within `limit`.
+    #[track_caller]
     pub fn join_within(&mut self, limit: Duration) -> socketserver::ServeSummary {
         let thread = self.thread.take().expect("joined once");
         thread.wait(limit).expect("serve_forever failed")
