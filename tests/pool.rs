@@ -16,7 +16,7 @@ use socketserver::{
     Pool, PoolTcpServer, PoolUdpServer, Serve, ServeSummary, Server, ShutdownHandle, StreamRequest,
     Tcp, Transport,
 };
-use util::{connect, eventually, round_trip, spawn_bounded, Bounded, TIMEOUT};
+use util::{accept_queue, connect, eventually, round_trip, spawn_bounded, Bounded, TIMEOUT};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -58,21 +58,6 @@ fn threads_named(name: &str) -> usize {
 
 fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
-}
-
-/// Connections waiting in the accept queue of the IPv4 listener on `port` (`/proc/net/tcp` shows a
-/// listener's accept backlog as its `rx_queue`).
-fn accept_queue(port: u16) -> Option<usize> {
-    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    let local = format!("0100007F:{port:04X}");
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (addr, state, queues) = (fields.get(1)?, fields.get(3)?, fields.get(4)?);
-        if *addr != local || *state != "0A" {
-            return None;
-        }
-        usize::from_str_radix(queues.split(':').nth(1)?, 16).ok()
-    })
 }
 
 #[test]

@@ -195,6 +195,39 @@ pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Connections waiting in the accept queue of the IPv4 loopback listener on `port` (`/proc/net/tcp`
+/// shows a listener's accept backlog as its `rx_queue`), or `None` if no such listener exists: the
+/// kernel's side of "has the server accepted this connection yet", which needs no timing to read.
+pub fn accept_queue(port: u16) -> Option<usize> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let local = format!("0100007F:{port:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (addr, state, queues) = (fields.get(1)?, fields.get(3)?, fields.get(4)?);
+        if *addr != local || *state != "0A" {
+            return None;
+        }
+        usize::from_str_radix(queues.split(':').nth(1)?, 16).ok()
+    })
+}
+
+/// Asserts that `holds` keeps holding for `window`, checking it every few milliseconds and failing
+/// as soon as it does not. For a server that must *not* act (a capped server leaving a connection in
+/// the backlog), where no event marks the end of the wait: the check is of the server's own state
+/// (handlers started, connections accepted), so a server that acted at all within the window fails,
+/// however slowly it would have answered.
+#[track_caller]
+pub fn holds_for(window: Duration, what: &str, mut holds: impl FnMut() -> bool) {
+    let deadline = Instant::now() + window;
+    loop {
+        assert!(holds(), "{what}");
+        if Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// How many descriptors process `pid` has open.
 pub fn fd_count(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
