@@ -259,6 +259,10 @@ fn a_slow_child_does_not_keep_the_port_accepting() {
     let mut server = start("default");
     let (mut slow, mut r) = ask(&server.addr, "slow\n");
     assert_eq!(read_line(&mut r), "waiting\n");
+    let slow_child = match children(server.pid())[..] {
+        [pid] => pid,
+        ref other => panic!("one child should serve the slow client: {other:?}"),
+    };
     let pid = nix::unistd::Pid::from_raw(server.pid());
     nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
     // The parent closes its listener at once; the child closed its copy when it started. So, while the
@@ -267,9 +271,11 @@ fn a_slow_child_does_not_keep_the_port_accepting() {
         eventually(TIMEOUT, || TcpStream::connect(&server.addr).is_err()),
         "the port kept accepting after shutdown"
     );
-    assert_eq!(
-        children(server.pid()).len(),
-        1,
+    // The slow child in particular (a probe accepted before the signal landed has a short-lived child
+    // of its own, so the number of children is not the check).
+    assert!(
+        children(server.pid()).contains(&slow_child)
+            && !zombie_children(server.pid()).contains(&slow_child),
         "the slow child should still be running"
     );
     slow.write_all(b"done\n").unwrap();
