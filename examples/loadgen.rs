@@ -8,8 +8,11 @@
 //! * a short human-readable table.
 //!
 //! Exit status: 0 when the run completed (the JSON carries an `errors`
-//! count), 1 when it could not run at all or nothing succeeded (connection
-//! refused, bad address, ...), 3 when the hard deadline fired.
+//! count, and udp-rr a `lost` count), 1 when it could not run at all or
+//! nothing succeeded (connection refused, bad address, ...), 3 when the hard
+//! deadline fired, 4 with `--strict` when the run completed but counted any
+//! error or lost datagram (CI's smoke run: a benchmark may tolerate a few
+//! failures, a smoke test may not).
 //!
 //! Every socket operation has a timeout and the whole run has a hard
 //! deadline (a watchdog thread), so it never hangs.
@@ -73,6 +76,10 @@ struct Cli {
     /// Allow a server address outside 127.0.0.0/8 and ::1
     #[arg(long)]
     allow_non_loopback: bool,
+
+    /// Exit 4 if the run counted any error or lost datagram (default: exit 0 and report them)
+    #[arg(long)]
+    strict: bool,
 
     #[command(subcommand)]
     workload: Workload,
@@ -184,10 +191,19 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 // Entry point
 // ---------------------------------------------------------------------------
 
+/// Exit status of a run that completed but counted failures, under `--strict`.
+const EXIT_COUNTED_FAILURES: u8 = 4;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(report) => match report.strict_failure() {
+            Some(why) if cli.strict => {
+                eprintln!("loadgen: error (--strict): {why}");
+                ExitCode::from(EXIT_COUNTED_FAILURES)
+            }
+            _ => ExitCode::SUCCESS,
+        },
         Err(e) => {
             eprintln!("loadgen: error: {e:#}");
             ExitCode::from(1)
@@ -195,7 +211,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> Result<()> {
+/// Runs the workload and prints its report; `Err` if it could not run or nothing succeeded.
+fn run(cli: &Cli) -> Result<Report> {
     let addr = resolve(&cli.addr, cli.allow_non_loopback)?;
     let io_timeout = Duration::from_millis(cli.io_timeout_ms);
     let nofile = raise_nofile_limit();
@@ -233,7 +250,7 @@ fn run(cli: &Cli) -> Result<()> {
             report.first_error.as_deref().unwrap_or("unknown error")
         );
     }
-    Ok(())
+    Ok(report)
 }
 
 fn resolve(s: &str, allow_non_loopback: bool) -> Result<SocketAddr> {
@@ -449,6 +466,11 @@ struct Report {
     fields: Vec<(String, Json)>,
     first_error: Option<String>,
     failed_completely: bool,
+    /// Failed operations (the JSON's `errors`).
+    errors: u64,
+    /// udp-rr round trips with no reply within the loss timeout (the JSON's `lost`).
+    lost: u64,
+    loss_timeout_ms: u64,
 }
 
 impl Report {
@@ -471,11 +493,39 @@ impl Report {
         self.set(k, Json::Bool(v));
     }
     fn error(&mut self, errors: u64, first: Option<String>) {
+        self.errors = errors;
         self.int("errors", errors);
         if let Some(e) = first {
             self.str("first_error", &e);
             self.first_error = Some(e);
         }
+    }
+
+    /// Records udp-rr's lost round trips (timeouts).
+    fn lost(&mut self, lost: u64, loss_timeout_ms: u64) {
+        self.lost = lost;
+        self.loss_timeout_ms = loss_timeout_ms;
+        self.int("lost", lost);
+        self.int("loss_timeout_ms", loss_timeout_ms);
+    }
+
+    /// Why `--strict` fails this completed run: any error or lost datagram counted.
+    fn strict_failure(&self) -> Option<String> {
+        let mut why = Vec::new();
+        if self.errors > 0 {
+            why.push(format!(
+                "{} error(s), the first: {}",
+                self.errors,
+                self.first_error.as_deref().unwrap_or("unknown")
+            ));
+        }
+        if self.lost > 0 {
+            why.push(format!(
+                "{} datagram(s) lost (no reply within {} ms)",
+                self.lost, self.loss_timeout_ms
+            ));
+        }
+        (!why.is_empty()).then(|| why.join("; "))
     }
 
     fn json(&self) -> String {
@@ -1159,8 +1209,7 @@ fn udp_rr(addr: SocketAddr, a: &UdpRrArgs, r: &mut Report) -> Result<()> {
     r.int("requests", total.ok);
     r.num("rps", total.ok as f64 / elapsed.max(1e-9));
     total.hist.add_to(r);
-    r.int("lost", lost);
-    r.int("loss_timeout_ms", a.loss_timeout_ms);
+    r.lost(lost, a.loss_timeout_ms);
     r.failed_completely = total.ok == 0;
     r.error(total.errors, total.first_error);
     Ok(())
@@ -1421,6 +1470,33 @@ mod tests {
         r.str("a\"b", "x\ny");
         r.num("n", 1.23456);
         assert_eq!(r.json(), r#"{"a\"b":"x\ny","n":1.235}"#);
+    }
+
+    #[test]
+    fn strict_fails_on_any_error_or_loss_and_only_then() {
+        let mut clean = Report::default();
+        clean.error(0, None);
+        clean.lost(0, 200);
+        assert_eq!(clean.strict_failure(), None);
+
+        let mut errors = Report::default();
+        errors.error(2, Some("echo mismatch on request 7".into()));
+        let why = errors.strict_failure().expect("errors fail --strict");
+        assert!(
+            why.contains("2 error(s)") && why.contains("echo mismatch"),
+            "{why}"
+        );
+
+        let mut lost = Report::default();
+        lost.error(0, None);
+        lost.lost(1, 200);
+        let why = lost
+            .strict_failure()
+            .expect("a lost datagram fails --strict");
+        assert!(
+            why.contains("1 datagram(s) lost (no reply within 200 ms)"),
+            "{why}"
+        );
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use socketserver::{
-    DatagramRequest, ForkingTcpServer, HandleOutcome, StreamRequest, TcpServer, ThreadingTcpServer,
-    ThreadingUdpServer,
+    DatagramRequest, ForkingTcpServer, HandleOutcome, PoolTcpServer, Serve, Server, StreamRequest,
+    Tcp, TcpServer, ThreadingTcpServer, ThreadingUdpServer,
 };
 use util::{TIMEOUT, round_trip};
 
@@ -19,14 +19,14 @@ fn nothing(_: &mut StreamRequest) -> anyhow::Result<()> {
 #[test]
 fn shutdown_right_after_start_never_hangs() {
     for i in 0..20 {
-        let mut server = ThreadingTcpServer::bind("127.0.0.1:0", nothing).unwrap();
+        let server = ThreadingTcpServer::bind("127.0.0.1:0", nothing).unwrap();
         let stop = server.shutdown_handle();
-        let t = std::thread::spawn(move || server.serve_forever());
+        let t = util::serve_bounded(server);
         if i % 2 == 0 {
             std::thread::yield_now(); // sometimes before the loop starts, sometimes after
         }
         stop.shutdown();
-        let summary = t.join().unwrap().unwrap();
+        let summary = t.wait(TIMEOUT).unwrap();
         assert_eq!(summary.requests, 0);
     }
 }
@@ -45,10 +45,9 @@ fn shutdown_before_serving_returns_at_once_and_stays_shut() {
 
 #[test]
 fn shutdown_is_idempotent_and_callable_from_many_threads() {
-    let mut server =
-        ThreadingUdpServer::bind("127.0.0.1:0", |_: &mut DatagramRequest| Ok(())).unwrap();
+    let server = ThreadingUdpServer::bind("127.0.0.1:0", |_: &mut DatagramRequest| Ok(())).unwrap();
     let stop = server.shutdown_handle();
-    let t = std::thread::spawn(move || server.serve_forever());
+    let t = util::serve_bounded(server);
     let callers: Vec<_> = (0..8)
         .map(|_| {
             let stop = stop.clone();
@@ -62,7 +61,7 @@ fn shutdown_is_idempotent_and_callable_from_many_threads() {
     for c in callers {
         c.join().unwrap();
     }
-    t.join().unwrap().unwrap();
+    t.wait(TIMEOUT).unwrap();
     assert!(stop.is_shutdown());
 }
 
@@ -103,19 +102,19 @@ fn serve_forever_returns_promptly_after_shutdown() {
 fn service_actions_runs_on_every_turn() {
     let turns = Arc::new(AtomicUsize::new(0));
     let seen = turns.clone();
-    let mut server = TcpServer::bind("127.0.0.1:0", nothing)
+    let server = TcpServer::bind("127.0.0.1:0", nothing)
         .unwrap()
         .service_actions(move || {
             seen.fetch_add(1, Ordering::SeqCst);
         });
     let addr = server.local_addr().as_inet().unwrap();
     let stop = server.shutdown_handle();
-    let t = std::thread::spawn(move || server.serve_forever());
+    let t = util::serve_bounded(server);
     for _ in 0..5 {
         assert_eq!(round_trip(addr, b""), b"");
     }
     stop.shutdown();
-    assert_eq!(t.join().unwrap().unwrap().requests, 5);
+    assert_eq!(t.wait(TIMEOUT).unwrap().requests, 5);
     assert!(
         turns.load(Ordering::SeqCst) >= 5,
         "service_actions ran {} times",
@@ -123,13 +122,32 @@ fn service_actions_runs_on_every_turn() {
     );
 }
 
+/// Echoes what the client sends until it half-closes.
+fn echo(req: &mut StreamRequest) -> anyhow::Result<()> {
+    std::io::copy(&mut req.rfile, &mut req.wfile)?;
+    Ok(())
+}
+
+type Handler = fn(&mut StreamRequest) -> anyhow::Result<()>;
+
+/// The same code, generic over the strategy alone, serves one request on `server`.
+fn serves_one_request<C: Serve<Tcp, Handler>>(server: Server<C, Tcp, Handler>) {
+    let server = util::Serving::start(server);
+    assert_eq!(round_trip(server.addr, b"swapped\n"), b"swapped\n");
+    assert_eq!(server.finish().requests, 1);
+}
+
 #[test]
 fn strategies_swap_by_one_type_parameter() {
-    // The same handler value type under three strategies: this is a compile-time property; constructing
-    // them is the test.
-    let a = TcpServer::bind("127.0.0.1:0", nothing).unwrap();
-    let b = ThreadingTcpServer::bind("127.0.0.1:0", nothing).unwrap();
-    let c = ForkingTcpServer::bind("127.0.0.1:0", nothing).unwrap();
-    assert_ne!(a.local_addr(), b.local_addr());
-    assert_ne!(b.local_addr(), c.local_addr());
+    // One handler value, one generic function: only the strategy type changes between these servers.
+    let handler: Handler = echo;
+    serves_one_request(TcpServer::bind("127.0.0.1:0", handler).unwrap());
+    serves_one_request(ThreadingTcpServer::bind("127.0.0.1:0", handler).unwrap());
+    serves_one_request(PoolTcpServer::bind("127.0.0.1:0", handler).unwrap());
+    // Forking must not fork this multi-threaded test process (tests/forking.rs serves with it in a
+    // process of its own); that the same handler type makes a Forking server which listens is what
+    // this test can check.
+    let forking = ForkingTcpServer::bind("127.0.0.1:0", handler).unwrap();
+    let addr = forking.local_addr().as_inet().unwrap();
+    std::net::TcpStream::connect(addr).expect("the Forking server's listener accepts connections");
 }

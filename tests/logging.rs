@@ -60,7 +60,7 @@ fn lifecycle_errors_and_cuts_are_logged_with_the_peer() {
     log::set_logger(&Capture).unwrap();
     log::set_max_level(log::LevelFilter::Trace);
 
-    let mut server = ThreadingTcpServer::new(
+    let server = ThreadingTcpServer::new(
         Threading::new(),
         socketserver::Tcp::bind("127.0.0.1:0").unwrap(),
         handler,
@@ -73,7 +73,7 @@ fn lifecycle_errors_and_cuts_are_logged_with_the_peer() {
     });
     let addr = server.local_addr().as_inet().unwrap();
     let stop = server.shutdown_handle();
-    let t = std::thread::spawn(move || server.serve_forever());
+    let serving = util::serve_bounded(server);
 
     assert_eq!(round_trip(addr, b"hello"), b"hello");
     assert!(logged(log::Level::Info, &format!("serving on {addr}")));
@@ -100,7 +100,8 @@ fn lifecycle_errors_and_cuts_are_logged_with_the_peer() {
     (&holding).write_all(b"hold\n").unwrap();
     assert!(eventually(TIMEOUT, || HOLDING.load(Ordering::SeqCst)));
     stop.shutdown();
-    let summary = t.join().unwrap().unwrap();
+    // Bounded: with a 100 ms drain deadline, a server still draining after TIMEOUT has ignored it.
+    let summary = serving.wait(TIMEOUT).unwrap();
     assert_eq!(summary.cut, 1, "{summary:?}");
     assert!(
         logged(

@@ -7,9 +7,8 @@ mod util;
 
 use std::io::{BufRead, Read, Write};
 use std::net::{TcpStream, UdpSocket};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -17,7 +16,7 @@ use socketserver::{
     Pool, PoolTcpServer, PoolUdpServer, Serve, ServeSummary, Server, ShutdownHandle, StreamRequest,
     Tcp, Transport,
 };
-use util::{TIMEOUT, connect, eventually, round_trip};
+use util::{accept_queue, connect, eventually, round_trip, spawn_bounded, Bounded, TIMEOUT};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -32,8 +31,9 @@ fn echo_lines(req: &mut StreamRequest) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves `server` on a thread; returns its port, its shutdown handle and the thread.
-fn serve<T, H>(mut server: Server<Pool, T, H>) -> (u16, ShutdownHandle, JoinHandle<ServeSummary>)
+/// Serves `server` on a thread; returns its port, its shutdown handle and the thread, whose summary
+/// is awaited with a time limit (`serving.wait(TIMEOUT)`), so a drain that overruns fails the test.
+fn serve<T, H>(mut server: Server<Pool, T, H>) -> (u16, ShutdownHandle, Bounded<ServeSummary>)
 where
     Pool: Serve<T, H>,
     T: Transport,
@@ -41,7 +41,7 @@ where
 {
     let port = server.local_addr().as_inet().unwrap().port();
     let stop = server.shutdown_handle();
-    let serving = std::thread::spawn(move || server.serve_forever().unwrap());
+    let serving = spawn_bounded(move || server.serve_forever().unwrap());
     (port, stop, serving)
 }
 
@@ -58,21 +58,6 @@ fn threads_named(name: &str) -> usize {
 
 fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
-}
-
-/// Connections waiting in the accept queue of the IPv4 listener on `port` (`/proc/net/tcp` shows a
-/// listener's accept backlog as its `rx_queue`).
-fn accept_queue(port: u16) -> Option<usize> {
-    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    let local = format!("0100007F:{port:04X}");
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (addr, state, queues) = (fields.get(1)?, fields.get(3)?, fields.get(4)?);
-        if *addr != local || *state != "0A" {
-            return None;
-        }
-        usize::from_str_radix(queues.split(':').nth(1)?, 16).ok()
-    })
 }
 
 #[test]
@@ -100,7 +85,7 @@ fn echoes_over_tcp_and_starts_workers_lazily() {
         c.join().unwrap();
     }
     stop.shutdown();
-    let summary = serving.join().unwrap();
+    let summary = serving.wait(TIMEOUT);
     assert_eq!(summary.requests, 8);
     assert_eq!(threads_named("pool-worker"), 0, "workers joined at drain");
 }
@@ -128,7 +113,7 @@ fn echoes_over_udp() {
         assert_eq!(&buf[..n], msg.as_bytes());
     }
     stop.shutdown();
-    assert_eq!(serving.join().unwrap().requests, 5);
+    assert_eq!(serving.wait(TIMEOUT).requests, 5);
 }
 
 #[test]
@@ -173,7 +158,7 @@ fn a_full_queue_stops_accepting_until_a_worker_is_free() {
         assert_eq!(reply, "served\n");
     }
     stop.shutdown();
-    assert_eq!(serving.join().unwrap().requests, 4);
+    assert_eq!(serving.wait(TIMEOUT).requests, 4);
 }
 
 #[test]
@@ -210,7 +195,7 @@ fn panicking_handlers_leave_the_workers_serving() {
         "threads grew from {threads_before} to {threads_after}"
     );
     stop.shutdown();
-    assert_eq!(serving.join().unwrap().requests, 52);
+    assert_eq!(serving.wait(TIMEOUT).requests, 52);
 }
 
 #[test]
@@ -234,7 +219,7 @@ fn drain_deadline_cuts_running_and_queued_requests() {
 
     let asked = Instant::now();
     stop.shutdown();
-    let summary = serving.join().unwrap();
+    let summary = serving.wait(TIMEOUT);
     assert!(asked.elapsed() < Duration::from_secs(10)); // 300 ms, then a cut (generous bound)
     assert_eq!(summary.in_flight_at_shutdown, 2);
     assert_eq!(summary.cut, 2);
@@ -270,7 +255,7 @@ fn drain_lets_queued_and_running_requests_finish_before_the_deadline() {
     for _ in 0..3 {
         release.send(()).unwrap();
     }
-    let summary = serving.join().unwrap();
+    let summary = serving.wait(TIMEOUT);
     assert_eq!(
         (summary.in_flight_at_shutdown, summary.drained, summary.cut),
         (3, 3, 0)

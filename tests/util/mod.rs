@@ -195,6 +195,39 @@ pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Connections waiting in the accept queue of the IPv4 loopback listener on `port` (`/proc/net/tcp`
+/// shows a listener's accept backlog as its `rx_queue`), or `None` if no such listener exists: the
+/// kernel's side of "has the server accepted this connection yet", which needs no timing to read.
+pub fn accept_queue(port: u16) -> Option<usize> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let local = format!("0100007F:{port:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (addr, state, queues) = (fields.get(1)?, fields.get(3)?, fields.get(4)?);
+        if *addr != local || *state != "0A" {
+            return None;
+        }
+        usize::from_str_radix(queues.split(':').nth(1)?, 16).ok()
+    })
+}
+
+/// Asserts that `holds` keeps holding for `window`, checking it every few milliseconds and failing
+/// as soon as it does not. For a server that must *not* act (a capped server leaving a connection in
+/// the backlog), where no event marks the end of the wait: the check is of the server's own state
+/// (handlers started, connections accepted), so a server that acted at all within the window fails,
+/// however slowly it would have answered.
+#[track_caller]
+pub fn holds_for(window: Duration, what: &str, mut holds: impl FnMut() -> bool) {
+    let deadline = Instant::now() + window;
+    loop {
+        assert!(holds(), "{what}");
+        if Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// How many descriptors process `pid` has open.
 pub fn fd_count(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -239,16 +272,63 @@ fn children_where(pid: i32, keep: impl Fn(&str) -> bool) -> Vec<i32> {
     out
 }
 
-/// A server serving on a thread of this process; asked to stop and joined when dropped.
+/// A thread whose result is awaited with a time limit: a test waiting for it fails when the limit
+/// passes instead of hanging (a `JoinHandle::join` has no limit, so a server that ignored its drain
+/// deadline would stall the whole run until CI's own limit).
+pub struct Bounded<T> {
+    result: mpsc::Receiver<std::thread::Result<T>>,
+}
+
+/// Runs `f` on a new thread, its result (or panic) awaited through [`Bounded::wait`].
+pub fn spawn_bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Bounded<T> {
+    let (tx, result) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    Bounded { result }
+}
+
+impl<T> Bounded<T> {
+    /// The thread's result, if it finishes within `limit`; its panic is passed on. Past the limit the
+    /// test fails and the thread is left behind (the test process ends it when it exits).
+    #[track_caller]
+    pub fn wait(self, limit: Duration) -> T {
+        match self.result.recv_timeout(limit) {
+            Ok(Ok(value)) => value,
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => panic!("the thread did not finish within {limit:?}"),
+        }
+    }
+
+    /// Waits up to `limit` without failing: for clean-up, which must not hang or panic itself.
+    pub fn wait_quietly(self, limit: Duration) {
+        let _ = self.result.recv_timeout(limit);
+    }
+}
+
+/// Starts `server.serve_forever()` on a new thread; wait for its summary with [`Bounded::wait`].
+pub fn serve_bounded<C, T, H>(
+    mut server: socketserver::Server<C, T, H>,
+) -> Bounded<std::io::Result<socketserver::ServeSummary>>
+where
+    C: socketserver::Serve<T, H>,
+    T: socketserver::Transport,
+    socketserver::Server<C, T, H>: Send + 'static,
+{
+    spawn_bounded(move || server.serve_forever())
+}
+
+/// A server serving on a thread of this process; asked to stop, and waited for (bounded), when
+/// dropped.
 pub struct Serving {
     pub addr: SocketAddr,
     pub stop: socketserver::ShutdownHandle,
-    thread: Option<std::thread::JoinHandle<std::io::Result<socketserver::ServeSummary>>>,
+    thread: Option<Bounded<std::io::Result<socketserver::ServeSummary>>>,
 }
 
 impl Serving {
     /// Starts `server.serve_forever()` on a new thread.
-    pub fn start<C, T, H>(mut server: socketserver::Server<C, T, H>) -> Serving
+    pub fn start<C, T, H>(server: socketserver::Server<C, T, H>) -> Serving
     where
         C: socketserver::Serve<T, H>,
         T: socketserver::Transport,
@@ -256,23 +336,29 @@ impl Serving {
     {
         let addr = server.local_addr().as_inet().expect("an inet server");
         let stop = server.shutdown_handle();
-        let thread = Some(std::thread::spawn(move || server.serve_forever()));
+        let thread = Some(serve_bounded(server));
         Serving { addr, stop, thread }
     }
 
-    /// Asks for shutdown and returns what the server reports.
+    /// Asks for shutdown and returns what the server reports (failing after [`TIMEOUT`]).
+    #[track_caller]
     pub fn finish(mut self) -> socketserver::ServeSummary {
         self.stop.shutdown();
         self.join()
     }
 
-    /// Waits for `serve_forever` to return by itself (a handler asked for shutdown).
+    /// Waits (up to [`TIMEOUT`]) for `serve_forever` to return: by itself (a handler asked for
+    /// shutdown), or after [`Serving::finish`] or `stop` asked.
+    #[track_caller]
     pub fn join(&mut self) -> socketserver::ServeSummary {
+        self.join_within(TIMEOUT)
+    }
+
+    /// As [`Serving::join`], failing the test if `serve_forever` has not returned within `limit`.
+    #[track_caller]
+    pub fn join_within(&mut self, limit: Duration) -> socketserver::ServeSummary {
         let thread = self.thread.take().expect("joined once");
-        thread
-            .join()
-            .expect("serving thread panicked")
-            .expect("serve_forever failed")
+        thread.wait(limit).expect("serve_forever failed")
     }
 }
 
@@ -280,7 +366,8 @@ impl Drop for Serving {
     fn drop(&mut self) {
         self.stop.shutdown();
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            // Bounded, and silent: this also runs while a failing test unwinds.
+            t.wait_quietly(TIMEOUT);
         }
     }
 }
