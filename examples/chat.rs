@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use socketserver::framing::Lines;
-use socketserver::handler::{Conn, MessageHandler};
+use socketserver::reactor::{Conn, MessageHandler};
 use socketserver::{Reactor, Server, Tcp};
 
 #[derive(Parser, Debug)]

@@ -37,11 +37,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use socketserver::framing::RawBytes;
-use socketserver::handler::{Conn, MessageHandler};
+use socketserver::reactor::{Conn, MessageHandler};
 use socketserver::transport::{Datagram, Stream};
 use socketserver::{
-    DatagramRequest, Forking, InheritedSocket, Pool, PreFork, Reactor, Sequential, Serve, Server,
-    SocketKind, StreamOptions, StreamRequest, Tcp, Threading, Transport, Udp, UnixDatagram,
+    Concurrency, DatagramRequest, Forking, InheritedSocket, Pool, PreFork, Reactor, Sequential,
+    Server, SocketKind, StreamOptions, StreamRequest, Tcp, Threading, Transport, Udp, UnixDatagram,
     UnixStream, activation, signals,
 };
 
@@ -239,14 +239,18 @@ impl Listener {
 }
 
 /// Serves a stream transport under the chosen strategy.
-fn serve_stream<T: Transport<Kind = Stream>>(t: T, args: &Args) -> anyhow::Result<()> {
+fn serve_stream<T>(t: T, args: &Args) -> anyhow::Result<()>
+where
+    T: Transport<Kind = Stream>,
+    Reactor: Concurrency<T, ReactorEcho>,
+{
     let handler = if args.pid_banner {
         echo_stream_with_pid
     } else {
         echo_stream
     };
     match args.concurrency {
-        ConcurrencyArg::Sequential => run(Server::new(Sequential, t, handler)?, args),
+        ConcurrencyArg::Sequential => run(Server::new(Sequential::new(), t, handler)?, args),
         ConcurrencyArg::Threading => run(Server::new(threading(args), t, handler)?, args),
         ConcurrencyArg::Forking => run(Server::new(forking(args), t, handler)?, args),
         ConcurrencyArg::Pool => run(Server::new(pool(args), t, handler)?, args),
@@ -263,7 +267,7 @@ fn serve_stream<T: Transport<Kind = Stream>>(t: T, args: &Args) -> anyhow::Resul
 /// Serves a datagram transport under the chosen strategy.
 fn serve_datagram<T: Transport<Kind = Datagram>>(t: T, args: &Args) -> anyhow::Result<()> {
     match args.concurrency {
-        ConcurrencyArg::Sequential => run(Server::new(Sequential, t, echo_datagram)?, args),
+        ConcurrencyArg::Sequential => run(Server::new(Sequential::new(), t, echo_datagram)?, args),
         ConcurrencyArg::Threading => run(Server::new(threading(args), t, echo_datagram)?, args),
         ConcurrencyArg::Forking => run(Server::new(forking(args), t, echo_datagram)?, args),
         ConcurrencyArg::Pool => run(Server::new(pool(args), t, echo_datagram)?, args),
@@ -303,7 +307,7 @@ fn prefork(args: &Args) -> anyhow::Result<PreFork> {
 /// Applies the flags every strategy shares, then serves.
 fn run<C, T, H>(mut server: Server<C, T, H>, args: &Args) -> anyhow::Result<()>
 where
-    C: Serve<T, H>,
+    C: Concurrency<T, H>,
     T: Transport,
 {
     if let Some(ms) = args.shutdown_timeout_ms {

@@ -166,7 +166,7 @@ fn main() -> anyhow::Result<()> {
     };
     match args.concurrency {
         ConcurrencyArg::Sequential => {
-            common::serve(Server::new(Sequential, tcp, handler)?.stream_options(options))
+            common::serve(Server::new(Sequential::new(), tcp, handler)?.stream_options(options))
         }
         ConcurrencyArg::Threading => {
             common::serve(Server::new(Threading::new(), tcp, handler)?.stream_options(options))

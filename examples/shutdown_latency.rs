@@ -34,10 +34,10 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, fork};
 use socketserver::framing::RawBytes;
-use socketserver::handler::{Conn, MessageHandler};
+use socketserver::reactor::{Conn, MessageHandler};
 use socketserver::{
-    Forking, Pool, PreFork, Reactor, Sequential, Serve, Server, StreamRequest, Tcp, Threading,
-    signals,
+    Concurrency, Forking, Pool, PreFork, Reactor, Sequential, Server, StreamRequest, Tcp,
+    Threading, signals,
 };
 
 #[derive(Parser, Debug)]
@@ -127,7 +127,7 @@ fn settle(rng: &mut u64) {
 /// A trial in this process: serve on a thread, shut down from this one.
 fn in_process<C, H>(server: Server<C, Tcp, H>, rng: &mut u64) -> anyhow::Result<Duration>
 where
-    C: Serve<Tcp, H> + Send + 'static,
+    C: Concurrency<Tcp, H> + Send + 'static,
     H: Send + Sync + 'static,
 {
     let addr = server.local_addr().as_inet().context("an inet address")?;
@@ -158,7 +158,7 @@ fn forked<C, H>(
     rng: &mut u64,
 ) -> anyhow::Result<Duration>
 where
-    C: Serve<Tcp, H>,
+    C: Concurrency<Tcp, H>,
 {
     let (read_end, write_end) = nix::unistd::pipe().context("pipe(2)")?;
     // SAFETY: this process has one thread (forking strategies are measured alone, before any thread
@@ -198,7 +198,7 @@ fn serve_in_child<C, H>(
     report: OwnedFd,
 ) -> anyhow::Result<()>
 where
-    C: Serve<Tcp, H>,
+    C: Concurrency<Tcp, H>,
 {
     let mut report = std::fs::File::from(report);
     let mut server = make()?;
@@ -257,7 +257,7 @@ fn bind() -> std::io::Result<Tcp> {
 
 fn trial(strategy: Strategy, rng: &mut u64) -> anyhow::Result<Duration> {
     match strategy {
-        Strategy::Sequential => in_process(Server::new(Sequential, bind()?, echo)?, rng),
+        Strategy::Sequential => in_process(Server::new(Sequential::new(), bind()?, echo)?, rng),
         Strategy::Threading => in_process(Server::new(Threading::new(), bind()?, echo)?, rng),
         Strategy::Pool => in_process(Server::new(Pool::default(), bind()?, echo)?, rng),
         Strategy::Reactor => in_process(Server::new(Reactor::new(), bind()?, ReactorEcho)?, rng),

@@ -73,7 +73,9 @@ fn main() {
 fn serve(addr: &str, concurrency: ConcurrencyArg) -> anyhow::Result<()> {
     let udp = Udp::bind(addr)?;
     match concurrency {
-        ConcurrencyArg::Sequential => common::serve(Server::new(Sequential, udp, reply_time)?),
+        ConcurrencyArg::Sequential => {
+            common::serve(Server::new(Sequential::new(), udp, reply_time)?)
+        }
         ConcurrencyArg::Threading => common::serve(Server::new(Threading::new(), udp, reply_time)?),
         ConcurrencyArg::Forking => common::serve(Server::new(Forking::new(), udp, reply_time)?),
     }

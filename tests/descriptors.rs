@@ -9,8 +9,8 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::sync::Mutex;
 
-use socketserver::{Serve, Server, StreamRequest, Tcp};
-use util::{eventually, fd_count, round_trip, Serving, TIMEOUT};
+use socketserver::{Concurrency, Server, StreamRequest, Tcp};
+use util::{Serving, TIMEOUT, eventually, fd_count, round_trip};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -54,7 +54,7 @@ fn bind_failure_is_clear_and_leaks_nothing() {
 
 fn many_connections_leak_nothing<C>(strategy: C)
 where
-    C: Serve<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
+    C: Concurrency<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
 {
     let _serial = serial();
     let server = Server::new(
@@ -82,7 +82,7 @@ where
 
 #[test]
 fn thousand_connections_sequential() {
-    many_connections_leak_nothing(socketserver::Sequential);
+    many_connections_leak_nothing(socketserver::Sequential::new());
 }
 
 #[test]

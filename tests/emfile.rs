@@ -9,7 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use util::{connect, eventually, example_bin, round_trip, ServerProc, TIMEOUT};
+use util::{ServerProc, TIMEOUT, connect, eventually, example_bin, round_trip};
 
 /// User plus system CPU time of `pid`, in clock ticks.
 fn cpu_ticks(pid: i32) -> u64 {

@@ -10,10 +10,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use socketserver::{signals, Addr, Forking, RequestError, Server, StreamRequest, Tcp};
+use socketserver::{Addr, Forking, RequestError, Server, StreamRequest, Tcp, signals};
 use util::{
-    accept_queue, children, connect, eventually, fd_count, holds_for, round_trip, zombie_children,
-    ServerProc, TIMEOUT,
+    ServerProc, TIMEOUT, accept_queue, children, connect, eventually, fd_count, holds_for,
+    round_trip, zombie_children,
 };
 
 const MODE_VAR: &str = "SOCKETSERVER_FORK_SERVER";
@@ -464,7 +464,7 @@ impl Options {
                 "--color" => match value("--color")?.as_str() {
                     "auto" | "always" | "never" => {}
                     other => {
-                        return Err(format!("--color {other}: expected auto, always or never"))
+                        return Err(format!("--color {other}: expected auto, always or never"));
                     }
                 },
                 "--format" => match value("--format")?.as_str() {

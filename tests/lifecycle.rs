@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use socketserver::{
-    DatagramRequest, ForkingTcpServer, HandleOutcome, PoolTcpServer, Serve, Server, StreamRequest,
-    Tcp, TcpServer, ThreadingTcpServer, ThreadingUdpServer,
+    Concurrency, DatagramRequest, ForkingTcpServer, HandleOutcome, PoolTcpServer, Server,
+    StreamRequest, Tcp, TcpServer, ThreadingTcpServer, ThreadingUdpServer,
 };
 use util::{TIMEOUT, round_trip};
 
@@ -131,7 +131,7 @@ fn echo(req: &mut StreamRequest) -> anyhow::Result<()> {
 type Handler = fn(&mut StreamRequest) -> anyhow::Result<()>;
 
 /// The same code, generic over the strategy alone, serves one request on `server`.
-fn serves_one_request<C: Serve<Tcp, Handler>>(server: Server<C, Tcp, Handler>) {
+fn serves_one_request<C: Concurrency<Tcp, Handler>>(server: Server<C, Tcp, Handler>) {
     let server = util::Serving::start(server);
     assert_eq!(round_trip(server.addr, b"swapped\n"), b"swapped\n");
     assert_eq!(server.finish().requests, 1);

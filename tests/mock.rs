@@ -4,7 +4,7 @@ use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use socketserver::mock::{MockConn, MockDatagram, MockStream, run_datagram, run_stream};
+use socketserver::testing::{MockConn, MockDatagram, MockStream, run_datagram, run_stream};
 use socketserver::{
     Addr, DatagramRequest, HandleOutcome, RequestError, Sequential, Server, StreamHandler,
     StreamRequest,
@@ -115,7 +115,7 @@ fn a_whole_server_with_verify_error_and_shutdown_hooks() {
         }
         Ok(())
     };
-    let mut server = Server::new(Sequential, transport.clone(), handler)
+    let mut server = Server::new(Sequential::new(), transport.clone(), handler)
         .unwrap()
         .verify_request(|p: &Addr| {
             p.as_inet()
@@ -156,7 +156,7 @@ fn datagram_handlers_and_servers() {
     transport.push(b"x", peer("127.0.0.1:5"));
     transport.push(b"", peer("127.0.0.1:6"));
     transport.push(b"y", peer("127.0.0.1:7"));
-    let mut server = Server::new(Sequential, transport.clone(), upper)
+    let mut server = Server::new(Sequential::new(), transport.clone(), upper)
         .unwrap()
         .handle_error(|_: Option<&Addr>, _: &RequestError| {});
     for _ in 0..3 {

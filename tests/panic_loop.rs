@@ -4,7 +4,9 @@
 
 mod util;
 
-use socketserver::{Addr, RequestError, Sequential, Serve, Server, StreamRequest, Tcp, Threading};
+use socketserver::{
+    Addr, Concurrency, RequestError, Sequential, Server, StreamRequest, Tcp, Threading,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use util::{TIMEOUT, eventually, fd_count, round_trip};
@@ -23,7 +25,7 @@ fn panicky(req: &mut StreamRequest) -> anyhow::Result<()> {
     panic!("panic number {}", line.trim());
 }
 
-fn panic_loop<C: Serve<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>>(strategy: C) {
+fn panic_loop<C: Concurrency<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>>(strategy: C) {
     let reported = Arc::new(AtomicUsize::new(0));
     let seen = reported.clone();
     let mut server = Server::new(
@@ -69,7 +71,7 @@ fn panics_in_a_loop_leak_nothing() {
     let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
     std::panic::set_hook(Box::new(|_| {})); // 1,000 panic messages would only be noise here
     panic_loop(Threading::new());
-    panic_loop(Sequential);
+    panic_loop(Sequential::new());
 }
 
 #[test]

@@ -7,16 +7,16 @@ mod util;
 
 use std::io::{BufRead, Read, Write};
 use std::net::{TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use socketserver::{
-    Pool, PoolTcpServer, PoolUdpServer, Serve, ServeSummary, Server, ShutdownHandle, StreamRequest,
-    Tcp, Transport,
+    Concurrency, Pool, PoolTcpServer, PoolUdpServer, ServeSummary, Server, ShutdownHandle,
+    StreamRequest, Tcp, Transport,
 };
-use util::{accept_queue, connect, eventually, round_trip, spawn_bounded, Bounded, TIMEOUT};
+use util::{Bounded, TIMEOUT, accept_queue, connect, eventually, round_trip, spawn_bounded};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -35,7 +35,7 @@ fn echo_lines(req: &mut StreamRequest) -> anyhow::Result<()> {
 /// is awaited with a time limit (`serving.wait(TIMEOUT)`), so a drain that overruns fails the test.
 fn serve<T, H>(mut server: Server<Pool, T, H>) -> (u16, ShutdownHandle, Bounded<ServeSummary>)
 where
-    Pool: Serve<T, H>,
+    Pool: Concurrency<T, H>,
     T: Transport,
     H: Send + Sync + 'static,
 {

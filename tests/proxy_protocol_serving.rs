@@ -12,8 +12,8 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use socketserver::mock::{MockConn, MockProbe, MockStream};
 use socketserver::proxy_protocol::{Command, ProxyHeader, ProxyProtocol, Version};
+use socketserver::testing::{MockConn, MockProbe, MockStream};
 use socketserver::{
     Addr, HandleOutcome, RequestError, Sequential, Server, StreamOptions, StreamRequest,
     ThreadingTcpServer,
@@ -91,7 +91,7 @@ fn serve_mock(config: ProxyProtocol, conns: Vec<MockConn>) -> (Vec<MockProbe>, V
     let transport = MockStream::new().unwrap();
     let probes: Vec<_> = conns.into_iter().map(|c| transport.push(c)).collect();
     let reports = Reports::default();
-    let mut server = Server::new(Sequential, transport, report)
+    let mut server = Server::new(Sequential::new(), transport, report)
         .unwrap()
         .proxy_protocol(config)
         .handle_error(hook(&reports));
@@ -163,12 +163,12 @@ fn a_one_byte_read_buffer_still_reads_header_and_data() {
     );
     let options = StreamOptions {
         rbufsize: 1,
-        proxy_protocol: Some(trusted()),
         ..StreamOptions::default()
     };
-    let mut server = Server::new(Sequential, transport, report)
+    let mut server = Server::new(Sequential::new(), transport, report)
         .unwrap()
-        .stream_options(options);
+        .stream_options(options)
+        .proxy_protocol(trusted());
     server.handle_request().unwrap();
     assert_eq!(
         probe.written_str(),
@@ -218,7 +218,7 @@ fn untrusted_peers_are_served_as_is_with_their_bytes_untouched() {
 fn without_the_option_headers_are_plain_data() {
     let transport = MockStream::new().unwrap();
     let probe = transport.push(MockConn::new().peer(sa(PROXY)).read("PROXY UNKNOWN\r\nx"));
-    let mut server = Server::new(Sequential, transport, report).unwrap();
+    let mut server = Server::new(Sequential::new(), transport, report).unwrap();
     server.handle_request().unwrap();
     assert_eq!(
         probe.written_str(),

@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use socketserver::framing::{Lines, RawBytes};
-use socketserver::handler::{Conn, MessageHandler};
+use socketserver::reactor::{Conn, MessageHandler};
 use socketserver::{Addr, Reactor, RequestError, ServeSummary, Server, ShutdownHandle, Tcp};
-use util::{connect, round_trip, serve_bounded, Bounded, TIMEOUT};
+use util::{Bounded, TIMEOUT, connect, round_trip, serve_bounded};
 
 /// A byte echo that records the largest output queue it ever saw on a connection.
 #[derive(Default)]
@@ -402,4 +402,115 @@ fn echo_example_refuses_udp_with_reactor() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("stream transports only"), "{stderr}");
+}
+
+/// Tells each connection, on open and for every line, whom the handler sees.
+struct WhoSees;
+
+impl MessageHandler for WhoSees {
+    type Codec = Lines;
+    fn codec(&self) -> Lines {
+        Lines::with_max_line_len(1000)
+    }
+    fn on_open(&self, conn: &mut Conn<'_, Lines>) -> anyhow::Result<()> {
+        let via = conn.proxy_peer().map(|p| p.to_string());
+        let greeting = format!("open {} via {}", conn.peer(), via.as_deref().unwrap_or("-"));
+        conn.send(greeting.as_bytes())?;
+        Ok(())
+    }
+    fn on_message(&self, conn: &mut Conn<'_, Lines>, line: Vec<u8>) -> anyhow::Result<()> {
+        let reply = format!("{} said {}", conn.peer(), String::from_utf8_lossy(&line));
+        conn.send(reply.as_bytes())?;
+        Ok(())
+    }
+}
+
+#[test]
+fn the_proxy_protocol_layer_runs_under_the_reactor() {
+    use socketserver::proxy_protocol::ProxyProtocol;
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let seen = reports.clone();
+    let proxies = ProxyProtocol::trusted(["127.0.0.1"])
+        .unwrap()
+        .header_timeout(Duration::from_millis(300));
+    let server = Server::new(Reactor::new(), Tcp::bind("127.0.0.1:0").unwrap(), WhoSees)
+        .unwrap()
+        .proxy_protocol(proxies)
+        .handle_error(move |peer: Option<&Addr>, err: &RequestError| {
+            let peer = peer.map_or("-".to_string(), |p| p.to_string());
+            seen.lock().unwrap().push(format!("{peer}: {err}"));
+        });
+    let running = start(server);
+    let line = |reader: &mut BufReader<TcpStream>| {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("a line");
+        line
+    };
+
+    // A trusted proxy: the header, and the client's first line in the same write.
+    let mut proxied = connect(running.addr);
+    proxied
+        .write_all(b"PROXY TCP4 198.51.100.7 127.0.0.1 5555 80\r\nhello\n")
+        .unwrap();
+    let mut reader = BufReader::new(proxied.try_clone().unwrap());
+    let via = proxied.local_addr().unwrap();
+    assert_eq!(
+        line(&mut reader),
+        format!("open 198.51.100.7:5555 via {via}\n")
+    );
+    assert_eq!(line(&mut reader), "198.51.100.7:5555 said hello\n");
+
+    // A header split across writes still completes.
+    let mut split = connect(running.addr);
+    split.write_all(b"PROXY TCP6 2001:db8::1 ").unwrap();
+    split.flush().unwrap();
+    split.write_all(b"2001:db8::2 4000 443\r\nhi\n").unwrap();
+    let mut reader = BufReader::new(split.try_clone().unwrap());
+    assert!(line(&mut reader).starts_with("open [2001:db8::1]:4000 via 127.0.0.1:"));
+    assert_eq!(line(&mut reader), "[2001:db8::1]:4000 said hi\n");
+
+    // An untrusted peer's "header" is data, and it is itself the peer.
+    let mut direct = util::connect_from(std::net::Ipv4Addr::new(127, 0, 0, 2), running.addr);
+    direct
+        .write_all(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n")
+        .unwrap();
+    let mut reader = BufReader::new(direct.try_clone().unwrap());
+    let me = direct.local_addr().unwrap();
+    assert_eq!(line(&mut reader), format!("open {me} via -\n"));
+    assert_eq!(
+        line(&mut reader),
+        format!("{me} said PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n")
+    );
+
+    // A trusted peer that sends no header is refused, and one that sends nothing times out; the
+    // handler never sees either.
+    let mut garbage = connect(running.addr);
+    garbage.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let silent = connect(running.addr);
+    for mut refused in [garbage, silent] {
+        refused.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut rest = Vec::new();
+        let _ = refused.read_to_end(&mut rest); // EOF, or a reset
+        assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    }
+    let summary = running.stop();
+    assert_eq!(summary.requests, 5);
+    let reports = reports.lock().unwrap();
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    assert!(
+        reports
+            .iter()
+            .any(|r| r.contains("not a PROXY protocol header")),
+        "{reports:?}"
+    );
+    assert!(
+        reports
+            .iter()
+            .any(|r| r.contains("no complete PROXY protocol header within 300ms")),
+        "{reports:?}"
+    );
+    assert!(
+        reports.iter().all(|r| r.starts_with("127.0.0.1:")),
+        "reported with the proxy's address: {reports:?}"
+    );
 }

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::Shutdown;
 use std::time::Duration;
 
-use socketserver::{Sequential, Serve, Server, StreamRequest, Tcp, Threading};
+use socketserver::{Concurrency, Sequential, Server, StreamRequest, Tcp, Threading};
 use util::{Reports, Serving, TIMEOUT, connect, eventually, recorder, report_for, round_trip};
 
 type Handler = fn(&mut StreamRequest) -> anyhow::Result<()>;
@@ -31,7 +31,7 @@ fn handler(req: &mut StreamRequest) -> anyhow::Result<()> {
 }
 
 /// A server on its own thread, configured by `configure`, with every reported failure recorded.
-fn start<C: Serve<Tcp, Handler>>(
+fn start<C: Concurrency<Tcp, Handler>>(
     strategy: C,
     configure: impl FnOnce(Server<C, Tcp, Handler>) -> Server<C, Tcp, Handler>,
 ) -> (Serving, Reports) {
@@ -89,7 +89,9 @@ fn silent_client_threading() {
 fn silent_client_sequential() {
     silent_client_is_cut(
         false,
-        start(Sequential, |s| s.read_timeout(Duration::from_secs(1))),
+        start(Sequential::new(), |s| {
+            s.read_timeout(Duration::from_secs(1))
+        }),
     );
 }
 
@@ -180,7 +182,7 @@ fn half_closed_client_gets_the_whole_reply() {
         let (server, reports) = if concurrent {
             start(Threading::new(), |s| s)
         } else {
-            start(Sequential, |s| s)
+            start(Sequential::new(), |s| s)
         };
         let mut c = connect(server.addr);
         c.write_all(b"big 4\nlast\n").unwrap();

@@ -9,7 +9,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Barrier};
 
 use socketserver::{Sequential, Server, StreamRequest, Tcp, Threading};
-use util::{round_trip, ServerProc, Serving, TIMEOUT};
+use util::{ServerProc, Serving, TIMEOUT, round_trip};
 
 const CONNECTIONS: usize = 2000;
 const CLIENT_THREADS: usize = 8;
@@ -79,7 +79,7 @@ fn assert_all_served(what: &str, (served, failures): (usize, Vec<String>)) {
 
 fn in_process<C>(strategy: C)
 where
-    C: socketserver::Serve<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
+    C: socketserver::Concurrency<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
 {
     let server = Server::new(
         strategy,
@@ -95,7 +95,7 @@ where
 
 #[test]
 fn storm_sequential() {
-    in_process(Sequential);
+    in_process(Sequential::new());
 }
 
 #[test]

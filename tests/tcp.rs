@@ -6,13 +6,13 @@ mod util;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use socketserver::{Addr, Serve, Server, StreamRequest, Tcp, Transport};
+use socketserver::{Addr, Concurrency, Server, StreamRequest, Tcp, Transport};
 use util::{
-    accept_queue, connect, connect_from, eventually, holds_for, recorder, report_for, round_trip,
-    Reports, Serving, TIMEOUT,
+    Reports, Serving, TIMEOUT, accept_queue, connect, connect_from, eventually, holds_for,
+    recorder, report_for, round_trip,
 };
 
 /// Echoes lines; `error` makes the handler fail, `panic` makes it panic, `stop` shuts the server down.
@@ -36,7 +36,7 @@ fn line_echo(req: &mut StreamRequest) -> anyhow::Result<()> {
 /// A line-echo server on its own thread, with every reported failure recorded.
 fn start<C>(strategy: C) -> (Serving, Reports)
 where
-    C: Serve<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
+    C: Concurrency<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
 {
     let (reports, hook) = recorder();
     let handler: fn(&mut StreamRequest) -> anyhow::Result<()> = line_echo;
@@ -51,7 +51,7 @@ macro_rules! for_each_strategy {
     ($($name:ident => $body:expr;)*) => {
         mod sequential {
             use super::*;
-            $( #[test] fn $name() { ($body)(socketserver::Sequential) } )*
+            $( #[test] fn $name() { ($body)(socketserver::Sequential::new()) } )*
         }
         mod threading {
             use super::*;
@@ -62,7 +62,7 @@ macro_rules! for_each_strategy {
 
 fn echo_lines<C>(strategy: C)
 where
-    C: Serve<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
+    C: Concurrency<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
 {
     let (server, _reports) = start(strategy);
     for i in 0..5 {
@@ -74,7 +74,7 @@ where
 
 fn big_write_arrives_whole<C>(strategy: C)
 where
-    C: Serve<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
+    C: Concurrency<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
 {
     // 4 MiB is far more than the socket buffers hold: the server must keep writing as the client reads.
     let (server, _reports) = start(strategy);
@@ -102,7 +102,7 @@ where
 
 fn errors_and_panics_are_reported<C>(strategy: C)
 where
-    C: Serve<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
+    C: Concurrency<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
 {
     let (server, reports) = start(strategy);
     for (cmd, expected) in [
@@ -123,7 +123,7 @@ where
 
 fn shutdown_from_inside_a_handler<C>(strategy: C)
 where
-    C: Serve<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
+    C: Concurrency<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
 {
     let (mut server, _reports) = start(strategy);
     assert_eq!(round_trip(server.addr, b"stop\n"), b"stopping\n");
@@ -135,7 +135,7 @@ where
 
 fn verify_request_rejects<C>(strategy: C)
 where
-    C: Serve<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
+    C: Concurrency<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>,
 {
     // Decided by source address, which the client chooses (all of 127.0.0.0/8 is loopback): a source
     // port would not do, as Linux hands out loopback ephemeral ports of one parity.
@@ -361,12 +361,9 @@ fn threading_reuses_finished_threads_for_new_requests() {
     assert_eq!(strict, 20);
 }
 
-/// Reports whether the connection has `TCP_NODELAY`.
+/// Reports whether the connection has `TCP_NODELAY`, through the request's `AsFd` (no `unsafe`).
 fn report_nodelay(req: &mut StreamRequest) -> anyhow::Result<()> {
-    let fd = req.as_raw_fd().expect("a real socket");
-    // SAFETY: the request owns the socket for as long as this borrow is used.
-    let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    let on = nix::sys::socket::getsockopt(&socket, nix::sys::socket::sockopt::TcpNoDelay)?;
+    let on = nix::sys::socket::getsockopt(&*req, nix::sys::socket::sockopt::TcpNoDelay)?;
     writeln!(req.wfile, "{on}")?;
     Ok(())
 }
@@ -376,11 +373,10 @@ fn nodelay_option_reaches_each_connection() {
     for (nodelay, expected) in [(false, &b"false\n"[..]), (true, &b"true\n"[..])] {
         let server = Server::new(
             socketserver::Threading::new(),
-            Tcp::bind("127.0.0.1:0").unwrap(),
+            Tcp::builder().nodelay(nodelay).bind("127.0.0.1:0").unwrap(),
             report_nodelay as fn(&mut StreamRequest) -> anyhow::Result<()>,
         )
-        .unwrap()
-        .nodelay(nodelay);
+        .unwrap();
         let server = Serving::start(server);
         assert_eq!(round_trip(server.addr, b""), expected);
     }

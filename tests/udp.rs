@@ -110,7 +110,7 @@ macro_rules! udp_suite {
     };
 }
 
-udp_suite!(sequential, Sequential);
+udp_suite!(sequential, Sequential::new());
 udp_suite!(threading, Threading::new());
 
 #[test]

@@ -18,8 +18,8 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use socketserver::{
-    Addr, DatagramRequest, RequestError, Sequential, Serve, ServeSummary, Server, ShutdownHandle,
-    StreamRequest, Threading, Transport, UnixDatagram, UnixStream,
+    Addr, Concurrency, DatagramRequest, RequestError, Sequential, ServeSummary, Server,
+    ShutdownHandle, StreamRequest, Threading, Transport, UnixDatagram, UnixStream,
 };
 use util::{ServerProc, TIMEOUT};
 
@@ -44,7 +44,7 @@ struct Running {
 impl Running {
     fn start<C, T, H>(mut server: Server<C, T, H>) -> Running
     where
-        C: Serve<T, H> + Send + 'static,
+        C: Concurrency<T, H> + Send + 'static,
         T: Transport,
         H: Send + Sync + 'static,
     {
@@ -108,7 +108,7 @@ fn abstract_name(tag: &str) -> String {
 // ---- echo under every strategy ----
 
 fn stream_echo_in_process<
-    C: Serve<UnixStream, fn(&mut StreamRequest) -> anyhow::Result<()>> + Send + 'static,
+    C: Concurrency<UnixStream, fn(&mut StreamRequest) -> anyhow::Result<()>> + Send + 'static,
 >(
     strategy: C,
 ) {
@@ -129,7 +129,7 @@ fn stream_echo_in_process<
 
 #[test]
 fn stream_echo_sequential() {
-    stream_echo_in_process(Sequential);
+    stream_echo_in_process(Sequential::new());
 }
 
 #[test]
@@ -170,7 +170,7 @@ fn stream_echo_forking_children_never_unlink_the_path() {
 }
 
 fn datagram_echo_in_process<
-    C: Serve<UnixDatagram, fn(&mut DatagramRequest) -> anyhow::Result<()>> + Send + 'static,
+    C: Concurrency<UnixDatagram, fn(&mut DatagramRequest) -> anyhow::Result<()>> + Send + 'static,
 >(
     strategy: C,
 ) {
@@ -193,7 +193,7 @@ fn datagram_echo_in_process<
 
 #[test]
 fn datagram_echo_sequential() {
-    datagram_echo_in_process(Sequential);
+    datagram_echo_in_process(Sequential::new());
 }
 
 #[test]
@@ -291,7 +291,7 @@ fn a_stale_socket_is_replaced_only_when_opted_in() {
         ino,
         "the stale file was not replaced"
     );
-    let running = Running::start(Server::new(Sequential, server, echo).unwrap());
+    let running = Running::start(Server::new(Sequential::new(), server, echo).unwrap());
     assert_eq!(round_trip(connect(&path), b"fresh"), b"fresh");
     running.stop();
 
@@ -415,7 +415,7 @@ fn abstract_addresses_work() {
 
     let dname = abstract_name("dgram");
     let server = Server::new(
-        Sequential,
+        Sequential::new(),
         UnixDatagram::bind_abstract(&dname).unwrap(),
         echo_dgram,
     )
@@ -511,7 +511,7 @@ fn an_oversized_datagram_is_reported_with_its_real_length() {
         .max_packet_size(16)
         .bind(&path)
         .unwrap();
-    let server = Server::new(Sequential, transport, echo_dgram)
+    let server = Server::new(Sequential::new(), transport, echo_dgram)
         .unwrap()
         .handle_error(move |_: Option<&Addr>, err: &RequestError| {
             let _ = tx.lock().send(err.to_string());
@@ -539,8 +539,9 @@ fn handlers_see_the_peers_credentials() {
         write!(req, "{} {} {}", cred.pid, cred.uid, cred.gid)?;
         Ok(())
     };
-    let running =
-        Running::start(Server::new(Sequential, UnixStream::bind(&path).unwrap(), handler).unwrap());
+    let running = Running::start(
+        Server::new(Sequential::new(), UnixStream::bind(&path).unwrap(), handler).unwrap(),
+    );
     let reply = String::from_utf8(round_trip(connect(&path), b"")).unwrap();
     let expected = format!(
         "{} {} {}",

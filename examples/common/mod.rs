@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use clap::Parser;
-use socketserver::{Serve, Server, Transport, signals};
+use socketserver::{Concurrency, Server, Transport, signals};
 
 pub mod fileproto;
 
@@ -33,7 +33,7 @@ pub fn init_logging() {
 /// serves until then.
 pub fn serve<C, T, H>(mut server: Server<C, T, H>) -> anyhow::Result<()>
 where
-    C: Serve<T, H>,
+    C: Concurrency<T, H>,
     T: Transport,
 {
     println!("listening on {}", server.local_addr());

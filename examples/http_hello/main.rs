@@ -39,8 +39,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use socketserver::{
-    Forking, Pool, PreFork, Sequential, Serve, Server, StreamHandler, StreamOptions, StreamRequest,
-    Tcp, Threading,
+    Concurrency, Forking, Pool, PreFork, Sequential, Server, StreamHandler, StreamOptions,
+    StreamRequest, Tcp, Threading,
 };
 
 use request::{Head, Parsed, Version};
@@ -225,14 +225,14 @@ fn lingering_close(req: &mut StreamRequest) -> anyhow::Result<()> {
 
 /// Serves under `concurrency` with the HTTP connection options: the keep-alive timeout as the read
 /// timeout, `TCP_NODELAY` (a response is one write, and must not wait for an ACK), buffered responses.
-fn run<C: Serve<Tcp, Hello>>(concurrency: C, args: &Args) -> anyhow::Result<()> {
+fn run<C: Concurrency<Tcp, Hello>>(concurrency: C, args: &Args) -> anyhow::Result<()> {
     let options = StreamOptions {
         read_timeout: Some(Duration::from_secs(args.keep_alive_timeout_secs)),
-        nodelay: true,
         wbufsize: 16 * 1024,
         ..StreamOptions::default()
     };
-    let server = Server::new(concurrency, Tcp::bind(args.addr.as_str())?, Hello)?
+    let tcp = Tcp::builder().nodelay(true).bind(args.addr.as_str())?;
+    let server = Server::new(concurrency, tcp, Hello)?
         .stream_options(options)
         .shutdown_timeout(Duration::from_millis(args.shutdown_timeout_ms));
     common::serve(server)
@@ -242,7 +242,7 @@ fn main() -> anyhow::Result<()> {
     let args: Args = common::parse_args();
     common::init_logging();
     match args.concurrency {
-        ConcurrencyArg::Sequential => run(Sequential, &args),
+        ConcurrencyArg::Sequential => run(Sequential::new(), &args),
         ConcurrencyArg::Threading => run(
             args.max_threads
                 .map_or_else(Threading::new, |n| Threading::new().max_threads(n as usize)),

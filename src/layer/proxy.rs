@@ -62,7 +62,7 @@ impl Layer for ProxyLayer {
                 Ok(0) => {
                     return Err(RequestError::ProxyHeader(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
-                        "the connection closed before its PROXY protocol header was complete",
+                        "the stream ended before the PROXY protocol header was complete",
                     )));
                 }
                 Ok(_) => {}

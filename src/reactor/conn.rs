@@ -139,6 +139,70 @@ impl<'a, C> Conn<'a, C> {
         &self.peer
     }
 
+    /// The proxy this connection came through, when a trusted proxy sent a PROXY protocol header
+    /// (see [`Server::proxy_protocol`](crate::Server::proxy_protocol)); `None` for a connection
+    /// straight from its client. [`peer`](Self::peer) is then the client.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::framing::Lines;
+    /// use socketserver::reactor::{Conn, MessageHandler};
+    ///
+    /// struct Via;
+    /// impl MessageHandler for Via {
+    ///     type Codec = Lines;
+    ///     fn codec(&self) -> Lines { Lines::new() }
+    ///     fn on_open(&self, conn: &mut Conn<'_, Lines>) -> anyhow::Result<()> {
+    ///         let via = conn.proxy_peer().map_or("direct".to_string(), |p| format!("via {p}"));
+    ///         conn.send(via.as_bytes())?;
+    ///         Ok(())
+    ///     }
+    ///     fn on_message(&self, _conn: &mut Conn<'_, Lines>, _line: Vec<u8>) -> anyhow::Result<()> {
+    ///         Ok(())
+    ///     }
+    /// }
+    /// let mut driver = socketserver::testing::MessageDriver::new(Via)?;
+    /// let client = driver.connect("192.0.2.9:4000".parse::<std::net::SocketAddr>().unwrap());
+    /// assert_eq!(driver.sent_text(client), "direct\n");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn proxy_peer(&self) -> Option<&Addr> {
+        self.proxied().map(|p| &p.via)
+    }
+
+    /// The PROXY protocol header a trusted proxy sent for this connection, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::framing::Lines;
+    /// use socketserver::reactor::{Conn, MessageHandler};
+    ///
+    /// struct Dest;
+    /// impl MessageHandler for Dest {
+    ///     type Codec = Lines;
+    ///     fn codec(&self) -> Lines { Lines::new() }
+    ///     fn on_message(&self, conn: &mut Conn<'_, Lines>, _line: Vec<u8>) -> anyhow::Result<()> {
+    ///         let dest = conn.proxy_header().and_then(|h| h.destination);
+    ///         conn.send(format!("{dest:?}").as_bytes())?;
+    ///         Ok(())
+    ///     }
+    /// }
+    /// let mut driver = socketserver::testing::MessageDriver::new(Dest)?;
+    /// let client = driver.connect("192.0.2.9:4000".parse::<std::net::SocketAddr>().unwrap());
+    /// driver.send(client, "where?\n");
+    /// assert_eq!(driver.sent_text(client), "None\n"); // not behind a proxy
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn proxy_header(&self) -> Option<&crate::proxy_protocol::ProxyHeader> {
+        self.proxied().map(|p| &p.header)
+    }
+
+    fn proxied(&self) -> Option<&crate::transport::Proxied> {
+        self.conns.slab.get(self.id)?.info.proxied.as_deref()
+    }
+
     /// The address of another open connection.
     ///
     /// # Examples

@@ -36,7 +36,10 @@ pub(crate) enum Flush {
     Close,
     /// The connection stays: the loop makes sure its epoll interest is `interest`, and, when output
     /// `started_waiting` for the socket just now, starts its write timer.
-    Open { interest: u32, started_waiting: bool },
+    Open {
+        interest: u32,
+        started_waiting: bool,
+    },
 }
 
 impl<H: MessageHandler> Engine<H> {

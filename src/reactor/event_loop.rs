@@ -180,7 +180,9 @@ where
         for id in stalled {
             let error = RequestError::Connection(io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!("the peer took none of its queued output for {write_timeout:?} (write_timeout)"),
+                format!(
+                    "the peer took none of its queued output for {write_timeout:?} (write_timeout)"
+                ),
             ));
             self.engine.fail(id, &error);
         }

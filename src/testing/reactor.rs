@@ -11,7 +11,7 @@ use crate::addr::Addr;
 use crate::concurrency::Reactor;
 use crate::reactor::engine::Engine;
 use crate::reactor::{ConnId, MessageHandler};
-use crate::serving::{Ticket, Shared};
+use crate::serving::{Shared, Ticket};
 use crate::shutdown::ShutdownHandle;
 
 /// Drives a [`MessageHandler`] the way a [`Reactor`] does — the same decoding, callbacks, output
@@ -149,7 +149,9 @@ impl<H: MessageHandler> MessageDriver<H> {
         let conn = MockConn::new().peer(peer);
         let probe = conn.probe();
         let peer = conn.peer.clone();
-        let id = self.engine.insert(Arc::new(conn), peer, Ticket::unlimited());
+        let id = self
+            .engine
+            .insert(Arc::new(conn), peer, Ticket::unlimited());
         self.probes.insert(id, probe);
         self.engine.start(id);
         self.settle();
@@ -184,7 +186,10 @@ impl<H: MessageHandler> MessageDriver<H> {
     ///
     /// See [`new`](Self::new).
     pub fn sent_to(&self, id: ConnId) -> Vec<u8> {
-        self.probes.get(&id).map(MockProbe::written).unwrap_or_default()
+        self.probes
+            .get(&id)
+            .map(MockProbe::written)
+            .unwrap_or_default()
     }
 
     /// [`sent_to`](Self::sent_to), as text (invalid UTF-8 replaced).

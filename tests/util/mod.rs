@@ -311,7 +311,7 @@ pub fn serve_bounded<C, T, H>(
     mut server: socketserver::Server<C, T, H>,
 ) -> Bounded<std::io::Result<socketserver::ServeSummary>>
 where
-    C: socketserver::Serve<T, H>,
+    C: socketserver::Concurrency<T, H>,
     T: socketserver::Transport,
     socketserver::Server<C, T, H>: Send + 'static,
 {
@@ -330,7 +330,7 @@ impl Serving {
     /// Starts `server.serve_forever()` on a new thread.
     pub fn start<C, T, H>(server: socketserver::Server<C, T, H>) -> Serving
     where
-        C: socketserver::Serve<T, H>,
+        C: socketserver::Concurrency<T, H>,
         T: socketserver::Transport,
         socketserver::Server<C, T, H>: Send + 'static,
     {
