@@ -6,7 +6,9 @@
 //! ```
 //!
 //! The first line on stdout is `listening on <bound address>`; `SIGINT` or `SIGTERM` shuts it down
-//! gracefully (exit 0). It runs under any strategy: `--concurrency sequential|threading|forking`.
+//! gracefully (exit 0). It runs under any blocking strategy:
+//! `--concurrency sequential|threading|forking|pool|prefork` (not `reactor`, which needs an
+//! event-loop handler).
 //!
 //! # What the notes' version got wrong, and what this one does
 //!
@@ -101,7 +103,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use common::cli::{self, ConcurrencyArgs, Strategy};
 use common::fileproto::{
     check_name, read_frame, receive_stream, send_stream, FrameWriter, Message, SendError,
     READ_BUFFER,
@@ -110,9 +113,7 @@ use nix::errno::Errno;
 use nix::fcntl::{openat, renameat, OFlag};
 use nix::sys::stat::{fstatat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
-use socketserver::{
-    Forking, Sequential, Server, StreamHandler, StreamOptions, StreamRequest, Tcp, Threading,
-};
+use socketserver::{Sequential, Serve, Server, StreamHandler, StreamOptions, StreamRequest, Tcp};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -126,9 +127,8 @@ struct Args {
     /// The directory served; nothing outside it is ever read or written.
     #[arg(long)]
     root: PathBuf,
-    /// Concurrency strategy.
-    #[arg(long, value_enum, default_value_t = ConcurrencyArg::Threading)]
-    concurrency: ConcurrencyArg,
+    #[command(flatten)]
+    concurrency: ConcurrencyArgs,
     /// The largest upload accepted, in bytes; larger ones are refused before any data is sent.
     #[arg(long, default_value_t = 1 << 30)]
     max_upload: u64,
@@ -138,13 +138,6 @@ struct Args {
     /// Seconds a read or write may wait during a transfer.
     #[arg(long, default_value_t = 30)]
     transfer_timeout: u64,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum ConcurrencyArg {
-    Sequential,
-    Threading,
-    Forking,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -164,17 +157,27 @@ fn main() -> anyhow::Result<()> {
         rbufsize: READ_BUFFER,
         ..StreamOptions::default()
     };
-    match args.concurrency {
-        ConcurrencyArg::Sequential => {
-            common::serve(Server::new(Sequential, tcp, handler)?.stream_options(options))
-        }
-        ConcurrencyArg::Threading => {
-            common::serve(Server::new(Threading::new(), tcp, handler)?.stream_options(options))
-        }
-        ConcurrencyArg::Forking => {
-            common::serve(Server::new(Forking::new(), tcp, handler)?.stream_options(options))
-        }
+    let c = &args.concurrency;
+    match c.concurrency {
+        Strategy::Sequential => run(Sequential, tcp, handler, options),
+        Strategy::Threading => run(c.threading(), tcp, handler, options),
+        Strategy::Forking => run(c.forking(), tcp, handler, options),
+        Strategy::Pool => run(c.pool(), tcp, handler, options),
+        Strategy::Prefork => run(c.prefork(), tcp, handler, options),
+        Strategy::Reactor => cli::refuse(
+            "--concurrency reactor needs an event-loop handler; the file server blocks on its \
+             files and sockets (use sequential, threading, forking, pool or prefork)",
+        ),
     }
+}
+
+fn run<C: Serve<Tcp, FileServer>>(
+    strategy: C,
+    tcp: Tcp,
+    handler: FileServer,
+    options: StreamOptions,
+) -> anyhow::Result<()> {
+    common::serve(Server::new(strategy, tcp, handler)?.stream_options(options))
 }
 
 /// Serves one session: commands until `Q`, EOF, the idle timeout, or a broken stream.
