@@ -67,7 +67,11 @@
 //! # Confinement to the root
 //!
 //! A name must be non-empty, at most 255 bytes, without `/` or NUL, and not start with `.` (so no
-//! `.`, `..`, hidden files, or the server's own temporary files). The root is opened once as a
+//! `.`, `..`, hidden files, or the server's own temporary files). Nor may it hold a control character
+//! (tab, newline, ESC, DEL, C1) or a bidirectional-text control: shown in a listing or a log, such a
+//! name forges lines, drives the terminal, or reads as something else. Files in the root with such
+//! names are neither listed nor served, and names in messages and logs are escaped
+//! (`innocent.txt\t6\nfake.pdf`). The root is opened once as a
 //! directory descriptor; every operation is relative to it (`openat`, `fstatat`, `renameat`,
 //! `unlinkat`), and files are opened with `O_NOFOLLOW`. Since a name is a single component, there is
 //! no intermediate directory to swap, and the final component is never followed if it is a symbolic
@@ -106,7 +110,7 @@ use anyhow::Context;
 use clap::Parser;
 use common::cli::{self, ConcurrencyArgs, Strategy};
 use common::fileproto::{
-    check_name, read_frame, receive_stream, send_stream, FrameWriter, Message, SendError,
+    check_name, escape, read_frame, receive_stream, send_stream, FrameWriter, Message, SendError,
     READ_BUFFER,
 };
 use nix::errno::Errno;
@@ -300,7 +304,7 @@ impl FileServer {
         name: &[u8],
     ) -> anyhow::Result<Next> {
         let refusal = match check_name(name) {
-            Err(e) => Some(format!("bad file name {:?}: {e}", show(name))),
+            Err(e) => Some(format!("bad file name \"{}\": {e}", show(name))),
             Ok(_) if size > self.max_upload => Some(format!(
                 "{} is {size} bytes, over the upload limit of {} bytes",
                 show(name),
@@ -337,7 +341,13 @@ impl FileServer {
             Err((in_step, why)) => {
                 // `temp` is dropped (and removed) on return; the reply is best effort when the
                 // connection is what failed.
-                log::warn!("{}: upload of {} failed: {why}", req.peer(), show(name));
+                // `why` may quote the client's own cancel message: escaped like a name.
+                let shown_why = escape(why.as_bytes());
+                log::warn!(
+                    "{}: upload of {} failed: {shown_why}",
+                    req.peer(),
+                    show(name)
+                );
                 let sent = out.send(
                     &mut req.wfile,
                     &Message::error(format!("upload failed: {why}")),
@@ -358,9 +368,10 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-/// A name as text for messages and logs.
+/// A name as text for messages and logs: escaped, since a peer chose it (a newline would forge a log
+/// line, an ESC sequence would reach the terminal of whoever reads the log).
 fn show(name: &[u8]) -> String {
-    String::from_utf8_lossy(name).into_owned()
+    escape(name)
 }
 
 /// The served directory, held open: every access is relative to this descriptor (see the module
@@ -407,7 +418,7 @@ impl Root {
     /// Opens a file for download, or says why not (the text goes to the client).
     fn open_file(&self, name: &[u8]) -> Result<(File, u64), String> {
         let os_name =
-            check_name(name).map_err(|e| format!("bad file name {:?}: {e}", show(name)))?;
+            check_name(name).map_err(|e| format!("bad file name \"{}\": {e}", show(name)))?;
         let flags = OFlag::O_RDONLY
             | OFlag::O_NOFOLLOW
             | OFlag::O_NONBLOCK

@@ -10,6 +10,7 @@ mod util;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -743,4 +744,143 @@ fn bad_flags_print_usage_and_exit_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("opening the root directory /nonexistent/dir"));
+}
+
+// --- Hostile names and hostile servers ---------------------------------------------------------
+
+/// A stand-in for the file server on a std `TcpListener`: serves one connection with `script` (which
+/// gets the stream, read and write timeouts set) on a thread, and hands back what the script returns.
+fn fake_server<T: Send + 'static>(
+    script: impl FnOnce(TcpStream) -> T + Send + 'static,
+) -> (String, std::thread::JoinHandle<T>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let thread = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(TIMEOUT)).unwrap();
+        script(stream)
+    });
+    (addr, thread)
+}
+
+/// One frame: the length, the tag, the body.
+fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut frame = u32::try_from(1 + body.len())
+        .unwrap()
+        .to_be_bytes()
+        .to_vec();
+    frame.push(tag);
+    frame.extend_from_slice(body);
+    frame
+}
+
+/// A listing entry frame (`F` size name).
+fn entry(size: u64, name: &[u8]) -> Vec<u8> {
+    let mut body = size.to_be_bytes().to_vec();
+    body.extend_from_slice(name);
+    frame(b'F', &body)
+}
+
+/// Reads one whole frame from a client and returns its tag.
+fn read_command(stream: &mut TcpStream) -> u8 {
+    let mut header = [0; 4];
+    stream.read_exact(&mut header).unwrap();
+    let mut payload = vec![0; u32::from_be_bytes(header) as usize];
+    stream.read_exact(&mut payload).unwrap();
+    payload[0]
+}
+
+/// The hostile review's forged line: uploaded as `innocent.txt<TAB>6<LF>fake-file.pdf`, a name printed
+/// as `fake-file.pdf<TAB>…` on a line of its own in `fileclient list`. Names with control characters
+/// (and ESC sequences, C1 controls, bidirectional overrides) are refused by the server, whatever
+/// the client, and by the client before it asks; refusals quote the name escaped.
+#[test]
+fn names_with_control_characters_are_refused() {
+    let root = TempDir::new().unwrap();
+    fs::write(root.path().join("real.txt"), b"x").unwrap();
+    let server = start(root.path(), &[]);
+    let forged: &[u8] = b"innocent.txt\t6\nfake-file.pdf";
+    let hostile: [&[u8]; 6] = [
+        forged,
+        b"\x1b]0;pwned\x07title",
+        b"red\x1b[31m",
+        b"del\x7f",
+        "c1-csi\u{9b}31m".as_bytes(),
+        "bidi\u{202e}fdp.exe".as_bytes(),
+    ];
+    let mut raw = Raw::connect(&server.addr);
+    for name in hostile {
+        raw.send_put(6, name);
+        let err = raw.expect_error();
+        assert!(err.contains("control character"), "P {name:?}: {err}");
+        assert!(!err.chars().any(char::is_control), "P {name:?}: {err:?}");
+        raw.send(b'G', name);
+        let err = raw.expect_error();
+        assert!(err.contains("control character"), "G {name:?}: {err}");
+    }
+    assert_eq!(raw.list(), [("real.txt".to_string(), 1)]);
+    assert_eq!(names(root.path()), ["real.txt"]);
+
+    // Such a file already in the root is neither listed nor served.
+    fs::write(root.path().join("evil\n\x1b[31mred"), b"y").unwrap();
+    let cwd = TempDir::new().unwrap();
+    let out = client(&server.addr, cwd.path(), &["list"], "");
+    assert_success(&out);
+    assert_eq!(text(&out.stdout), "real.txt\t1\n");
+
+    // The client refuses to upload it, and its error is one line with the name escaped.
+    let name = std::ffi::OsStr::from_bytes(forged);
+    fs::write(cwd.path().join(name), b"123456").unwrap();
+    let mut cmd = Command::new(example_bin("fileclient"));
+    cmd.args(["--addr", &server.addr, "put"])
+        .arg(name)
+        .current_dir(cwd.path());
+    let out = run_with_input(cmd, b"", TIMEOUT);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("control character"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(
+        stderr.contains(r"innocent.txt\t6\nfake-file.pdf"),
+        "{stderr:?}"
+    );
+    assert_eq!(names(root.path()), ["evil\n\x1b[31mred", "real.txt"]);
+}
+
+/// A malicious server's names and error texts reach the terminal escaped: no forged listing line,
+/// no ESC sequence.
+#[test]
+fn the_client_escapes_what_a_hostile_server_sends() {
+    let (addr, server) = fake_server(|mut s| {
+        assert_eq!(read_command(&mut s), b'L');
+        let mut reply = frame(b'O', b"");
+        reply.extend(entry(6, b"innocent.txt\t6\nfake-file.pdf"));
+        reply.extend(entry(1, b"\x1b[2J\x1b]0;pwned\x07"));
+        reply.extend(frame(b'.', b""));
+        s.write_all(&reply).unwrap();
+        assert_eq!(read_command(&mut s), b'Q');
+        s.write_all(&frame(b'O', b"")).unwrap();
+    });
+    let cwd = TempDir::new().unwrap();
+    let out = client(&addr, cwd.path(), &["list"], "");
+    server.join().unwrap();
+    assert_success(&out);
+    assert_eq!(
+        text(&out.stdout),
+        "innocent.txt\\t6\\nfake-file.pdf\t6\n\\u{1b}[2J\\u{1b}]0;pwned\\u{7}\t1\n"
+    );
+
+    let (addr, server) = fake_server(|mut s| {
+        assert_eq!(read_command(&mut s), b'G');
+        s.write_all(&frame(b'X', b"no\x1b[2J\nfileclient: all good"))
+            .unwrap();
+    });
+    let out = client(&addr, cwd.path(), &["get", "f"], "");
+    server.join().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "fileclient: server refused: no\\u{1b}[2J\\nfileclient: all good\n"
+    );
 }

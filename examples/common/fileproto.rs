@@ -231,6 +231,10 @@ pub enum NameError {
     Hidden,
     /// Longer than [`MAX_NAME`] bytes.
     TooLong,
+    /// A control character (tab, newline, ESC, DEL, a C1 control) or a bidirectional-text control:
+    /// printed in a listing or a log, it forges lines, moves the cursor, recolours the terminal or
+    /// reverses what the name appears to say (see [`is_unsafe_char`]).
+    Control,
 }
 
 impl fmt::Display for NameError {
@@ -243,13 +247,14 @@ impl fmt::Display for NameError {
             }
             NameError::Hidden => "hidden names (starting with '.', including '..') are not served",
             NameError::TooLong => "file name longer than 255 bytes",
+            NameError::Control => "file name contains a control character",
         })
     }
 }
 
 impl std::error::Error for NameError {}
 
-/// Checks that `name` is one visible component, and returns it as an `OsStr`.
+/// Checks that `name` is one visible component that prints as itself, and returns it as an `OsStr`.
 ///
 /// Both ends check: the server before touching its root, the client before writing a download into
 /// the current directory (it does not trust the server either).
@@ -268,9 +273,56 @@ pub fn check_name(name: &[u8]) -> Result<&OsStr, NameError> {
         Err(NameError::Hidden)
     } else if name.len() > MAX_NAME {
         Err(NameError::TooLong)
+    } else if has_unsafe_char(name) {
+        Err(NameError::Control)
     } else {
         Ok(OsStr::from_bytes(name))
     }
+}
+
+/// Whether printing `c` can do more than show a glyph: a control character (C0 such as tab, newline
+/// and ESC, DEL, or C1 such as CSI, U+009B) or one of the bidirectional-text controls that make a
+/// name read differently from what it is (`bidi\u{202e}fdp.exe` shows as `bidiexe.pdf`).
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// Whether `bytes` holds an [unsafe character](is_unsafe_char), or a byte outside UTF-8 in the C1
+/// range (0x80-0x9f), which a terminal in an 8-bit mode takes for a control too.
+fn has_unsafe_char(bytes: &[u8]) -> bool {
+    bytes.utf8_chunks().any(|chunk| {
+        chunk.valid().chars().any(is_unsafe_char)
+            || chunk.invalid().iter().any(|b| (0x80..=0x9f).contains(b))
+    })
+}
+
+/// `bytes` made safe to print on a terminal or in a log line: [unsafe characters](is_unsafe_char)
+/// become Rust-style escapes (`\t`, `\n`, `\u{1b}`) and bytes that are not UTF-8 become `\xNN`, so
+/// every name is shown on one line, as the characters it has, and nothing in it reaches the terminal
+/// as a command. Everything else, backslashes included, is left as it is: names people type stay as
+/// they typed them.
+///
+/// For whatever came from a peer: names (a server's listing, a client's upload) and error texts.
+pub fn escape(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if is_unsafe_char(c) {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
 }
 
 /// Reads one frame payload; `Ok(None)` when the peer closed the stream between frames.
