@@ -29,7 +29,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use common::fileproto::{
     check_name, escape, read_frame, receive_stream, send_stream, FrameWriter, Message,
-    ReceiveError, SendError, READ_BUFFER,
+    ReceiveError, SendError, MAX_LISTING_BYTES, MAX_LISTING_ENTRIES, MAX_NAME, READ_BUFFER,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -251,14 +251,39 @@ impl Client {
         }
     }
 
+    /// The server's files, held whole (a listing is printed all or nothing), within the protocol's
+    /// bounds: a server that streams entries forever, or huge ones, gets a clear error once a bound
+    /// is passed, not all of the client's memory.
     fn list(&mut self) -> Result<Vec<(Vec<u8>, u64)>, Failure> {
         self.send(&Message::List)?;
         expect_ok(&self.recv()?)?;
         let mut files = Vec::new();
+        let mut bytes = 0;
         loop {
             let frame = self.recv()?;
             match Message::parse(&frame) {
-                Ok(Message::Entry { size, name }) => files.push((name.to_vec(), size)),
+                Ok(Message::Entry { name, .. }) if name.len() > MAX_NAME => {
+                    return Err(Failure::Fatal(format!(
+                        "protocol error: a listing entry's name is {} bytes, over the \
+                         {MAX_NAME}-byte limit",
+                        name.len()
+                    )))
+                }
+                Ok(Message::Entry { .. }) if files.len() == MAX_LISTING_ENTRIES => {
+                    return Err(Failure::Fatal(format!(
+                        "the server's listing has more than {MAX_LISTING_ENTRIES} entries; giving up"
+                    )))
+                }
+                Ok(Message::Entry { size, name }) => {
+                    bytes += name.len();
+                    if bytes > MAX_LISTING_BYTES {
+                        return Err(Failure::Fatal(format!(
+                            "the server's listing holds more than {} MiB of names; giving up",
+                            MAX_LISTING_BYTES >> 20
+                        )));
+                    }
+                    files.push((name.to_vec(), size));
+                }
                 Ok(Message::Done) => return Ok(files),
                 other => return Err(unexpected("a listing entry", other)),
             }

@@ -44,12 +44,15 @@
 //! | `S` | size | server | a download of `size` bytes follows |
 //! | `D` | bytes | both | file data (1 to 65,536 bytes) |
 //! | `E` | size, crc32 | both | end of file data: the total size and its CRC-32 |
-//! | `X` | UTF-8 text | both | refused / aborted, with the reason |
+//! | `X` | UTF-8 text | both | refused / aborted, with the reason (at most 4,096 bytes are kept) |
 //!
 //! Exchanges (client → server, then the server's reply):
 //!
 //! - `L` → `O`, then an `F` per file, then `.` (or `X`). Only regular, non-hidden files are listed,
-//!   sorted by name.
+//!   sorted by name. A listing holds at most 100,000 entries and 16 MiB of names, each name at most
+//!   255 bytes: the client holds a listing whole, so it refuses one past these bounds (a server
+//!   streaming entries forever cannot exhaust its memory), and the server refuses, with `X`, to list
+//!   a root that holds more.
 //! - `G name` → `X reason`, or `S size`, then `D` frames, then `E size crc32`. If reading fails
 //!   midway the server sends `X` instead of `E`, and the client discards what it got.
 //! - `P size name` → `X reason` (bad name, over `--max-upload`, …) before any data is sent, or `O`;
@@ -111,7 +114,7 @@ use clap::Parser;
 use common::cli::{self, ConcurrencyArgs, Strategy};
 use common::fileproto::{
     check_name, escape, read_frame, receive_stream, send_stream, FrameWriter, Message, SendError,
-    READ_BUFFER,
+    MAX_LISTING_BYTES, MAX_LISTING_ENTRIES, READ_BUFFER,
 };
 use nix::errno::Errno;
 use nix::fcntl::{openat, renameat, OFlag};
@@ -391,11 +394,13 @@ impl Root {
         Ok(Root { dir })
     }
 
-    /// The regular, non-hidden files with their sizes, sorted by name.
+    /// The regular, non-hidden files with their sizes, sorted by name; an error past the protocol's
+    /// listing bounds, which a client would refuse anyway (and which bound what is held here).
     fn list(&self) -> io::Result<Vec<(Vec<u8>, u64)>> {
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         let mut dir = nix::dir::Dir::openat(&self.dir, ".", flags, Mode::empty())?;
         let mut files = Vec::new();
+        let mut bytes = 0;
         for entry in dir.iter() {
             let entry = entry?;
             let name = entry.file_name().to_bytes();
@@ -408,6 +413,14 @@ impl Root {
                 continue; // removed meanwhile
             };
             if is_regular(stat.st_mode) {
+                bytes += name.len();
+                if files.len() == MAX_LISTING_ENTRIES || bytes > MAX_LISTING_BYTES {
+                    return Err(io::Error::other(format!(
+                        "more files than a listing may hold ({MAX_LISTING_ENTRIES} entries, {} MiB \
+                         of names)",
+                        MAX_LISTING_BYTES >> 20
+                    )));
+                }
                 files.push((name.to_vec(), u64::try_from(stat.st_size).unwrap_or(0)));
             }
         }

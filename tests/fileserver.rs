@@ -13,6 +13,7 @@ use std::net::TcpStream;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use tempfile::TempDir;
 use util::{connect, eventually, example_bin, run_with_input, ServerProc, TIMEOUT};
@@ -883,4 +884,67 @@ fn the_client_escapes_what_a_hostile_server_sends() {
         text(&out.stderr),
         "fileclient: server refused: no\\u{1b}[2J\\nfileclient: all good\n"
     );
+}
+
+/// The `i`th entry frame of a fake listing.
+type EntryAt = fn(u64) -> Vec<u8>;
+
+/// Streams listing entries (`O`, then `F` frames made by `entry_at`) until the client hangs up, for at
+/// most 60 s or 4 GiB; returns how many bytes went out before the connection broke.
+fn endless_listing(mut s: TcpStream, entry_at: EntryAt) -> u64 {
+    assert_eq!(read_command(&mut s), b'L');
+    let started = std::time::Instant::now();
+    let mut sent = 0u64;
+    let mut batch = frame(b'O', b"");
+    for i in 0..u64::MAX {
+        batch.extend(entry_at(i));
+        if batch.len() < 64 * 1024 {
+            continue;
+        }
+        if s.write_all(&batch).is_err() {
+            return sent;
+        }
+        sent += batch.len() as u64;
+        batch.clear();
+        if sent > 4 << 30 || started.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+    }
+    sent
+}
+
+/// The hostile review's endless listing (the client grew to 1.39 GB in 8 s): the client bounds the
+/// entries, the bytes and each name of a listing, and fails with a clear error, soon, having read a
+/// bounded amount (so holding a bounded amount: what it received is all it can hold).
+#[test]
+fn an_endless_listing_fails_with_a_bound() {
+    let cwd = TempDir::new().unwrap();
+    let cases: [(EntryAt, &str); 3] = [
+        // Small entries: the entry count runs out first.
+        (|i| entry(i, format!("file-{i:012}").as_bytes()), "entries"),
+        // The longest names: the byte count runs out first.
+        (|i| entry(i, format!("{i:0>255}").as_bytes()), "MiB"),
+        // One name far over NAME_MAX.
+        (|_| entry(1, &[b'n'; 60_000]), "255"),
+    ];
+    for (entry_at, bound) in cases {
+        let (addr, server) = fake_server(move |s| endless_listing(s, entry_at));
+        let started = std::time::Instant::now();
+        let mut cmd = Command::new(example_bin("fileclient"));
+        cmd.args(["--addr", &addr, "list"]).current_dir(cwd.path());
+        let out = run_with_input(cmd, b"", Duration::from_secs(15));
+        let took = started.elapsed();
+        let sent = server.join().unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{bound}: {stderr}");
+        assert!(
+            stderr.starts_with("fileclient: ")
+                && stderr.contains("listing")
+                && stderr.contains(bound),
+            "{bound}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{bound}: printed a partial listing");
+        assert!(took < Duration::from_secs(10), "{bound}: took {took:?}");
+        assert!(sent < 64 << 20, "{bound}: the client read {sent} bytes");
+    }
 }

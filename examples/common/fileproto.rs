@@ -29,8 +29,18 @@ pub const READ_BUFFER: usize = socketserver::framing::HEADER_LEN + MAX_FRAME;
 /// The longest file name served, in bytes (Linux's `NAME_MAX`).
 pub const MAX_NAME: usize = 255;
 
-/// Error texts are cut to this many bytes, so they always fit in a frame.
+/// Error texts are cut to this many bytes, when sent and when received: they always fit in a frame,
+/// and a peer cannot fill a screen or a log line with one.
 const MAX_ERROR_TEXT: usize = 4096;
+
+/// The most entries a listing may have. A client holds a whole listing before printing it (sorted,
+/// and all or nothing), so without a bound a server streaming entries forever grows it until memory
+/// runs out; the server refuses to list a root with more files.
+pub const MAX_LISTING_ENTRIES: usize = 100_000;
+
+/// The most bytes of names a listing may carry (each entry also holds its 8-byte size): a second
+/// bound on what a client holds, for listings of long names.
+pub const MAX_LISTING_BYTES: usize = 16 << 20;
 
 /// One protocol message: the payload of one frame.
 ///
@@ -62,17 +72,9 @@ pub enum Message<'a> {
 }
 
 impl<'a> Message<'a> {
-    /// An error reply carrying `text`, cut to a frame-sized length at a character boundary.
+    /// An error reply carrying `text`, cut to [`MAX_ERROR_TEXT`] bytes at a character boundary.
     pub fn error(text: impl fmt::Display) -> Message<'static> {
-        let mut text = text.to_string();
-        if text.len() > MAX_ERROR_TEXT {
-            let mut cut = MAX_ERROR_TEXT;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text.truncate(cut);
-        }
-        Message::Error(Cow::Owned(text))
+        Message::Error(Cow::Owned(cut_error_text(text.to_string())))
     }
 
     /// Parses one frame payload.
@@ -111,7 +113,12 @@ impl<'a> Message<'a> {
                     crc32: u32::from_be_bytes(crc),
                 }
             }
-            b'X' => Message::Error(String::from_utf8_lossy(body)),
+            b'X' => match String::from_utf8_lossy(body) {
+                Cow::Borrowed(text) if text.len() <= MAX_ERROR_TEXT => {
+                    Message::Error(Cow::Borrowed(text))
+                }
+                text => Message::Error(Cow::Owned(cut_error_text(text.into_owned()))),
+            },
             _ => return Err(ProtoError::Unknown(tag)),
         };
         Ok(msg)
@@ -174,6 +181,18 @@ impl<'a> Message<'a> {
             Message::Error(_) => "error (X)",
         }
     }
+}
+
+/// `text` cut to [`MAX_ERROR_TEXT`] bytes, at a character boundary.
+fn cut_error_text(mut text: String) -> String {
+    if text.len() > MAX_ERROR_TEXT {
+        let mut cut = MAX_ERROR_TEXT;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
 }
 
 /// A big-endian `u64` and whatever follows it.
