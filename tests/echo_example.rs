@@ -286,3 +286,24 @@ fn every_example_offers_the_same_strategies() {
         assert!(stderr.contains("reactor"), "{bin}: {stderr}");
     }
 }
+
+/// `--help` starts with the example's own description, not a comment of the shared flag definitions
+/// flattened into it.
+#[test]
+fn help_describes_the_example_itself() {
+    for (bin, about) in [
+        ("echo", "Echo server"),
+        ("fileserver", "File server"),
+        ("timeserver", "UDP time server"),
+        ("http_hello", "HTTP/1.1"),
+        ("echo_client", "Interactive echo client"),
+    ] {
+        let out = Command::new(example_bin(bin))
+            .arg("--help")
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.starts_with(about), "{bin} --help: {help}");
+        assert!(!help.contains("flattened"), "{bin} --help: {help}");
+    }
+}

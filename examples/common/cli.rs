@@ -40,10 +40,11 @@ impl fmt::Display for Strategy {
     }
 }
 
-/// `--concurrency` and the flags that tune each strategy.
-///
-/// The default strategy is `threading`; an example with another default overrides it with
-/// `#[command(mut_arg("concurrency", |a| a.default_value("sequential")))]`.
+// `--concurrency` and the flags that tune each strategy. (Comments, not doc comments, on the
+// flattened structs: clap would take a doc comment for the example's own description.)
+//
+// The default strategy is `threading`; an example with another default overrides it with
+// `#[command(mut_arg("concurrency", |a| a.default_value("sequential")))]`.
 #[derive(Args, Clone, Debug)]
 pub struct ConcurrencyArgs {
     /// Concurrency strategy.
@@ -101,8 +102,8 @@ pub enum Transport {
     UnixDgram,
 }
 
-/// `--transport`. Optional, so a server serving an inherited socket can tell "not given" (serve it
-/// as what it is) from an explicit choice (which must match); everyone else defaults to TCP.
+// `--transport`. Optional, so a server serving an inherited socket can tell "not given" (serve it
+// as what it is) from an explicit choice (which must match); everyone else defaults to TCP.
 #[derive(Args, Clone, Debug)]
 pub struct TransportArgs {
     /// Transport (default tcp).
@@ -117,8 +118,8 @@ impl TransportArgs {
     }
 }
 
-/// Where a server's socket comes from: bound at `--addr`, or inherited from the parent process
-/// (`--listen-fd`, systemd socket activation).
+// Where a server's socket comes from: bound at `--addr`, or inherited from the parent process
+// (`--listen-fd`, systemd socket activation).
 #[derive(Args, Clone, Debug)]
 pub struct ListenArgs {
     /// Address to bind: `host:port` (port 0 picks a free port), or for Unix transports a path or
