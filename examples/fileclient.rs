@@ -19,7 +19,7 @@ mod common;
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::{File, Permissions};
-use std::io::{self, BufRead, BufReader, IsTerminal, Write};
+use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -189,10 +189,47 @@ impl fmt::Display for Failure {
     }
 }
 
+/// The connection, with its timeout's expiry reported as such.
+///
+/// A socket timeout surfaces as `EAGAIN`, which reads "Resource temporarily unavailable (os error
+/// 11)"; every error that reaches the user through the protocol functions passes here first.
+struct Patient {
+    stream: TcpStream,
+    timeout: Duration,
+}
+
+impl Patient {
+    fn explain(&self, e: io::Error) -> io::Error {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("timed out after {:?} (--timeout)", self.timeout),
+            ),
+            _ => e,
+        }
+    }
+}
+
+impl Read for Patient {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.read(buf).map_err(|e| self.explain(e))
+    }
+}
+
+impl Write for Patient {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf).map_err(|e| self.explain(e))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush().map_err(|e| self.explain(e))
+    }
+}
+
 /// A session with the server.
 struct Client {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    reader: BufReader<Patient>,
+    writer: Patient,
     out: FrameWriter,
     progress: bool,
 }
@@ -227,9 +264,13 @@ impl Client {
         stream
             .set_write_timeout(Some(timeout))
             .map_err(Failure::fatal)?;
-        let writer = stream.try_clone().map_err(Failure::fatal)?;
+        let writer = Patient {
+            stream: stream.try_clone().map_err(Failure::fatal)?,
+            timeout,
+        };
+        let reader = Patient { stream, timeout };
         Ok(Client {
-            reader: BufReader::with_capacity(READ_BUFFER, stream),
+            reader: BufReader::with_capacity(READ_BUFFER, reader),
             writer,
             out: FrameWriter::default(),
             progress: io::stderr().is_terminal(),

@@ -93,21 +93,31 @@
 //!
 //! # Timeouts
 //!
-//! A session may sit idle between commands for `--idle-timeout` seconds (default 300, for people at
-//! the menu); during a transfer each read or write may wait `--transfer-timeout` seconds (default
-//! 30), so a stalled peer frees its worker. Under `--concurrency sequential` one session is served
-//! at a time, as with Python's `TCPServer`: the next client waits until the current one quits.
+//! Every phase of a session has a deadline, not a per-read timeout (a client sending a byte just
+//! before each read would time out could otherwise hold a worker for ever):
+//!
+//! - `--idle-timeout` (default 300 s, for people at the menu): from the end of one command to the
+//!   whole of the next having arrived;
+//! - `--transfer-timeout` (default 600 s): one command's whole exchange — a listing, a download or an
+//!   upload, however the peer trickles or reads slowly (raise it for large files over slow links: a
+//!   1 GiB upload needs about 1.8 MB/s to finish in 600 s);
+//! - `--connection-timeout` (default 900 s, 0 for none): the whole session, however busy.
+//!
+//! Each socket operation waits at most the time left before the nearest deadline, and an expiry is
+//! reported to the client (when a frame can still be sent whole) and logged naming the flag. Under
+//! `--concurrency sequential` one session is served at a time, as with Python's `TCPServer`: the
+//! next client waits until the current one quits or runs out of time.
 
 mod common;
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Parser;
@@ -139,12 +149,15 @@ struct Args {
     /// The largest upload accepted, in bytes; larger ones are refused before any data is sent.
     #[arg(long, default_value_t = 1 << 30)]
     max_upload: u64,
-    /// Seconds a session may wait between commands.
-    #[arg(long, default_value_t = 300)]
+    /// Seconds a session may wait for its next whole command (a deadline, not a per-read timeout).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout: u64,
-    /// Seconds a read or write may wait during a transfer.
-    #[arg(long, default_value_t = 30)]
+    /// Seconds one command's whole exchange may take: a listing, a download or an upload.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     transfer_timeout: u64,
+    /// Seconds a whole session may last, however busy; 0 for no limit.
+    #[arg(long, default_value_t = 900)]
+    connection_timeout: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -154,12 +167,14 @@ fn main() -> anyhow::Result<()> {
     let handler = FileServer {
         root,
         max_upload: args.max_upload,
-        idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
-        transfer_timeout: Duration::from_secs(args.transfer_timeout.max(1)),
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+        transfer_timeout: Duration::from_secs(args.transfer_timeout),
+        connection_timeout: (args.connection_timeout > 0)
+            .then(|| Duration::from_secs(args.connection_timeout)),
     };
     let tcp = Tcp::bind(args.addr.as_str())?;
-    // The idle and transfer timeouts are set per phase by the handler; the read buffer holds a
-    // whole frame.
+    // The handler sets the socket timeouts itself, from its deadlines (see `Deadline`); the read
+    // buffer holds a whole frame.
     let options = StreamOptions {
         rbufsize: READ_BUFFER,
         ..StreamOptions::default()
@@ -187,13 +202,14 @@ fn run<C: Serve<Tcp, FileServer>>(
     common::serve(Server::new(strategy, tcp, handler)?.stream_options(options))
 }
 
-/// Serves one session: commands until `Q`, EOF, the idle timeout, or a broken stream.
+/// Serves one session: commands until `Q`, EOF, a deadline, or a broken stream.
 #[derive(Debug)]
 struct FileServer {
     root: Root,
     max_upload: u64,
     idle_timeout: Duration,
     transfer_timeout: Duration,
+    connection_timeout: Option<Duration>,
 }
 
 /// Whether the session goes on after a command.
@@ -206,41 +222,46 @@ impl StreamHandler for FileServer {
     fn handle(&self, req: &mut StreamRequest) -> anyhow::Result<()> {
         let mut out = FrameWriter::default();
         let peer = req.peer().to_string();
+        let session = self
+            .connection_timeout
+            .map(|t| Deadline::after(t, Limit::Connection));
         loop {
-            req.set_read_timeout(Some(self.idle_timeout))?;
-            let frame = match read_frame(&mut req.rfile) {
+            let idle = Deadline::after(self.idle_timeout, Limit::Idle).or_sooner(session);
+            let frame = match read_frame(&mut Timed::new(req, idle)) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return Ok(()),
-                Err(e) if is_timeout(&e) => {
-                    log::info!("{peer}: idle for {:?}, closing", self.idle_timeout);
-                    let _ = out.send(&mut req.wfile, &Message::error("idle timeout, closing"));
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    log::info!("{peer}: {e}, closing");
+                    let reply = Message::error(format!("{e}, closing"));
+                    let _ = out.send(&mut Timed::last_words(req), &reply);
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                     // Not frames of this protocol: there is no way to find the next message.
                     let reply = Message::error(format!("bad frame ({e}), closing"));
-                    let _ = out.send(&mut req.wfile, &reply);
+                    let _ = out.send(&mut Timed::last_words(req), &reply);
                     return Err(e).context("reading a command");
                 }
                 Err(e) => return Err(e).context("reading a command"),
             };
-            req.set_read_timeout(Some(self.transfer_timeout))?;
-            req.set_write_timeout(Some(self.transfer_timeout))?;
+            let transfer =
+                Deadline::after(self.transfer_timeout, Limit::Transfer).or_sooner(session);
+            let conn = &mut Timed::new(req, transfer);
             let next = match Message::parse(&frame) {
-                Ok(Message::List) => self.list(req, &mut out)?,
-                Ok(Message::Get { name }) => self.get(req, &mut out, name)?,
-                Ok(Message::Put { size, name }) => self.put(req, &mut out, size, name)?,
+                Ok(Message::List) => self.list(conn, &mut out)?,
+                Ok(Message::Get { name }) => self.get(conn, &mut out, &peer, name)?,
+                Ok(Message::Put { size, name }) => self.put(conn, &mut out, &peer, size, name)?,
                 Ok(Message::Quit) => {
-                    out.send(&mut req.wfile, &Message::Ok)?;
+                    out.send(conn, &Message::Ok)?;
                     Next::Close
                 }
                 Ok(other) => {
                     let why = format!("expected a command (L, G, P or Q), got {}", other.kind());
-                    out.send(&mut req.wfile, &Message::error(why))?;
+                    out.send(conn, &Message::error(why))?;
                     Next::Continue
                 }
                 Err(e) => {
-                    out.send(&mut req.wfile, &Message::error(e))?;
+                    out.send(conn, &Message::error(e))?;
                     Next::Continue
                 }
             };
@@ -252,47 +273,50 @@ impl StreamHandler for FileServer {
 }
 
 impl FileServer {
-    fn list(&self, req: &mut StreamRequest, out: &mut FrameWriter) -> anyhow::Result<Next> {
+    fn list(&self, conn: &mut Timed<'_>, out: &mut FrameWriter) -> anyhow::Result<Next> {
         let entries = match self.root.list() {
             Ok(entries) => entries,
             Err(e) => {
                 let reply = Message::error(format!("cannot list the root: {e}"));
-                out.send(&mut req.wfile, &reply)?;
+                out.send(conn, &reply)?;
                 return Ok(Next::Continue);
             }
         };
-        out.send(&mut req.wfile, &Message::Ok)?;
+        out.send(conn, &Message::Ok)?;
         for (name, size) in &entries {
             let entry = Message::Entry { size: *size, name };
-            out.send(&mut req.wfile, &entry)?;
+            out.send(conn, &entry)?;
         }
-        out.send(&mut req.wfile, &Message::Done)?;
+        out.send(conn, &Message::Done)?;
         Ok(Next::Continue)
     }
 
     fn get(
         &self,
-        req: &mut StreamRequest,
+        conn: &mut Timed<'_>,
         out: &mut FrameWriter,
+        peer: &str,
         name: &[u8],
     ) -> anyhow::Result<Next> {
         let (mut file, size) = match self.root.open_file(name) {
             Ok(opened) => opened,
             Err(refusal) => {
-                out.send(&mut req.wfile, &Message::error(refusal))?;
+                out.send(conn, &Message::error(refusal))?;
                 return Ok(Next::Continue);
             }
         };
-        out.send(&mut req.wfile, &Message::Sending { size })?;
-        match send_stream(&mut req.wfile, out, &mut file, size, &mut |_| {}) {
+        out.send(conn, &Message::Sending { size })?;
+        match send_stream(conn, out, &mut file, size, &mut |_| {}) {
             Ok(()) => {
-                log::info!("{}: sent {} ({size} bytes)", req.peer(), show(name));
+                log::info!("{peer}: sent {} ({size} bytes)", show(name));
                 Ok(Next::Continue)
             }
             Err(SendError::Source(e)) => {
-                log::warn!("{}: sending {} aborted: {e}", req.peer(), show(name));
+                log::warn!("{peer}: sending {} aborted: {e}", show(name));
                 Ok(Next::Continue)
             }
+            // No farewell: a write may have stopped inside a frame, so the client could not read
+            // one. It sees the connection close mid-download and discards what it got.
             Err(e @ SendError::Connection(_)) => {
                 Err(e).with_context(|| format!("sending {}", show(name)))
             }
@@ -301,8 +325,9 @@ impl FileServer {
 
     fn put(
         &self,
-        req: &mut StreamRequest,
+        conn: &mut Timed<'_>,
         out: &mut FrameWriter,
+        peer: &str,
         size: u64,
         name: &[u8],
     ) -> anyhow::Result<Next> {
@@ -316,19 +341,19 @@ impl FileServer {
             Ok(_) => None,
         };
         if let Some(why) = refusal {
-            out.send(&mut req.wfile, &Message::error(why))?;
+            out.send(conn, &Message::error(why))?;
             return Ok(Next::Continue);
         }
         let mut temp = match self.root.create_temp() {
             Ok(temp) => temp,
             Err(e) => {
                 let why = format!("cannot store {}: {e}", show(name));
-                out.send(&mut req.wfile, &Message::error(why))?;
+                out.send(conn, &Message::error(why))?;
                 return Ok(Next::Continue);
             }
         };
-        out.send(&mut req.wfile, &Message::Ok)?;
-        let received = receive_stream(&mut req.rfile, &mut temp.file, size, &mut |_| {});
+        out.send(conn, &Message::Ok)?;
+        let received = receive_stream(conn, &mut temp.file, size, &mut |_| {});
         let outcome = received
             .map_err(|e| (e.in_step(), e.to_string()))
             .and_then(|()| {
@@ -337,25 +362,22 @@ impl FileServer {
             });
         match outcome {
             Ok(()) => {
-                out.send(&mut req.wfile, &Message::Ok)?;
-                log::info!("{}: stored {} ({size} bytes)", req.peer(), show(name));
+                out.send(conn, &Message::Ok)?;
+                log::info!("{peer}: stored {} ({size} bytes)", show(name));
                 Ok(Next::Continue)
             }
             Err((in_step, why)) => {
-                // `temp` is dropped (and removed) on return; the reply is best effort when the
-                // connection is what failed.
-                // `why` may quote the client's own cancel message: escaped like a name.
-                let shown_why = escape(why.as_bytes());
+                // `temp` is dropped (and removed) on return. `why` may quote the client's own
+                // cancel message: escaped like a name.
                 log::warn!(
-                    "{}: upload of {} failed: {shown_why}",
-                    req.peer(),
-                    show(name)
+                    "{peer}: upload of {} failed: {}",
+                    show(name),
+                    escape(why.as_bytes())
                 );
-                let sent = out.send(
-                    &mut req.wfile,
-                    &Message::error(format!("upload failed: {why}")),
-                );
-                match (in_step, sent) {
+                // Only reads failed, so frames still go out whole: the reason is sent even past a
+                // deadline (best effort when the connection itself broke).
+                let reply = Message::error(format!("upload failed: {why}"));
+                match (in_step, out.send(&mut conn.farewell(), &reply)) {
                     (true, Ok(())) => Ok(Next::Continue),
                     _ => Ok(Next::Close),
                 }
@@ -364,11 +386,136 @@ impl FileServer {
     }
 }
 
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
+/// Which limit a [`Deadline`] enforces, for the message when it passes.
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    /// `--idle-timeout`: the next whole command.
+    Idle,
+    /// `--transfer-timeout`: one command's whole exchange (a listing, a download, an upload).
+    Transfer,
+    /// `--connection-timeout`: the whole session.
+    Connection,
+    /// The last message before closing, once another deadline has passed.
+    Farewell,
+}
+
+/// The moment one phase of a session must be over by.
+///
+/// A per-read timeout cannot stop a peer that trickles a byte just before each read would time out:
+/// the phase goes on for ever. So each phase has a deadline, and every socket operation waits only
+/// for the time left until it ([`Timed`]).
+///
+/// The deadlines are kept here rather than in [`Server::connection_timeout`]: the library's timer
+/// assumes the socket timeouts are its own, and would lengthen the ones set here whenever its own
+/// deadline came closer.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    limit: Duration,
+    what: Limit,
+}
+
+impl Deadline {
+    /// `limit` from now.
+    fn after(limit: Duration, what: Limit) -> Deadline {
+        Deadline {
+            at: Instant::now() + limit,
+            limit,
+            what,
+        }
+    }
+
+    /// Whichever of the two passes first.
+    fn or_sooner(self, other: Option<Deadline>) -> Deadline {
+        match other {
+            Some(other) if other.at < self.at => other,
+            _ => self,
+        }
+    }
+
+    /// The time left, or the `TimedOut` error saying which limit passed.
+    fn left(&self) -> io::Result<Duration> {
+        let left = self.at.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            Err(self.passed())
+        } else {
+            Ok(left)
+        }
+    }
+
+    /// The error for this deadline having passed, naming the flag that set it.
+    fn passed(&self) -> io::Error {
+        let limit = self.limit;
+        let what = match self.what {
+            Limit::Idle => format!("no complete command within {limit:?} (--idle-timeout)"),
+            Limit::Transfer => {
+                format!("the transfer did not finish within {limit:?} (--transfer-timeout)")
+            }
+            Limit::Connection => format!("the session lasted {limit:?} (--connection-timeout)"),
+            Limit::Farewell => format!("the last reply could not be sent within {limit:?}"),
+        };
+        io::Error::new(io::ErrorKind::TimedOut, what)
+    }
+}
+
+/// How long the last message before closing may take, once a deadline has passed.
+const FAREWELL: Duration = Duration::from_secs(1);
+
+/// The connection under a [`Deadline`]: every read or write that may block first shrinks the
+/// socket's timeout to the time left, so no operation outlasts the deadline however the peer
+/// trickles, and a timeout is reported as the deadline that passed (not as the socket option).
+struct Timed<'r> {
+    req: &'r mut StreamRequest,
+    deadline: Deadline,
+}
+
+impl<'r> Timed<'r> {
+    fn new(req: &'r mut StreamRequest, deadline: Deadline) -> Timed<'r> {
+        Timed { req, deadline }
+    }
+
+    /// The connection with [`FAREWELL`] left, for the reason of a close.
+    fn last_words(req: &mut StreamRequest) -> Timed<'_> {
+        Timed::new(req, Deadline::after(FAREWELL, Limit::Farewell))
+    }
+
+    /// This connection with [`FAREWELL`] left instead of its own deadline.
+    fn farewell(&mut self) -> Timed<'_> {
+        Timed::last_words(self.req)
+    }
+
+    /// Maps a socket timeout to this deadline's error: the socket timeout is always the time left.
+    fn explain(&self, e: io::Error) -> io::Error {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => self.deadline.passed(),
+            _ => e,
+        }
+    }
+}
+
+impl Read for Timed<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Only a read the buffer cannot serve reaches the socket (one `read(2)` at most).
+        if self.req.rfile.buffer().is_empty() {
+            let left = self.deadline.left()?;
+            self.req.set_read_timeout(Some(left))?;
+        }
+        self.req.rfile.read(buf).map_err(|e| self.explain(e))
+    }
+}
+
+impl Write for Timed<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let left = self.deadline.left()?;
+        self.req.set_write_timeout(Some(left))?;
+        self.req.wfile.write(buf).map_err(|e| self.explain(e))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let left = self.deadline.left()?;
+        self.req.set_write_timeout(Some(left))?;
+        self.req.wfile.flush().map_err(|e| self.explain(e))
+    }
 }
 
 /// A name as text for messages and logs: escaped, since a peer chose it (a newline would forge a log

@@ -13,7 +13,8 @@ use std::net::TcpStream;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 use util::{connect, eventually, example_bin, run_with_input, ServerProc, TIMEOUT};
@@ -947,4 +948,216 @@ fn an_endless_listing_fails_with_a_bound() {
         assert!(took < Duration::from_secs(10), "{bound}: took {took:?}");
         assert!(sent < 64 << 20, "{bound}: the client read {sent} bytes");
     }
+}
+
+// --- Deadlines -------------------------------------------------------------------------------
+
+/// Reads frames from `stream` on a thread until EOF (or reset, or [`TIMEOUT`]); reports each error
+/// text (`X`) and, at the end, the moment the server closed the connection.
+fn watch(stream: &TcpStream) -> mpsc::Receiver<Result<String, Instant>> {
+    let mut raw = Raw {
+        stream: stream.try_clone().unwrap(),
+    };
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        while let Some((tag, body)) = raw.recv() {
+            if tag == b'X' && tx.send(Ok(text(&body))).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Err(Instant::now()));
+    });
+    rx
+}
+
+/// Writes `bytes` a few at a time, `every` apart — each read on the server comes well within any
+/// per-read timeout — until the server closes the connection (`watch` says so) or 8 s pass. Returns
+/// the error texts the server sent and when it closed, if it did.
+fn trickle(raw: &mut Raw, bytes: &[u8], every: Duration) -> (Vec<String>, Option<Instant>) {
+    let events = watch(&raw.stream);
+    let mut errors = Vec::new();
+    let give_up = Instant::now() + Duration::from_secs(8);
+    let mut chunks = bytes.chunks(8);
+    while Instant::now() < give_up {
+        match events.recv_timeout(every) {
+            Ok(Ok(error)) => errors.push(error),
+            Ok(Err(closed)) => return (errors, Some(closed)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let Some(chunk) = chunks.next() else { break };
+                if raw.stream.write_all(chunk).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    (errors, None)
+}
+
+/// The hostile review's trickler: one byte every 2 s kept a session 21 s under `--idle-timeout 3`,
+/// as the timeout was per read. It is a deadline for the whole next command now.
+#[test]
+fn a_trickled_command_is_cut_at_the_idle_deadline() {
+    let root = TempDir::new().unwrap();
+    let server = start(root.path(), &["--idle-timeout", "1"]);
+    let mut raw = Raw::connect(&server.addr);
+    let mut body = 1u64.to_be_bytes().to_vec();
+    body.extend_from_slice(&[b'n'; 250]);
+    let command = frame(b'P', &body);
+    let started = Instant::now();
+    let (errors, closed) = trickle(&mut raw, &command, Duration::from_millis(100));
+    let closed = closed.expect("the server let the trickling client keep its session");
+    let took = closed - started;
+    assert!(
+        (Duration::from_millis(900)..Duration::from_secs(4)).contains(&took),
+        "cut after {took:?}"
+    );
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("--idle-timeout"), "{errors:?}");
+}
+
+/// An upload trickled a few bytes at a time is cut at `--transfer-timeout` from its start, and the
+/// reason names that flag (it said `read_timeout`, a socket option the user never set).
+#[test]
+fn a_trickled_upload_is_cut_at_the_transfer_deadline() {
+    let root = TempDir::new().unwrap();
+    let server = start(root.path(), &["--transfer-timeout", "1"]);
+    let mut raw = Raw::connect(&server.addr);
+    raw.send_put(MIB as u64, b"slow.bin");
+    raw.expect(b'O');
+    let started = Instant::now();
+    let (errors, closed) = trickle(
+        &mut raw,
+        &frame(b'D', &[7; 60_000]),
+        Duration::from_millis(100),
+    );
+    let closed = closed.expect("the server let the trickled upload run on");
+    let took = closed - started;
+    assert!(
+        (Duration::from_millis(900)..Duration::from_secs(4)).contains(&took),
+        "cut after {took:?}"
+    );
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("--transfer-timeout"), "{errors:?}");
+    assert!(eventually(TIMEOUT, || hidden_names(root.path()).is_empty()));
+    assert!(names(root.path()).is_empty());
+}
+
+/// A download to a reader that takes a little at a time is cut at `--transfer-timeout` (it took
+/// about 9 s under `--transfer-timeout 3`). Seen from outside through a sequential server: the next
+/// client is served as soon as the slow one is cut.
+#[test]
+fn a_slow_download_is_cut_at_the_transfer_deadline() {
+    use nix::sys::socket::{self as sock, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::os::fd::AsRawFd;
+    let root = TempDir::new().unwrap();
+    fs::write(root.path().join("big"), vec![1; 16 * MIB]).unwrap();
+    let server = start(
+        root.path(),
+        &["--concurrency", "sequential", "--transfer-timeout", "1"],
+    );
+    // A small receive buffer, so the kernel cannot take the file off the server's hands.
+    let fd = sock::socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .unwrap();
+    sock::setsockopt(&fd, sockopt::RcvBuf, &4096).unwrap();
+    let std::net::SocketAddr::V4(v4) = server.socket_addr() else {
+        panic!("IPv4 expected")
+    };
+    sock::connect(fd.as_raw_fd(), &SockaddrIn::from(v4)).unwrap();
+    let mut slow = TcpStream::from(fd);
+    slow.set_read_timeout(Some(TIMEOUT)).unwrap();
+    slow.write_all(&frame(b'G', b"big")).unwrap();
+    let started = Instant::now();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reading = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0; 4096];
+            let give_up = Instant::now() + Duration::from_secs(10);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < give_up {
+                match slow.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        })
+    };
+    // Queued behind the download until the server is done with it.
+    let mut next = Raw::connect(&server.addr);
+    let listing = next.list();
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    reading.join().unwrap();
+    assert_eq!(listing, [("big".to_string(), 16 * MIB as u64)]);
+    assert!(
+        took < Duration::from_secs(4),
+        "the slow download held the server {took:?}"
+    );
+}
+
+/// `--connection-timeout` ends a session however busy it keeps itself (a default of 15 minutes
+/// applies unless set).
+#[test]
+fn a_busy_session_ends_at_the_connection_deadline() {
+    let root = TempDir::new().unwrap();
+    let out = Command::new(example_bin("fileserver"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stdout).contains("[default: 900]"),
+        "{}",
+        text(&out.stdout)
+    );
+    let server = start(root.path(), &["--connection-timeout", "2"]);
+    let mut raw = Raw::connect(&server.addr);
+    let started = Instant::now();
+    let mut cut = None;
+    for _ in 0..100 {
+        raw.send(b'L', b"");
+        match raw.recv() {
+            Some((b'O', _)) => assert_eq!(raw.expect(b'.'), b""),
+            Some((b'X', why)) => {
+                cut = Some((started.elapsed(), text(&why)));
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (took, why) = cut.expect("the session outlived --connection-timeout");
+    assert!(
+        (Duration::from_millis(1900)..Duration::from_secs(5)).contains(&took),
+        "cut after {took:?}"
+    );
+    assert!(why.contains("--connection-timeout"), "{why}");
+    assert!(raw.recv().is_none(), "closed after the notice");
+}
+
+/// A client timeout reads as one: "timed out after 1s", not "Resource temporarily unavailable
+/// (os error 11)".
+#[test]
+fn the_client_reports_a_timeout_as_one() {
+    let (addr, server) = fake_server(|mut s| {
+        assert_eq!(read_command(&mut s), b'L');
+        // Says nothing until the client gives up.
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    });
+    let cwd = TempDir::new().unwrap();
+    let mut cmd = Command::new(example_bin("fileclient"));
+    cmd.args(["--addr", &addr, "--timeout", "1", "list"])
+        .current_dir(cwd.path());
+    let out = run_with_input(cmd, b"", TIMEOUT);
+    server.join().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "fileclient: reading from the server: timed out after 1s (--timeout)\n"
+    );
 }

@@ -393,6 +393,7 @@ impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SendError::Source(e) => write!(f, "reading the file: {e}"),
+            SendError::Connection(e) if e.kind() == io::ErrorKind::TimedOut => write!(f, "{e}"),
             SendError::Connection(e) => write!(f, "connection: {e}"),
         }
     }
@@ -488,6 +489,8 @@ impl fmt::Display for ReceiveError {
             ReceiveError::Aborted(why) => write!(f, "sender aborted: {why}"),
             ReceiveError::Protocol(why) => write!(f, "protocol error: {why}"),
             ReceiveError::Sink(e) => write!(f, "writing the file: {e}"),
+            // A deadline that passed says so itself; the connection is fine, the peer too slow.
+            ReceiveError::Connection(e) if e.kind() == io::ErrorKind::TimedOut => write!(f, "{e}"),
             ReceiveError::Connection(e) => write!(f, "connection lost mid-transfer: {e}"),
         }
     }
