@@ -307,3 +307,20 @@ fn help_describes_the_example_itself() {
         assert!(!help.contains("flattened"), "{bin} --help: {help}");
     }
 }
+
+/// Commands in the docs run the example, not the shell's built-in `echo` (which would print the
+/// flags and serve nothing): `target/release/examples/echo …` or `cargo run --example echo -- …`.
+#[test]
+fn the_docs_run_the_example_not_the_shell_builtin() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for doc in ["README.md", "docs/DEPLOYMENT.md"] {
+        let Ok(text) = std::fs::read_to_string(root.join(doc)) else {
+            continue;
+        };
+        for (n, line) in text.lines().enumerate() {
+            // A command line or inline code starting with a bare `echo --flag`.
+            let bare = line.trim_start().starts_with("echo --") || line.contains("`echo --");
+            assert!(!bare, "{doc}:{}: {line}", n + 1);
+        }
+    }
+}
