@@ -269,6 +269,17 @@ fn round_trip_forking() {
     round_trip("forking");
 }
 
+/// The strategies the shared `--concurrency` definition brought.
+#[test]
+fn round_trip_pool() {
+    round_trip("pool");
+}
+
+#[test]
+fn round_trip_prefork() {
+    round_trip("prefork");
+}
+
 #[test]
 fn a_download_replaces_a_local_file_only_when_complete() {
     let root = TempDir::new().unwrap();
