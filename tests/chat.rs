@@ -184,10 +184,12 @@ fn over_long_lines_are_refused_and_the_sender_disconnected() {
     let mut b = Client::join(&server);
     assert_eq!(a.line(), format!("* {} joined", b.addr));
     b.say(&"y".repeat(150));
-    assert_eq!(
-        b.read_until_closed(),
-        "* line too long (150 bytes, max 100 bytes): goodbye\n"
-    );
+    // `say` writes the line and its end separately: the server may see the end, or not yet.
+    let notice = b.read_until_closed();
+    match too_long(&notice) {
+        (false, len) => assert_eq!(len, 150, "{notice:?}"),
+        (true, len) => assert!(len > 100 && len <= 150, "{notice:?}"),
+    }
     assert_eq!(a.line(), format!("* {} left", b.addr));
 
     // Far over it, with no newline ever: told what is known, and closed without buffering the rest.
