@@ -10,9 +10,10 @@
 //!
 //! - **Framing.** Input is cut into lines by `framing::Lines`, so a message split across TCP
 //!   segments, or two messages in one, are handled correctly. A line longer than `--max-line` gets a
-//!   notice and the connection is closed; past the codec's limit (`--max-line` plus room for the
-//!   sender prefix) it is closed without reading further, so a client cannot make the server buffer
-//!   an endless line.
+//!   notice with its length and the connection is closed, as soon as `--max-line` bytes have come
+//!   without a line end: a client cannot make the server buffer an endless line. The length is the
+//!   line's own when its end has arrived, else "at least" what has — never the bytes that happened
+//!   to be buffered behind it.
 //! - **Slow readers.** A client that does not read cannot stall the others or grow the server's
 //!   memory: each connection's queued output is bounded by `--write-buffer`, and a client whose queue
 //!   is full when a message for it arrives is **disconnected** (it has already missed a message;
@@ -28,7 +29,7 @@ mod common;
 use std::time::Duration;
 
 use clap::Parser;
-use socketserver::framing::Lines;
+use socketserver::framing::{Decoder, Encoder, FrameBuf, FrameError, Lines};
 use socketserver::reactor::{Conn, MessageHandler};
 use socketserver::{Reactor, Server, Tcp};
 
@@ -54,13 +55,103 @@ struct Args {
 /// port is under 64 bytes).
 const PREFIX_ROOM: usize = 64;
 
+/// What the chat cuts from a client's bytes.
+#[derive(Debug)]
+enum Input {
+    /// A line, without its terminator.
+    Line(Vec<u8>),
+    /// A line over `--max-line`: its length, or when its end has not arrived yet, a lower bound.
+    TooLong { len: usize, at_least: bool },
+}
+
+/// Lines, with an over-long one handed to the handler (so the sender can be told, and told its
+/// length) instead of failing the stream.
+///
+/// `Lines` alone reports a lower bound when it fails — every byte buffered, which for a long line
+/// followed by more lines is neither the line's length nor a bound on it (66,175 bytes for a
+/// 2,000-byte line). Here the buffer is searched for the line's end once, on that one failure.
+struct ChatLines {
+    max_line: usize,
+    /// Cuts lines of at most `--max-line` bytes.
+    decoder: Lines,
+    /// Frames relayed lines, which carry the sender's address in front.
+    encoder: Lines,
+}
+
+impl ChatLines {
+    fn new(max_line: usize) -> ChatLines {
+        ChatLines {
+            max_line,
+            decoder: Lines::with_max_line_len(max_line),
+            encoder: Lines::with_max_line_len(max_line + PREFIX_ROOM),
+        }
+    }
+
+    /// `decoded`, with the over-long line at the front of `buf` turned into [`Input::TooLong`] and
+    /// dropped from the buffer.
+    fn cut(
+        &mut self,
+        buf: &mut FrameBuf,
+        decoded: Result<Option<Vec<u8>>, FrameError>,
+    ) -> Result<Option<Input>, FrameError> {
+        match decoded {
+            Ok(line) => Ok(line.map(Input::Line)),
+            Err(FrameError::TooLarge { .. }) => {
+                let bytes = buf.as_slice();
+                let input = match bytes.iter().position(|&b| b == b'\n') {
+                    Some(end) => {
+                        let len = end - usize::from(end > 0 && bytes[end - 1] == b'\r');
+                        buf.consume(end + 1);
+                        Input::TooLong {
+                            len,
+                            at_least: false,
+                        }
+                    }
+                    None => {
+                        let len = bytes.len();
+                        buf.clear();
+                        Input::TooLong {
+                            len,
+                            at_least: true,
+                        }
+                    }
+                };
+                // The decoder's scan position referred to the bytes just dropped.
+                self.decoder = Lines::with_max_line_len(self.max_line);
+                Ok(Some(input))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Decoder for ChatLines {
+    type Frame = Input;
+
+    fn decode(&mut self, buf: &mut FrameBuf) -> Result<Option<Input>, FrameError> {
+        let decoded = self.decoder.decode(buf);
+        self.cut(buf, decoded)
+    }
+
+    fn decode_eof(&mut self, buf: &mut FrameBuf) -> Result<Option<Input>, FrameError> {
+        let decoded = self.decoder.decode_eof(buf);
+        self.cut(buf, decoded)
+    }
+}
+
+impl Encoder<[u8]> for ChatLines {
+    fn encode(&mut self, item: &[u8], out: &mut Vec<u8>) -> Result<(), FrameError> {
+        self.encoder.encode(item, out)
+    }
+}
+
 struct Chat {
     max_line: usize,
 }
 
 impl Chat {
     /// Queues `line` for every client but the current one; disconnects those that cannot take it.
-    fn relay(conn: &mut Conn<'_, Lines>, line: &[u8]) -> anyhow::Result<()> {
+    fn relay(conn: &mut Conn<'_, ChatLines>, line: &[u8]) -> anyhow::Result<()> {
         let delivery = conn.broadcast_except(conn.id(), line)?;
         for slow in delivery.full {
             log::warn!(
@@ -75,13 +166,13 @@ impl Chat {
 }
 
 impl MessageHandler for Chat {
-    type Codec = Lines;
+    type Codec = ChatLines;
 
-    fn codec(&self) -> Lines {
-        Lines::with_max_line_len(self.max_line + PREFIX_ROOM)
+    fn codec(&self) -> ChatLines {
+        ChatLines::new(self.max_line)
     }
 
-    fn on_open(&self, conn: &mut Conn<'_, Lines>) -> anyhow::Result<()> {
+    fn on_open(&self, conn: &mut Conn<'_, ChatLines>) -> anyhow::Result<()> {
         let others = conn.connections() - 1;
         let welcome = format!("* welcome {}, {others} other(s) here", conn.peer());
         conn.send(welcome.as_bytes())?;
@@ -89,13 +180,26 @@ impl MessageHandler for Chat {
         Self::relay(conn, joined.as_bytes())
     }
 
-    fn on_message(&self, conn: &mut Conn<'_, Lines>, mut line: Vec<u8>) -> anyhow::Result<()> {
-        if line.len() > self.max_line {
-            let notice = format!("* line too long (max {} bytes): goodbye", self.max_line);
-            conn.send(notice.as_bytes())?;
-            conn.close();
-            return Ok(());
-        }
+    fn on_message(&self, conn: &mut Conn<'_, ChatLines>, input: Input) -> anyhow::Result<()> {
+        let mut line = match input {
+            Input::Line(line) => line,
+            Input::TooLong { len, at_least } => {
+                let len = if at_least {
+                    format!("at least {len}")
+                } else {
+                    len.to_string()
+                };
+                log::info!(
+                    "{}: line too long ({len} bytes), disconnecting",
+                    conn.peer()
+                );
+                let max = self.max_line;
+                let notice = format!("* line too long ({len} bytes, max {max} bytes): goodbye");
+                conn.send(notice.as_bytes())?;
+                conn.close();
+                return Ok(());
+            }
+        };
         // A lone `\r` at the end cannot be framed back as a line of its own.
         while line.last() == Some(&b'\r') {
             line.pop();
@@ -105,7 +209,7 @@ impl MessageHandler for Chat {
         Self::relay(conn, &relayed)
     }
 
-    fn on_close(&self, conn: &mut Conn<'_, Lines>) {
+    fn on_close(&self, conn: &mut Conn<'_, ChatLines>) {
         let left = format!("* {} left", conn.peer());
         if let Err(e) = Self::relay(conn, left.as_bytes()) {
             log::warn!("announcing that {} left: {e}", conn.peer());

@@ -35,39 +35,28 @@ use std::io::{BufRead, Write};
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use common::cli::{self, ConcurrencyArgs, ListenArgs, Strategy, TransportArgs};
 use socketserver::framing::RawBytes;
 use socketserver::reactor::{Conn, MessageHandler};
 use socketserver::transport::{Datagram, Stream};
 use socketserver::{
-    Concurrency, DatagramRequest, Forking, InheritedSocket, Pool, PreFork, Reactor, Sequential,
-    Server, SocketKind, StreamOptions, StreamRequest, Tcp, Threading, Transport, Udp, UnixDatagram,
-    UnixStream, activation, signals,
+    Concurrency, DatagramRequest, InheritedSocket, PreFork, Reactor, Sequential, Server,
+    SocketKind, StreamOptions, StreamRequest, Tcp, Transport, Udp, UnixDatagram, UnixStream,
+    activation, signals,
 };
 
 #[derive(Parser, Debug)]
 #[command(about = "Echo server: stream transports echo bytes, datagram transports echo datagrams")]
 struct Args {
-    /// Address to bind: `host:port` (port 0 picks a free port), or for Unix transports a path or
-    /// `@name` (abstract). Default: 127.0.0.1:0.
-    #[arg(long)]
-    addr: Option<String>,
-    /// Transport (default tcp). With --listen-fd or socket activation it is read from the socket,
-    /// and must match if given.
-    #[arg(long, value_enum)]
-    transport: Option<TransportArg>,
-    /// Concurrency strategy.
-    #[arg(long, value_enum, default_value_t = ConcurrencyArg::Threading)]
-    concurrency: ConcurrencyArg,
-    /// Serve on inherited descriptor N, bound (and for streams listening) by the parent process.
-    #[arg(long, value_name = "N", conflicts_with_all = ["addr", "systemd"])]
-    listen_fd: Option<i32>,
-    /// Serve on the first socket passed by systemd socket activation (automatic when LISTEN_FDS is set).
-    #[arg(long, conflicts_with = "addr")]
-    systemd: bool,
-    /// SO_REUSEPORT: several processes may bind the same TCP/UDP port; the kernel spreads the load.
-    #[arg(long)]
-    reuse_port: bool,
+    #[command(flatten)]
+    listen: ListenArgs,
+    // With --listen-fd or socket activation the transport is read from the socket, and must match
+    // --transport if given.
+    #[command(flatten)]
+    transport: TransportArgs,
+    #[command(flatten)]
+    concurrency: ConcurrencyArgs,
     /// Start each stream connection with a `pid <PID>` line from the serving process, then echo.
     #[arg(long)]
     pid_banner: bool,
@@ -77,18 +66,6 @@ struct Args {
     /// Replace a stale Unix socket file (one nothing answers on) at --addr.
     #[arg(long)]
     replace_stale: bool,
-    /// Worker threads (pool) or processes (prefork); default: the strategy's own.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    workers: Option<u32>,
-    /// Cap on live threads for threading (default 1024).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    max_threads: Option<u32>,
-    /// Cap on live children for forking (default 40, as Python's `max_children`).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    max_children: Option<u32>,
-    /// Recycle each prefork worker after this many requests.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    max_requests: Option<u64>,
     /// How long shutdown waits for in-flight requests before cutting them, in milliseconds.
     #[arg(long)]
     shutdown_timeout_ms: Option<u64>,
@@ -97,30 +74,11 @@ struct Args {
     rbufsize: Option<u64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum TransportArg {
-    Tcp,
-    Udp,
-    Unix,
-    UnixDgram,
-}
-
 fn parse_mode(s: &str) -> Result<u32, String> {
     u32::from_str_radix(s, 8)
         .ok()
         .filter(|m| *m <= 0o777)
         .ok_or_else(|| format!("{s:?} is not an octal file mode such as 600"))
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum ConcurrencyArg {
-    Sequential,
-    Threading,
-    Forking,
-    Pool,
-    Prefork,
-    /// One epoll event loop for every connection (stream transports only).
-    Reactor,
 }
 
 /// Echoes whatever arrives, as it arrives, until the client closes.
@@ -182,17 +140,13 @@ enum Listener {
 impl Listener {
     /// Binds `--addr` as `--transport` says.
     fn bind(args: &Args) -> anyhow::Result<Listener> {
-        let transport = args.transport.unwrap_or(TransportArg::Tcp);
-        let addr = args.addr.as_deref().unwrap_or("127.0.0.1:0");
+        let addr = args.listen.addr.as_deref().unwrap_or("127.0.0.1:0");
         let abstract_name = addr.strip_prefix('@');
-        Ok(match transport {
-            TransportArg::Tcp => {
-                Listener::Tcp(Tcp::builder().reuse_port(args.reuse_port).bind(addr)?)
-            }
-            TransportArg::Udp => {
-                Listener::Udp(Udp::builder().reuse_port(args.reuse_port).bind(addr)?)
-            }
-            TransportArg::Unix => {
+        let reuse_port = args.listen.reuse_port;
+        Ok(match args.transport.or_tcp() {
+            cli::Transport::Tcp => Listener::Tcp(Tcp::builder().reuse_port(reuse_port).bind(addr)?),
+            cli::Transport::Udp => Listener::Udp(Udp::builder().reuse_port(reuse_port).bind(addr)?),
+            cli::Transport::Unix => {
                 let mut b = UnixStream::builder().replace_stale(args.replace_stale);
                 if let Some(mode) = args.mode {
                     b = b.mode(mode);
@@ -202,7 +156,7 @@ impl Listener {
                     None => b.bind(addr)?,
                 })
             }
-            TransportArg::UnixDgram => {
+            cli::Transport::UnixDgram => {
                 let mut b = UnixDatagram::builder().replace_stale(args.replace_stale);
                 if let Some(mode) = args.mode {
                     b = b.mode(mode);
@@ -226,12 +180,12 @@ impl Listener {
             other => anyhow::bail!("{what}: {other} is not served by this example"),
         };
         let actual = match listener {
-            Listener::Tcp(_) => TransportArg::Tcp,
-            Listener::Udp(_) => TransportArg::Udp,
-            Listener::Unix(_) => TransportArg::Unix,
-            Listener::UnixDgram(_) => TransportArg::UnixDgram,
+            Listener::Tcp(_) => cli::Transport::Tcp,
+            Listener::Udp(_) => cli::Transport::Udp,
+            Listener::Unix(_) => cli::Transport::Unix,
+            Listener::UnixDgram(_) => cli::Transport::UnixDgram,
         };
-        if let Some(want) = args.transport.filter(|t| *t != actual) {
+        if let Some(want) = args.transport.transport.filter(|t| *t != actual) {
             anyhow::bail!("the inherited socket is {kind}, but --transport {want:?} was given");
         }
         Ok(listener)
@@ -249,13 +203,14 @@ where
     } else {
         echo_stream
     };
-    match args.concurrency {
-        ConcurrencyArg::Sequential => run(Server::new(Sequential::new(), t, handler)?, args),
-        ConcurrencyArg::Threading => run(Server::new(threading(args), t, handler)?, args),
-        ConcurrencyArg::Forking => run(Server::new(forking(args), t, handler)?, args),
-        ConcurrencyArg::Pool => run(Server::new(pool(args), t, handler)?, args),
-        ConcurrencyArg::Prefork => run(Server::new(prefork(args)?, t, handler)?, args),
-        ConcurrencyArg::Reactor => {
+    let c = &args.concurrency;
+    match c.concurrency {
+        Strategy::Sequential => run(Server::new(Sequential::new(), t, handler)?, args),
+        Strategy::Threading => run(Server::new(c.threading(), t, handler)?, args),
+        Strategy::Forking => run(Server::new(c.forking(), t, handler)?, args),
+        Strategy::Pool => run(Server::new(c.pool(), t, handler)?, args),
+        Strategy::Prefork => run(Server::new(prefork(c)?, t, handler)?, args),
+        Strategy::Reactor => {
             let handler = ReactorEcho {
                 pid_banner: args.pid_banner,
             };
@@ -266,40 +221,22 @@ where
 
 /// Serves a datagram transport under the chosen strategy.
 fn serve_datagram<T: Transport<Kind = Datagram>>(t: T, args: &Args) -> anyhow::Result<()> {
-    match args.concurrency {
-        ConcurrencyArg::Sequential => run(Server::new(Sequential::new(), t, echo_datagram)?, args),
-        ConcurrencyArg::Threading => run(Server::new(threading(args), t, echo_datagram)?, args),
-        ConcurrencyArg::Forking => run(Server::new(forking(args), t, echo_datagram)?, args),
-        ConcurrencyArg::Pool => run(Server::new(pool(args), t, echo_datagram)?, args),
-        ConcurrencyArg::Prefork => run(Server::new(prefork(args)?, t, echo_datagram)?, args),
-        ConcurrencyArg::Reactor => {
-            eprintln!("error: --concurrency reactor serves stream transports only (tcp, unix)");
-            std::process::exit(2);
+    let c = &args.concurrency;
+    match c.concurrency {
+        Strategy::Sequential => run(Server::new(Sequential::new(), t, echo_datagram)?, args),
+        Strategy::Threading => run(Server::new(c.threading(), t, echo_datagram)?, args),
+        Strategy::Forking => run(Server::new(c.forking(), t, echo_datagram)?, args),
+        Strategy::Pool => run(Server::new(c.pool(), t, echo_datagram)?, args),
+        Strategy::Prefork => run(Server::new(prefork(c)?, t, echo_datagram)?, args),
+        Strategy::Reactor => {
+            cli::refuse("--concurrency reactor serves stream transports only (tcp, unix)")
         }
     }
 }
 
-fn threading(args: &Args) -> Threading {
-    args.max_threads
-        .map_or_else(Threading::new, |n| Threading::new().max_threads(n as usize))
-}
-
-fn forking(args: &Args) -> Forking {
-    args.max_children
-        .map_or_else(Forking::new, |n| Forking::new().max_children(n as usize))
-}
-
-fn pool(args: &Args) -> Pool {
-    args.workers
-        .map_or_else(Pool::default, |n| Pool::new(n as usize))
-}
-
 /// A pre-fork strategy whose workers `SIGHUP` replaces.
-fn prefork(args: &Args) -> anyhow::Result<PreFork> {
-    let strategy = args
-        .workers
-        .map_or_else(PreFork::default, |n| PreFork::new(n as usize))
-        .max_requests(args.max_requests);
+fn prefork(c: &ConcurrencyArgs) -> anyhow::Result<PreFork> {
+    let strategy = c.prefork();
     signals::reload_on_sighup(&strategy.reload_handle())?;
     Ok(strategy)
 }
@@ -326,13 +263,13 @@ where
 fn main() -> anyhow::Result<()> {
     let args: Args = common::parse_args();
     // Before any thread starts: taking the activation sockets removes environment variables.
-    let activated = if args.listen_fd.is_none() && args.addr.is_none() {
+    let activated = if args.listen.listen_fd.is_none() && args.listen.addr.is_none() {
         activation::listen_fds().context("socket activation")?
     } else {
         Vec::new()
     };
     common::init_logging();
-    let listener = if let Some(fd) = args.listen_fd {
+    let listener = if let Some(fd) = args.listen.listen_fd {
         // SAFETY: descriptor `fd` was left open for us by the parent (that is what --listen-fd
         // means) and nothing else in this process uses it.
         let socket = unsafe { InheritedSocket::from_raw_fd(fd) }
@@ -340,7 +277,7 @@ fn main() -> anyhow::Result<()> {
         Listener::inherited(socket, &args)?
     } else if let Some(socket) = activated.into_iter().next() {
         Listener::inherited(socket, &args)?
-    } else if args.systemd {
+    } else if args.listen.systemd {
         anyhow::bail!(
             "--systemd: no sockets were passed (LISTEN_FDS/LISTEN_PID are not set for this process)"
         );

@@ -19,7 +19,7 @@ mod common;
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::{File, Permissions};
-use std::io::{self, BufRead, BufReader, IsTerminal, Write};
+use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use common::fileproto::{
-    FrameWriter, Message, READ_BUFFER, ReceiveError, SendError, check_name, read_frame,
-    receive_stream, send_stream,
+    FrameWriter, MAX_LISTING_BYTES, MAX_LISTING_ENTRIES, MAX_NAME, Message, READ_BUFFER,
+    ReceiveError, SendError, check_name, escape, read_frame, receive_stream, send_stream,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -70,9 +70,15 @@ fn main() {
         Err(e) => Err(e),
     };
     if let Err(e) = result {
-        eprintln!("fileclient: {e}");
+        report(&e);
         std::process::exit(1);
     }
+}
+
+/// Prints a failure on stderr, escaped: its text may quote the server (a refusal, a name), and a
+/// server must not be able to write lines or terminal commands of its own there.
+fn report(e: &Failure) {
+    eprintln!("fileclient: {}", escape(e.to_string().as_bytes()));
 }
 
 fn run_command(client: &mut Client, command: Command) -> Result<(), Failure> {
@@ -80,19 +86,23 @@ fn run_command(client: &mut Client, command: Command) -> Result<(), Failure> {
         Command::List => print_listing(&client.list()?),
         Command::Get { name } => {
             let size = client.get(name.as_bytes(), Path::new("."))?;
-            println!("saved {} ({size} bytes)", name.to_string_lossy());
+            println!("saved {} ({size} bytes)", escape(name.as_bytes()));
         }
         Command::Put { path } => {
             let size = client.put(&path)?;
-            println!("uploaded {} ({size} bytes)", path.display());
+            println!(
+                "uploaded {} ({size} bytes)",
+                escape(path.as_os_str().as_bytes())
+            );
         }
     }
     client.quit()
 }
 
-fn print_listing(files: &[(String, u64)]) {
+/// `NAME<TAB>SIZE` per file, the name escaped: whatever the server sends, each file is one line.
+fn print_listing(files: &[(Vec<u8>, u64)]) {
     for (name, size) in files {
-        println!("{name}\t{size}");
+        println!("{}\t{size}", escape(name));
     }
 }
 
@@ -133,18 +143,18 @@ fn menu(client: &mut Client) -> Result<(), Failure> {
             ("G", "") => Err(Failure::Local("G needs a file name: G NAME".into())),
             ("G", name) => client
                 .get(name.as_bytes(), Path::new("."))
-                .map(|size| println!("saved {name} ({size} bytes)")),
+                .map(|size| println!("saved {} ({size} bytes)", escape(name.as_bytes()))),
             ("P", "") => Err(Failure::Local("P needs a path: P PATH".into())),
             ("P", path) => client
                 .put(Path::new(path))
-                .map(|size| println!("uploaded {path} ({size} bytes)")),
+                .map(|size| println!("uploaded {} ({size} bytes)", escape(path.as_bytes()))),
             ("Q", "") => return client.quit(),
             _ => Err(Failure::Local(format!("unknown command: {line}"))),
         };
         match result {
             Ok(()) => {}
             Err(e @ Failure::Fatal(_)) => return Err(e),
-            Err(e) => eprintln!("fileclient: {e}"),
+            Err(e) => report(&e),
         }
     }
 }
@@ -179,10 +189,47 @@ impl fmt::Display for Failure {
     }
 }
 
+/// The connection, with its timeout's expiry reported as such.
+///
+/// A socket timeout surfaces as `EAGAIN`, which reads "Resource temporarily unavailable (os error
+/// 11)"; every error that reaches the user through the protocol functions passes here first.
+struct Patient {
+    stream: TcpStream,
+    timeout: Duration,
+}
+
+impl Patient {
+    fn explain(&self, e: io::Error) -> io::Error {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("timed out after {:?} (--timeout)", self.timeout),
+            ),
+            _ => e,
+        }
+    }
+}
+
+impl Read for Patient {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.read(buf).map_err(|e| self.explain(e))
+    }
+}
+
+impl Write for Patient {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf).map_err(|e| self.explain(e))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush().map_err(|e| self.explain(e))
+    }
+}
+
 /// A session with the server.
 struct Client {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    reader: BufReader<Patient>,
+    writer: Patient,
     out: FrameWriter,
     progress: bool,
 }
@@ -217,9 +264,13 @@ impl Client {
         stream
             .set_write_timeout(Some(timeout))
             .map_err(Failure::fatal)?;
-        let writer = stream.try_clone().map_err(Failure::fatal)?;
+        let writer = Patient {
+            stream: stream.try_clone().map_err(Failure::fatal)?,
+            timeout,
+        };
+        let reader = Patient { stream, timeout };
         Ok(Client {
-            reader: BufReader::with_capacity(READ_BUFFER, stream),
+            reader: BufReader::with_capacity(READ_BUFFER, reader),
             writer,
             out: FrameWriter::default(),
             progress: io::stderr().is_terminal(),
@@ -241,15 +292,38 @@ impl Client {
         }
     }
 
-    fn list(&mut self) -> Result<Vec<(String, u64)>, Failure> {
+    /// The server's files, held whole (a listing is printed all or nothing), within the protocol's
+    /// bounds: a server that streams entries forever, or huge ones, gets a clear error once a bound
+    /// is passed, not all of the client's memory.
+    fn list(&mut self) -> Result<Vec<(Vec<u8>, u64)>, Failure> {
         self.send(&Message::List)?;
         expect_ok(&self.recv()?)?;
         let mut files = Vec::new();
+        let mut bytes = 0;
         loop {
             let frame = self.recv()?;
             match Message::parse(&frame) {
+                Ok(Message::Entry { name, .. }) if name.len() > MAX_NAME => {
+                    return Err(Failure::Fatal(format!(
+                        "protocol error: a listing entry's name is {} bytes, over the \
+                         {MAX_NAME}-byte limit",
+                        name.len()
+                    )));
+                }
+                Ok(Message::Entry { .. }) if files.len() == MAX_LISTING_ENTRIES => {
+                    return Err(Failure::Fatal(format!(
+                        "the server's listing has more than {MAX_LISTING_ENTRIES} entries; giving up"
+                    )));
+                }
                 Ok(Message::Entry { size, name }) => {
-                    files.push((String::from_utf8_lossy(name).into_owned(), size))
+                    bytes += name.len();
+                    if bytes > MAX_LISTING_BYTES {
+                        return Err(Failure::Fatal(format!(
+                            "the server's listing holds more than {} MiB of names; giving up",
+                            MAX_LISTING_BYTES >> 20
+                        )));
+                    }
+                    files.push((name.to_vec(), size));
                 }
                 Ok(Message::Done) => return Ok(files),
                 other => return Err(unexpected("a listing entry", other)),
@@ -259,9 +333,9 @@ impl Client {
 
     /// Downloads `name` into `dir`; returns its size.
     fn get(&mut self, name: &[u8], dir: &Path) -> Result<u64, Failure> {
-        let shown = String::from_utf8_lossy(name).into_owned();
+        let shown = escape(name);
         let local = check_name(name)
-            .map_err(|e| Failure::Local(format!("will not write {shown:?} here: {e}")))?;
+            .map_err(|e| Failure::Local(format!("will not write \"{shown}\" here: {e}")))?;
         let target = dir.join(local);
         self.send(&Message::Get { name })?;
         let frame = self.recv()?;
@@ -331,7 +405,7 @@ impl Client {
             name: name.as_bytes(),
         })?;
         expect_ok(&self.recv()?)?;
-        let bar = self.progress_bar(size, &name.to_string_lossy());
+        let bar = self.progress_bar(size, &escape(name.as_bytes()));
         let sent = send_stream(&mut self.writer, &mut self.out, &mut file, size, &mut |n| {
             bar.set_position(n)
         });

@@ -28,7 +28,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use common::cli::Strategy;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
@@ -51,16 +52,6 @@ struct Args {
     /// How many trials (each a fresh server).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     trials: u32,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Strategy {
-    Sequential,
-    Threading,
-    Pool,
-    Reactor,
-    Forking,
-    Prefork,
 }
 
 /// How long any single step of a trial may take before the trial fails.
@@ -283,7 +274,7 @@ fn main() -> anyhow::Result<()> {
     samples.sort();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let mean = samples.iter().sum::<Duration>() / args.trials;
-    let name = format!("{:?}", args.strategy).to_lowercase();
+    let name = args.strategy.to_string();
     println!(
         "RESULT {{\"workload\":\"shutdown\",\"strategy\":\"{name}\",\"trials\":{},\"p50_us\":{:.1},\"p99_us\":{:.1},\"max_us\":{:.1},\"mean_us\":{:.1}}}",
         args.trials,

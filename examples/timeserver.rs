@@ -22,13 +22,16 @@ use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use clap::{Parser, ValueEnum};
-use socketserver::{DatagramRequest, Forking, Sequential, Server, Threading, Udp};
+use clap::Parser;
+use common::cli::{self, ConcurrencyArgs, Strategy};
+use socketserver::{Concurrency, DatagramRequest, Sequential, Server, Udp};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "timeserver",
-    about = "UDP time server: replies to every datagram with the local time (ISO 8601)"
+    about = "UDP time server: replies to every datagram with the local time (ISO 8601)",
+    // A reply takes microseconds: one at a time is the right default, as in the notes.
+    mut_arg("concurrency", |a| a.default_value("sequential"))
 )]
 struct Args {
     /// Address to bind (server; port 0 picks a free port) or to ask (client).
@@ -40,16 +43,8 @@ struct Args {
     /// Client: seconds to wait for a reply, over all attempts.
     #[arg(long, default_value_t = 2.0)]
     timeout: f64,
-    /// Server: concurrency strategy.
-    #[arg(long, value_enum, default_value_t = ConcurrencyArg::Sequential)]
-    concurrency: ConcurrencyArg,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum ConcurrencyArg {
-    Sequential,
-    Threading,
-    Forking,
+    #[command(flatten)]
+    concurrency: ConcurrencyArgs,
 }
 
 fn main() {
@@ -61,7 +56,7 @@ fn main() {
         common::init_logging();
         serve(
             args.addr.as_deref().unwrap_or("127.0.0.1:0"),
-            args.concurrency,
+            &args.concurrency,
         )
     };
     if let Err(e) = result {
@@ -70,15 +65,26 @@ fn main() {
     }
 }
 
-fn serve(addr: &str, concurrency: ConcurrencyArg) -> anyhow::Result<()> {
+fn serve(addr: &str, c: &ConcurrencyArgs) -> anyhow::Result<()> {
     let udp = Udp::bind(addr)?;
-    match concurrency {
-        ConcurrencyArg::Sequential => {
-            common::serve(Server::new(Sequential::new(), udp, reply_time)?)
-        }
-        ConcurrencyArg::Threading => common::serve(Server::new(Threading::new(), udp, reply_time)?),
-        ConcurrencyArg::Forking => common::serve(Server::new(Forking::new(), udp, reply_time)?),
+    match c.concurrency {
+        Strategy::Sequential => run(Sequential::new(), udp),
+        Strategy::Threading => run(c.threading(), udp),
+        Strategy::Forking => run(c.forking(), udp),
+        Strategy::Pool => run(c.pool(), udp),
+        Strategy::Prefork => run(c.prefork(), udp),
+        Strategy::Reactor => cli::refuse(
+            "--concurrency reactor serves stream transports only; the time server is UDP",
+        ),
     }
+}
+
+fn run<C: Concurrency<Udp, fn(&mut DatagramRequest) -> anyhow::Result<()>>>(
+    strategy: C,
+    udp: Udp,
+) -> anyhow::Result<()> {
+    let handler: fn(&mut DatagramRequest) -> anyhow::Result<()> = reply_time;
+    common::serve(Server::new(strategy, udp, handler)?)
 }
 
 /// Whatever the datagram says, the reply is the time.

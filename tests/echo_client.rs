@@ -31,8 +31,12 @@ const SCRIPT: &str = "hello\nwith  spaces\t## and more\nünïcödé\n\nnot sent 
 const ECHOED: &str = "hello\nwith  spaces\t## and more\nünïcödé\n";
 
 fn against_echo(transport: &str) {
-    let mut server =
-        ServerProc::example("echo", &["--addr", "127.0.0.1:0", "--transport", transport]);
+    let dir = tempfile::tempdir().unwrap();
+    let addr = match transport {
+        "tcp" | "udp" => "127.0.0.1:0".to_string(),
+        _ => dir.path().join("echo.sock").to_str().unwrap().to_string(),
+    };
+    let mut server = ServerProc::example("echo", &["--addr", &addr, "--transport", transport]);
     let out = echo_client(&server.addr, transport, "5", SCRIPT);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), ECHOED, "{transport}");
@@ -52,6 +56,18 @@ fn tcp_against_the_echo_example() {
 #[test]
 fn udp_against_the_echo_example() {
     against_echo("udp");
+}
+
+/// The transports come from the examples' shared `--transport` definition, so the client speaks the
+/// Unix ones too.
+#[test]
+fn unix_against_the_echo_example() {
+    against_echo("unix");
+}
+
+#[test]
+fn unix_dgram_against_the_echo_example() {
+    against_echo("unix-dgram");
 }
 
 #[test]

@@ -195,3 +195,132 @@ fn port_in_use_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+/// A bad flag prints clap's error and the usage exactly once, under the example's own name (not
+/// `socketserver`, the crate's), so a user sees which program to fix the command line of.
+#[test]
+fn bad_flags_print_the_usage_once_under_the_examples_name() {
+    let cases: [(&str, &[&str]); 9] = [
+        ("echo", &["--nope"]),
+        ("echo", &["--concurrency", "bogus"]),
+        ("echo", &["--transport", "carrier-pigeon"]),
+        (
+            "echo_client",
+            &["--addr", "127.0.0.1:1", "--transport", "x"],
+        ),
+        ("fileserver", &["--root", "/", "--nope"]),
+        ("timeserver", &["--concurrency", "bogus"]),
+        ("http_hello", &["--nope"]),
+        ("shutdown_latency", &["--strategy", "bogus"]),
+        ("chat", &["--max-line", "lots"]),
+    ];
+    for (bin, args) in cases {
+        let out = Command::new(example_bin(bin)).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bin} {args:?}: {stderr}");
+        assert_eq!(
+            stderr.matches("Usage:").count(),
+            1,
+            "{bin} {args:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("Usage: {bin} ")),
+            "{bin} {args:?}: {stderr}"
+        );
+        assert!(stderr.starts_with("error: "), "{bin} {args:?}: {stderr}");
+    }
+}
+
+/// Descriptors 0-2 are stdin, stdout and stderr, never a listening socket: taking one over would
+/// close it on failure (stderr included, so the error could not even be printed). They are refused
+/// while parsing, with a message.
+#[test]
+fn listen_fd_refuses_the_standard_descriptors() {
+    for fd in ["0", "1", "2"] {
+        let out = Command::new(example_bin("echo"))
+            .args(["--listen-fd", fd])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--listen-fd {fd}: {stderr}");
+        assert!(
+            stderr.contains("--listen-fd") && stderr.contains("standard"),
+            "--listen-fd {fd}: {stderr}"
+        );
+    }
+}
+
+/// One definition of the strategies serves every example that takes `--concurrency`: each offers the
+/// same values (a strategy an example cannot run is refused when chosen, with exit 2 and a reason).
+#[test]
+fn every_example_offers_the_same_strategies() {
+    const ALL: &str = "[possible values: sequential, threading, forking, pool, prefork, reactor]";
+    for bin in ["echo", "fileserver", "timeserver", "http_hello"] {
+        let out = Command::new(example_bin(bin)).arg("-h").output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{bin} -h");
+        let help = String::from_utf8_lossy(&out.stdout);
+        let line = help
+            .lines()
+            .skip_while(|l| !l.contains("--concurrency"))
+            .take_while(|l| !l.trim_start().starts_with("--") || l.contains("--concurrency"))
+            .collect::<String>();
+        assert!(line.contains(ALL), "{bin} -h: {help}");
+    }
+    let out = Command::new(example_bin("shutdown_latency"))
+        .arg("-h")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(ALL));
+    for (bin, args) in [
+        ("fileserver", &["--root", "/"][..]),
+        ("timeserver", &[]),
+        ("http_hello", &[]),
+    ] {
+        let out = Command::new(example_bin(bin))
+            .args(args)
+            .args(["--concurrency", "reactor"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bin}: {stderr}");
+        assert!(stderr.contains("reactor"), "{bin}: {stderr}");
+    }
+}
+
+/// `--help` starts with the example's own description, not a comment of the shared flag definitions
+/// flattened into it.
+#[test]
+fn help_describes_the_example_itself() {
+    for (bin, about) in [
+        ("echo", "Echo server"),
+        ("fileserver", "File server"),
+        ("timeserver", "UDP time server"),
+        ("http_hello", "HTTP/1.1"),
+        ("echo_client", "Interactive echo client"),
+    ] {
+        let out = Command::new(example_bin(bin))
+            .arg("--help")
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.starts_with(about), "{bin} --help: {help}");
+        assert!(!help.contains("flattened"), "{bin} --help: {help}");
+    }
+}
+
+/// Commands in the docs run the example, not the shell's built-in `echo` (which would print the
+/// flags and serve nothing): `target/release/examples/echo …` or `cargo run --example echo -- …`.
+#[test]
+fn the_docs_run_the_example_not_the_shell_builtin() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for doc in ["README.md", "docs/DEPLOYMENT.md"] {
+        let Ok(text) = std::fs::read_to_string(root.join(doc)) else {
+            continue;
+        };
+        for (n, line) in text.lines().enumerate() {
+            // A command line or inline code starting with a bare `echo --flag`.
+            let bare = line.trim_start().starts_with("echo --") || line.contains("`echo --");
+            assert!(!bare, "{doc}:{}: {line}", n + 1);
+        }
+    }
+}

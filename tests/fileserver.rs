@@ -10,8 +10,11 @@ mod util;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 use util::{ServerProc, TIMEOUT, connect, eventually, example_bin, run_with_input};
@@ -264,6 +267,17 @@ fn round_trip_threading() {
 #[test]
 fn round_trip_forking() {
     round_trip("forking");
+}
+
+/// The strategies the shared `--concurrency` definition brought.
+#[test]
+fn round_trip_pool() {
+    round_trip("pool");
+}
+
+#[test]
+fn round_trip_prefork() {
+    round_trip("prefork");
 }
 
 #[test]
@@ -745,4 +759,418 @@ fn bad_flags_print_usage_and_exit_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("opening the root directory /nonexistent/dir"));
+}
+
+// --- Hostile names and hostile servers ---------------------------------------------------------
+
+/// A stand-in for the file server on a std `TcpListener`: serves one connection with `script` (which
+/// gets the stream, read and write timeouts set) on a thread, and hands back what the script returns.
+fn fake_server<T: Send + 'static>(
+    script: impl FnOnce(TcpStream) -> T + Send + 'static,
+) -> (String, std::thread::JoinHandle<T>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let thread = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(TIMEOUT)).unwrap();
+        script(stream)
+    });
+    (addr, thread)
+}
+
+/// One frame: the length, the tag, the body.
+fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut frame = u32::try_from(1 + body.len())
+        .unwrap()
+        .to_be_bytes()
+        .to_vec();
+    frame.push(tag);
+    frame.extend_from_slice(body);
+    frame
+}
+
+/// A listing entry frame (`F` size name).
+fn entry(size: u64, name: &[u8]) -> Vec<u8> {
+    let mut body = size.to_be_bytes().to_vec();
+    body.extend_from_slice(name);
+    frame(b'F', &body)
+}
+
+/// Reads one whole frame from a client and returns its tag.
+fn read_command(stream: &mut TcpStream) -> u8 {
+    let mut header = [0; 4];
+    stream.read_exact(&mut header).unwrap();
+    let mut payload = vec![0; u32::from_be_bytes(header) as usize];
+    stream.read_exact(&mut payload).unwrap();
+    payload[0]
+}
+
+/// The hostile review's forged line: uploaded as `innocent.txt<TAB>6<LF>fake-file.pdf`, a name printed
+/// as `fake-file.pdf<TAB>…` on a line of its own in `fileclient list`. Names with control characters
+/// (and ESC sequences, C1 controls, bidirectional overrides) are refused by the server, whatever
+/// the client, and by the client before it asks; refusals quote the name escaped.
+#[test]
+fn names_with_control_characters_are_refused() {
+    let root = TempDir::new().unwrap();
+    fs::write(root.path().join("real.txt"), b"x").unwrap();
+    let server = start(root.path(), &[]);
+    let forged: &[u8] = b"innocent.txt\t6\nfake-file.pdf";
+    let hostile: [&[u8]; 6] = [
+        forged,
+        b"\x1b]0;pwned\x07title",
+        b"red\x1b[31m",
+        b"del\x7f",
+        "c1-csi\u{9b}31m".as_bytes(),
+        "bidi\u{202e}fdp.exe".as_bytes(),
+    ];
+    let mut raw = Raw::connect(&server.addr);
+    for name in hostile {
+        raw.send_put(6, name);
+        let err = raw.expect_error();
+        assert!(err.contains("control character"), "P {name:?}: {err}");
+        assert!(!err.chars().any(char::is_control), "P {name:?}: {err:?}");
+        raw.send(b'G', name);
+        let err = raw.expect_error();
+        assert!(err.contains("control character"), "G {name:?}: {err}");
+    }
+    assert_eq!(raw.list(), [("real.txt".to_string(), 1)]);
+    assert_eq!(names(root.path()), ["real.txt"]);
+
+    // Such a file already in the root is neither listed nor served.
+    fs::write(root.path().join("evil\n\x1b[31mred"), b"y").unwrap();
+    let cwd = TempDir::new().unwrap();
+    let out = client(&server.addr, cwd.path(), &["list"], "");
+    assert_success(&out);
+    assert_eq!(text(&out.stdout), "real.txt\t1\n");
+
+    // The client refuses to upload it, and its error is one line with the name escaped.
+    let name = std::ffi::OsStr::from_bytes(forged);
+    fs::write(cwd.path().join(name), b"123456").unwrap();
+    let mut cmd = Command::new(example_bin("fileclient"));
+    cmd.args(["--addr", &server.addr, "put"])
+        .arg(name)
+        .current_dir(cwd.path());
+    let out = run_with_input(cmd, b"", TIMEOUT);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("control character"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(
+        stderr.contains(r"innocent.txt\t6\nfake-file.pdf"),
+        "{stderr:?}"
+    );
+    assert_eq!(names(root.path()), ["evil\n\x1b[31mred", "real.txt"]);
+}
+
+/// A malicious server's names and error texts reach the terminal escaped: no forged listing line,
+/// no ESC sequence.
+#[test]
+fn the_client_escapes_what_a_hostile_server_sends() {
+    let (addr, server) = fake_server(|mut s| {
+        assert_eq!(read_command(&mut s), b'L');
+        let mut reply = frame(b'O', b"");
+        reply.extend(entry(6, b"innocent.txt\t6\nfake-file.pdf"));
+        reply.extend(entry(1, b"\x1b[2J\x1b]0;pwned\x07"));
+        reply.extend(frame(b'.', b""));
+        s.write_all(&reply).unwrap();
+        assert_eq!(read_command(&mut s), b'Q');
+        s.write_all(&frame(b'O', b"")).unwrap();
+    });
+    let cwd = TempDir::new().unwrap();
+    let out = client(&addr, cwd.path(), &["list"], "");
+    server.join().unwrap();
+    assert_success(&out);
+    assert_eq!(
+        text(&out.stdout),
+        "innocent.txt\\t6\\nfake-file.pdf\t6\n\\u{1b}[2J\\u{1b}]0;pwned\\u{7}\t1\n"
+    );
+
+    let (addr, server) = fake_server(|mut s| {
+        assert_eq!(read_command(&mut s), b'G');
+        s.write_all(&frame(b'X', b"no\x1b[2J\nfileclient: all good"))
+            .unwrap();
+    });
+    let out = client(&addr, cwd.path(), &["get", "f"], "");
+    server.join().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "fileclient: server refused: no\\u{1b}[2J\\nfileclient: all good\n"
+    );
+}
+
+/// The `i`th entry frame of a fake listing.
+type EntryAt = fn(u64) -> Vec<u8>;
+
+/// Streams listing entries (`O`, then `F` frames made by `entry_at`) until the client hangs up, for at
+/// most 60 s or 4 GiB; returns how many bytes went out before the connection broke.
+fn endless_listing(mut s: TcpStream, entry_at: EntryAt) -> u64 {
+    assert_eq!(read_command(&mut s), b'L');
+    let started = std::time::Instant::now();
+    let mut sent = 0u64;
+    let mut batch = frame(b'O', b"");
+    for i in 0..u64::MAX {
+        batch.extend(entry_at(i));
+        if batch.len() < 64 * 1024 {
+            continue;
+        }
+        if s.write_all(&batch).is_err() {
+            return sent;
+        }
+        sent += batch.len() as u64;
+        batch.clear();
+        if sent > 4 << 30 || started.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+    }
+    sent
+}
+
+/// The hostile review's endless listing (the client grew to 1.39 GB in 8 s): the client bounds the
+/// entries, the bytes and each name of a listing, and fails with a clear error, soon, having read a
+/// bounded amount (so holding a bounded amount: what it received is all it can hold).
+#[test]
+fn an_endless_listing_fails_with_a_bound() {
+    let cwd = TempDir::new().unwrap();
+    let cases: [(EntryAt, &str); 3] = [
+        // Small entries: the entry count runs out first.
+        (|i| entry(i, format!("file-{i:012}").as_bytes()), "entries"),
+        // The longest names: the byte count runs out first.
+        (|i| entry(i, format!("{i:0>255}").as_bytes()), "MiB"),
+        // One name far over NAME_MAX.
+        (|_| entry(1, &[b'n'; 60_000]), "255"),
+    ];
+    for (entry_at, bound) in cases {
+        let (addr, server) = fake_server(move |s| endless_listing(s, entry_at));
+        let started = std::time::Instant::now();
+        let mut cmd = Command::new(example_bin("fileclient"));
+        cmd.args(["--addr", &addr, "list"]).current_dir(cwd.path());
+        let out = run_with_input(cmd, b"", Duration::from_secs(15));
+        let took = started.elapsed();
+        let sent = server.join().unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{bound}: {stderr}");
+        assert!(
+            stderr.starts_with("fileclient: ")
+                && stderr.contains("listing")
+                && stderr.contains(bound),
+            "{bound}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{bound}: printed a partial listing");
+        assert!(took < Duration::from_secs(10), "{bound}: took {took:?}");
+        assert!(sent < 64 << 20, "{bound}: the client read {sent} bytes");
+    }
+}
+
+// --- Deadlines -------------------------------------------------------------------------------
+
+/// Reads frames from `stream` on a thread until EOF (or reset, or [`TIMEOUT`]); reports each error
+/// text (`X`) and, at the end, the moment the server closed the connection.
+fn watch(stream: &TcpStream) -> mpsc::Receiver<Result<String, Instant>> {
+    let mut raw = Raw {
+        stream: stream.try_clone().unwrap(),
+    };
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        while let Some((tag, body)) = raw.recv() {
+            if tag == b'X' && tx.send(Ok(text(&body))).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Err(Instant::now()));
+    });
+    rx
+}
+
+/// Writes `bytes` a few at a time, `every` apart — each read on the server comes well within any
+/// per-read timeout — until the server closes the connection (`watch` says so) or 8 s pass. Returns
+/// the error texts the server sent and when it closed, if it did.
+fn trickle(raw: &mut Raw, bytes: &[u8], every: Duration) -> (Vec<String>, Option<Instant>) {
+    let events = watch(&raw.stream);
+    let mut errors = Vec::new();
+    let give_up = Instant::now() + Duration::from_secs(8);
+    let mut chunks = bytes.chunks(8);
+    while Instant::now() < give_up {
+        match events.recv_timeout(every) {
+            Ok(Ok(error)) => errors.push(error),
+            Ok(Err(closed)) => return (errors, Some(closed)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let Some(chunk) = chunks.next() else { break };
+                if raw.stream.write_all(chunk).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    (errors, None)
+}
+
+/// The hostile review's trickler: one byte every 2 s kept a session 21 s under `--idle-timeout 3`,
+/// as the timeout was per read. It is a deadline for the whole next command now.
+#[test]
+fn a_trickled_command_is_cut_at_the_idle_deadline() {
+    let root = TempDir::new().unwrap();
+    let server = start(root.path(), &["--idle-timeout", "1"]);
+    let mut raw = Raw::connect(&server.addr);
+    let mut body = 1u64.to_be_bytes().to_vec();
+    body.extend_from_slice(&[b'n'; 250]);
+    let command = frame(b'P', &body);
+    let started = Instant::now();
+    let (errors, closed) = trickle(&mut raw, &command, Duration::from_millis(100));
+    let closed = closed.expect("the server let the trickling client keep its session");
+    let took = closed - started;
+    assert!(
+        (Duration::from_millis(900)..Duration::from_secs(4)).contains(&took),
+        "cut after {took:?}"
+    );
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("--idle-timeout"), "{errors:?}");
+}
+
+/// An upload trickled a few bytes at a time is cut at `--transfer-timeout` from its start, and the
+/// reason names that flag (it said `read_timeout`, a socket option the user never set).
+#[test]
+fn a_trickled_upload_is_cut_at_the_transfer_deadline() {
+    let root = TempDir::new().unwrap();
+    let server = start(root.path(), &["--transfer-timeout", "1"]);
+    let mut raw = Raw::connect(&server.addr);
+    raw.send_put(MIB as u64, b"slow.bin");
+    raw.expect(b'O');
+    let started = Instant::now();
+    let (errors, closed) = trickle(
+        &mut raw,
+        &frame(b'D', &[7; 60_000]),
+        Duration::from_millis(100),
+    );
+    let closed = closed.expect("the server let the trickled upload run on");
+    let took = closed - started;
+    assert!(
+        (Duration::from_millis(900)..Duration::from_secs(4)).contains(&took),
+        "cut after {took:?}"
+    );
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("--transfer-timeout"), "{errors:?}");
+    assert!(eventually(TIMEOUT, || hidden_names(root.path()).is_empty()));
+    assert!(names(root.path()).is_empty());
+}
+
+/// A download to a reader that takes a little at a time is cut at `--transfer-timeout` (it took
+/// about 9 s under `--transfer-timeout 3`). Seen from outside through a sequential server: the next
+/// client is served as soon as the slow one is cut.
+#[test]
+fn a_slow_download_is_cut_at_the_transfer_deadline() {
+    use nix::sys::socket::{self as sock, AddressFamily, SockFlag, SockType, SockaddrIn, sockopt};
+    use std::os::fd::AsRawFd;
+    let root = TempDir::new().unwrap();
+    fs::write(root.path().join("big"), vec![1; 16 * MIB]).unwrap();
+    let server = start(
+        root.path(),
+        &["--concurrency", "sequential", "--transfer-timeout", "1"],
+    );
+    // A small receive buffer, so the kernel cannot take the file off the server's hands.
+    let fd = sock::socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .unwrap();
+    sock::setsockopt(&fd, sockopt::RcvBuf, &4096).unwrap();
+    let std::net::SocketAddr::V4(v4) = server.socket_addr() else {
+        panic!("IPv4 expected")
+    };
+    sock::connect(fd.as_raw_fd(), &SockaddrIn::from(v4)).unwrap();
+    let mut slow = TcpStream::from(fd);
+    slow.set_read_timeout(Some(TIMEOUT)).unwrap();
+    slow.write_all(&frame(b'G', b"big")).unwrap();
+    let started = Instant::now();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reading = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0; 4096];
+            let give_up = Instant::now() + Duration::from_secs(10);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < give_up {
+                match slow.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        })
+    };
+    // Queued behind the download until the server is done with it.
+    let mut next = Raw::connect(&server.addr);
+    let listing = next.list();
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    reading.join().unwrap();
+    assert_eq!(listing, [("big".to_string(), 16 * MIB as u64)]);
+    assert!(
+        took < Duration::from_secs(4),
+        "the slow download held the server {took:?}"
+    );
+}
+
+/// `--connection-timeout` ends a session however busy it keeps itself (a default of 15 minutes
+/// applies unless set).
+#[test]
+fn a_busy_session_ends_at_the_connection_deadline() {
+    let root = TempDir::new().unwrap();
+    let out = Command::new(example_bin("fileserver"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stdout).contains("[default: 900]"),
+        "{}",
+        text(&out.stdout)
+    );
+    let server = start(root.path(), &["--connection-timeout", "2"]);
+    let mut raw = Raw::connect(&server.addr);
+    let started = Instant::now();
+    let mut cut = None;
+    for _ in 0..100 {
+        raw.send(b'L', b"");
+        match raw.recv() {
+            Some((b'O', _)) => assert_eq!(raw.expect(b'.'), b""),
+            Some((b'X', why)) => {
+                cut = Some((started.elapsed(), text(&why)));
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (took, why) = cut.expect("the session outlived --connection-timeout");
+    assert!(
+        (Duration::from_millis(1900)..Duration::from_secs(5)).contains(&took),
+        "cut after {took:?}"
+    );
+    assert!(why.contains("--connection-timeout"), "{why}");
+    assert!(raw.recv().is_none(), "closed after the notice");
+}
+
+/// A client timeout reads as one: "timed out after 1s", not "Resource temporarily unavailable
+/// (os error 11)".
+#[test]
+fn the_client_reports_a_timeout_as_one() {
+    let (addr, server) = fake_server(|mut s| {
+        assert_eq!(read_command(&mut s), b'L');
+        // Says nothing until the client gives up.
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    });
+    let cwd = TempDir::new().unwrap();
+    let mut cmd = Command::new(example_bin("fileclient"));
+    cmd.args(["--addr", &addr, "--timeout", "1", "list"])
+        .current_dir(cwd.path());
+    let out = run_with_input(cmd, b"", TIMEOUT);
+    server.join().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "fileclient: reading from the server: timed out after 1s (--timeout)\n"
+    );
 }

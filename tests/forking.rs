@@ -117,10 +117,10 @@ fn start(mode: &str) -> ServerProc {
 fn line_starting(server: &ServerProc, prefix: &str) -> String {
     let deadline = Instant::now() + TIMEOUT;
     while Instant::now() < deadline {
-        if let Some(line) = server.next_line(deadline - Instant::now()) {
-            if line.starts_with(prefix) {
-                return line;
-            }
+        if let Some(line) = server.next_line(deadline - Instant::now())
+            && line.starts_with(prefix)
+        {
+            return line;
         }
     }
     panic!("no line starting with {prefix:?} within {TIMEOUT:?}");

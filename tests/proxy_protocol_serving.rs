@@ -293,8 +293,12 @@ struct Loopback {
 
 impl Loopback {
     fn start(config: ProxyProtocol) -> Loopback {
+        Loopback::start_on("127.0.0.1:0", config)
+    }
+
+    fn start_on(bind: &str, config: ProxyProtocol) -> Loopback {
         let reports = Reports::default();
-        let mut server = ThreadingTcpServer::bind("127.0.0.1:0", report)
+        let mut server = ThreadingTcpServer::bind(bind, report)
             .unwrap()
             .read_timeout(TIMEOUT)
             .proxy_protocol(config)
@@ -453,4 +457,29 @@ fn loopback_slow_header_times_out_as_a_whole_without_stalling_others() {
         elapsed < TIMEOUT,
         "the deadline was not enforced: {elapsed:?}"
     );
+}
+
+/// `--trusted-proxy ::ffff:127.0.0.1` silently trusted no one. In IPv4-mapped form a proxy is
+/// trusted however the listener reports it: as IPv4 on an IPv4 socket, IPv4-mapped on a dual-stack
+/// `[::]` one (which is also where a plain IPv4 network must match mapped peers).
+#[test]
+fn loopback_ipv4_mapped_trusted_proxies() {
+    for (bind, trusted) in [
+        ("127.0.0.1:0", "::ffff:127.0.0.1"),
+        ("[::]:0", "::ffff:127.0.0.1"),
+        ("[::]:0", "127.0.0.1"),
+        ("[::]:0", "::ffff:127.0.0.0/104"),
+    ] {
+        let server = Loopback::start_on(bind, ProxyProtocol::trusted([trusted]).unwrap());
+        let to = SocketAddr::from(([127, 0, 0, 1], server.addr.port()));
+        let proxy = connect_from(ip("127.0.0.1"), to);
+        let v1 = format!("PROXY TCP4 203.0.113.1 127.0.0.1 4242 {}\r\n", to.port());
+        let reply = exchange(proxy, &[v1.as_bytes(), b"mapped"]);
+        assert!(
+            reply.starts_with("peer=203.0.113.1:4242 via=")
+                && reply.ends_with(" cmd=Proxy data=mapped"),
+            "{bind}, trusting {trusted}: {reply}"
+        );
+        assert!(server.reports.lock().unwrap().is_empty());
+    }
 }

@@ -107,6 +107,17 @@ fn replies_with_the_local_time_forking() {
     replies_with_the_local_time("forking");
 }
 
+/// The strategies the shared `--concurrency` definition brought.
+#[test]
+fn replies_with_the_local_time_pool() {
+    replies_with_the_local_time("pool");
+}
+
+#[test]
+fn replies_with_the_local_time_prefork() {
+    replies_with_the_local_time("prefork");
+}
+
 #[test]
 fn any_datagram_gets_the_time_back() {
     let server = start("sequential", "UTC0");

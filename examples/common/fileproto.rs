@@ -29,8 +29,18 @@ pub const READ_BUFFER: usize = socketserver::framing::HEADER_LEN + MAX_FRAME;
 /// The longest file name served, in bytes (Linux's `NAME_MAX`).
 pub const MAX_NAME: usize = 255;
 
-/// Error texts are cut to this many bytes, so they always fit in a frame.
+/// Error texts are cut to this many bytes, when sent and when received: they always fit in a frame,
+/// and a peer cannot fill a screen or a log line with one.
 const MAX_ERROR_TEXT: usize = 4096;
+
+/// The most entries a listing may have. A client holds a whole listing before printing it (sorted,
+/// and all or nothing), so without a bound a server streaming entries forever grows it until memory
+/// runs out; the server refuses to list a root with more files.
+pub const MAX_LISTING_ENTRIES: usize = 100_000;
+
+/// The most bytes of names a listing may carry (each entry also holds its 8-byte size): a second
+/// bound on what a client holds, for listings of long names.
+pub const MAX_LISTING_BYTES: usize = 16 << 20;
 
 /// One protocol message: the payload of one frame.
 ///
@@ -62,17 +72,9 @@ pub enum Message<'a> {
 }
 
 impl<'a> Message<'a> {
-    /// An error reply carrying `text`, cut to a frame-sized length at a character boundary.
+    /// An error reply carrying `text`, cut to [`MAX_ERROR_TEXT`] bytes at a character boundary.
     pub fn error(text: impl fmt::Display) -> Message<'static> {
-        let mut text = text.to_string();
-        if text.len() > MAX_ERROR_TEXT {
-            let mut cut = MAX_ERROR_TEXT;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text.truncate(cut);
-        }
-        Message::Error(Cow::Owned(text))
+        Message::Error(Cow::Owned(cut_error_text(text.to_string())))
     }
 
     /// Parses one frame payload.
@@ -111,7 +113,12 @@ impl<'a> Message<'a> {
                     crc32: u32::from_be_bytes(crc),
                 }
             }
-            b'X' => Message::Error(String::from_utf8_lossy(body)),
+            b'X' => match String::from_utf8_lossy(body) {
+                Cow::Borrowed(text) if text.len() <= MAX_ERROR_TEXT => {
+                    Message::Error(Cow::Borrowed(text))
+                }
+                text => Message::Error(Cow::Owned(cut_error_text(text.into_owned()))),
+            },
             _ => return Err(ProtoError::Unknown(tag)),
         };
         Ok(msg)
@@ -176,6 +183,18 @@ impl<'a> Message<'a> {
     }
 }
 
+/// `text` cut to [`MAX_ERROR_TEXT`] bytes, at a character boundary.
+fn cut_error_text(mut text: String) -> String {
+    if text.len() > MAX_ERROR_TEXT {
+        let mut cut = MAX_ERROR_TEXT;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
+
 /// A big-endian `u64` and whatever follows it.
 fn split_u64(body: &[u8]) -> Option<(u64, &[u8])> {
     let (head, rest) = body.split_first_chunk::<8>()?;
@@ -231,6 +250,10 @@ pub enum NameError {
     Hidden,
     /// Longer than [`MAX_NAME`] bytes.
     TooLong,
+    /// A control character (tab, newline, ESC, DEL, a C1 control) or a bidirectional-text control:
+    /// printed in a listing or a log, it forges lines, moves the cursor, recolours the terminal or
+    /// reverses what the name appears to say (see [`is_unsafe_char`]).
+    Control,
 }
 
 impl fmt::Display for NameError {
@@ -243,13 +266,14 @@ impl fmt::Display for NameError {
             }
             NameError::Hidden => "hidden names (starting with '.', including '..') are not served",
             NameError::TooLong => "file name longer than 255 bytes",
+            NameError::Control => "file name contains a control character",
         })
     }
 }
 
 impl std::error::Error for NameError {}
 
-/// Checks that `name` is one visible component, and returns it as an `OsStr`.
+/// Checks that `name` is one visible component that prints as itself, and returns it as an `OsStr`.
 ///
 /// Both ends check: the server before touching its root, the client before writing a download into
 /// the current directory (it does not trust the server either).
@@ -268,9 +292,56 @@ pub fn check_name(name: &[u8]) -> Result<&OsStr, NameError> {
         Err(NameError::Hidden)
     } else if name.len() > MAX_NAME {
         Err(NameError::TooLong)
+    } else if has_unsafe_char(name) {
+        Err(NameError::Control)
     } else {
         Ok(OsStr::from_bytes(name))
     }
+}
+
+/// Whether printing `c` can do more than show a glyph: a control character (C0 such as tab, newline
+/// and ESC, DEL, or C1 such as CSI, U+009B) or one of the bidirectional-text controls that make a
+/// name read differently from what it is (`bidi\u{202e}fdp.exe` shows as `bidiexe.pdf`).
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// Whether `bytes` holds an [unsafe character](is_unsafe_char), or a byte outside UTF-8 in the C1
+/// range (0x80-0x9f), which a terminal in an 8-bit mode takes for a control too.
+fn has_unsafe_char(bytes: &[u8]) -> bool {
+    bytes.utf8_chunks().any(|chunk| {
+        chunk.valid().chars().any(is_unsafe_char)
+            || chunk.invalid().iter().any(|b| (0x80..=0x9f).contains(b))
+    })
+}
+
+/// `bytes` made safe to print on a terminal or in a log line: [unsafe characters](is_unsafe_char)
+/// become Rust-style escapes (`\t`, `\n`, `\u{1b}`) and bytes that are not UTF-8 become `\xNN`, so
+/// every name is shown on one line, as the characters it has, and nothing in it reaches the terminal
+/// as a command. Everything else, backslashes included, is left as it is: names people type stay as
+/// they typed them.
+///
+/// For whatever came from a peer: names (a server's listing, a client's upload) and error texts.
+pub fn escape(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if is_unsafe_char(c) {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
 }
 
 /// Reads one frame payload; `Ok(None)` when the peer closed the stream between frames.
@@ -322,6 +393,7 @@ impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SendError::Source(e) => write!(f, "reading the file: {e}"),
+            SendError::Connection(e) if e.kind() == io::ErrorKind::TimedOut => write!(f, "{e}"),
             SendError::Connection(e) => write!(f, "connection: {e}"),
         }
     }
@@ -417,6 +489,8 @@ impl fmt::Display for ReceiveError {
             ReceiveError::Aborted(why) => write!(f, "sender aborted: {why}"),
             ReceiveError::Protocol(why) => write!(f, "protocol error: {why}"),
             ReceiveError::Sink(e) => write!(f, "writing the file: {e}"),
+            // A deadline that passed says so itself; the connection is fine, the peer too slow.
+            ReceiveError::Connection(e) if e.kind() == io::ErrorKind::TimedOut => write!(f, "{e}"),
             ReceiveError::Connection(e) => write!(f, "connection lost mid-transfer: {e}"),
         }
     }

@@ -5,18 +5,31 @@
 use std::io::Write;
 
 use clap::Parser;
+use clap::error::ContextKind;
 use socketserver::{Concurrency, Server, Transport, signals};
 
+pub mod cli;
 pub mod fileproto;
 
-/// Parses the command line; on a bad flag prints the error and the usage, and exits 2.
+/// Parses the command line; on a bad flag prints the error and the usage once, and exits 2.
+///
+/// Clap's own error includes the usage for some mistakes (an unknown flag) but not for others (a
+/// bad value); the usage is added only when missing. It is rendered from the command that parsed the
+/// arguments, so it carries the program's name from `argv[0]` (`Usage: echo`), not the crate's.
 pub fn parse_args<A: Parser>() -> A {
-    match A::try_parse() {
+    let mut command = A::command();
+    let parsed = command
+        .try_get_matches_from_mut(std::env::args_os())
+        .and_then(|mut matches| A::from_arg_matches_mut(&mut matches));
+    match parsed {
         Ok(args) => args,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version: print, exit 0
         Err(e) => {
+            let e = e.with_cmd(&command);
             let _ = e.print();
-            eprintln!("\n{}", A::command().render_usage());
+            if e.get(ContextKind::Usage).is_none() {
+                eprintln!("\n{}", command.render_usage());
+            }
             std::process::exit(2);
         }
     }

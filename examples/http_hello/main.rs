@@ -37,10 +37,10 @@ use std::io::{self, BufRead, Write};
 use std::net::Shutdown;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use common::cli::{self, ConcurrencyArgs, Strategy};
 use socketserver::{
-    Concurrency, Forking, Pool, PreFork, Sequential, Server, StreamHandler, StreamOptions,
-    StreamRequest, Tcp, Threading,
+    Concurrency, Sequential, Server, StreamHandler, StreamOptions, StreamRequest, Tcp,
 };
 
 use request::{Head, Parsed, Version};
@@ -51,33 +51,14 @@ struct Args {
     /// Address to bind, `host:port` (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     addr: String,
-    /// Concurrency strategy.
-    #[arg(long, value_enum, default_value_t = ConcurrencyArg::Threading)]
-    concurrency: ConcurrencyArg,
-    /// Worker threads (pool) or processes (prefork); default: the strategy's own.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    workers: Option<u32>,
-    /// Cap on live threads for threading (default 1024).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    max_threads: Option<u32>,
-    /// Cap on live children for forking (default 40).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    max_children: Option<u32>,
+    #[command(flatten)]
+    concurrency: ConcurrencyArgs,
     /// How long a connection may wait for its next request before it is closed.
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
     keep_alive_timeout_secs: u64,
     /// How long shutdown waits for open connections before cutting them, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     shutdown_timeout_ms: u64,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum ConcurrencyArg {
-    Sequential,
-    Threading,
-    Forking,
-    Pool,
-    Prefork,
 }
 
 /// The body of `GET /`.
@@ -241,27 +222,16 @@ fn run<C: Concurrency<Tcp, Hello>>(concurrency: C, args: &Args) -> anyhow::Resul
 fn main() -> anyhow::Result<()> {
     let args: Args = common::parse_args();
     common::init_logging();
-    match args.concurrency {
-        ConcurrencyArg::Sequential => run(Sequential::new(), &args),
-        ConcurrencyArg::Threading => run(
-            args.max_threads
-                .map_or_else(Threading::new, |n| Threading::new().max_threads(n as usize)),
-            &args,
-        ),
-        ConcurrencyArg::Forking => run(
-            args.max_children
-                .map_or_else(Forking::new, |n| Forking::new().max_children(n as usize)),
-            &args,
-        ),
-        ConcurrencyArg::Pool => run(
-            args.workers
-                .map_or_else(Pool::default, |n| Pool::new(n as usize)),
-            &args,
-        ),
-        ConcurrencyArg::Prefork => run(
-            args.workers
-                .map_or_else(PreFork::default, |n| PreFork::new(n as usize)),
-            &args,
+    let c = &args.concurrency;
+    match c.concurrency {
+        Strategy::Sequential => run(Sequential::new(), &args),
+        Strategy::Threading => run(c.threading(), &args),
+        Strategy::Forking => run(c.forking(), &args),
+        Strategy::Pool => run(c.pool(), &args),
+        Strategy::Prefork => run(c.prefork(), &args),
+        Strategy::Reactor => cli::refuse(
+            "--concurrency reactor needs an event-loop handler; this server's handler blocks \
+             (use sequential, threading, forking, pool or prefork)",
         ),
     }
 }

@@ -12,8 +12,12 @@ use std::str::FromStr;
 /// a network with host bits set (`10.0.0.1/8` is almost always a mistake for `10.0.0.0/8` or
 /// `10.0.0.1/32`).
 ///
-/// Matching compares IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`, what a dual-stack `[::]` listener
-/// reports for IPv4 peers) as the IPv4 addresses they are.
+/// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`, what a dual-stack `[::]` listener reports for IPv4
+/// peers) are the IPv4 addresses they map, on both sides: a peer in that form is matched as IPv4,
+/// and a network written in that form (`::ffff:127.0.0.1`, `::ffff:10.0.0.0/104`) *is* the IPv4
+/// network it maps (`127.0.0.1/32`, `10.0.0.0/8`), and displays as such. Otherwise a proxy
+/// configured as `::ffff:127.0.0.1` would match no peer at all — a silent "trust no one". An IPv6
+/// network shorter than `/96` that merely overlaps the mapped range stays IPv6: families never mix.
 ///
 /// # Examples
 ///
@@ -24,6 +28,7 @@ use std::str::FromStr;
 /// assert!(lan.contains("10.1.2.3".parse()?));
 /// assert!(lan.contains("::ffff:10.1.2.3".parse()?)); // IPv4 seen through a dual-stack socket
 /// assert!(!lan.contains("11.0.0.1".parse()?));
+/// assert_eq!("::ffff:10.0.0.0/104".parse::<Cidr>()?, lan); // the same network, IPv4-mapped
 ///
 /// let host: Cidr = "::1".parse()?;
 /// assert_eq!(host.to_string(), "::1/128");
@@ -61,7 +66,8 @@ impl fmt::Display for CidrError {
 impl std::error::Error for CidrError {}
 
 impl Cidr {
-    /// The network `addr/prefix`.
+    /// The network `addr/prefix`; an IPv4-mapped `addr` with a prefix of 96 or more is the IPv4
+    /// network it maps.
     ///
     /// # Errors
     /// A prefix longer than the address (32 bits for IPv4, 128 for IPv6), or host bits set in `addr`.
@@ -92,9 +98,23 @@ impl Cidr {
         if to_bits(addr) & !mask(prefix, bits) != 0 {
             return Err(fail("host bits set after the prefix"));
         }
-        Ok(Cidr {
-            network: addr,
-            prefix,
+        Ok(match addr {
+            // The prefix covers the whole `::ffff:0:0/96` marker, so every address in the network
+            // is an IPv4-mapped one: it is that IPv4 network.
+            IpAddr::V6(v6) if prefix >= 96 => match v6.to_ipv4_mapped() {
+                Some(v4) => Cidr {
+                    network: IpAddr::V4(v4),
+                    prefix: prefix - 96,
+                },
+                None => Cidr {
+                    network: addr,
+                    prefix,
+                },
+            },
+            _ => Cidr {
+                network: addr,
+                prefix,
+            },
         })
     }
 
@@ -120,8 +140,9 @@ impl Cidr {
 }
 
 impl From<IpAddr> for Cidr {
-    /// The single host `ip` (`/32` or `/128`).
+    /// The single host `ip` (`/32` or `/128`); an IPv4-mapped address is its IPv4 host.
     fn from(ip: IpAddr) -> Cidr {
+        let ip = ip.to_canonical();
         Cidr {
             network: ip,
             prefix: bits_of(ip),
@@ -190,6 +211,7 @@ fn mask(prefix: u8, bits: u8) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     fn net(s: &str) -> Cidr {
         s.parse().unwrap_or_else(|e| panic!("{e}"))
@@ -246,6 +268,65 @@ mod tests {
             let err = input.parse::<Cidr>().unwrap_err();
             assert_eq!(err.why, why, "{input:?}");
             assert!(err.to_string().contains(&format!("{input:?}")));
+        }
+    }
+
+    /// `--trusted-proxy ::ffff:127.0.0.1` trusted no one: the network stayed IPv6 while peers are
+    /// compared as IPv4. An IPv4-mapped address or network is the IPv4 one it maps.
+    #[test]
+    fn ipv4_mapped_networks_are_their_ipv4_networks() {
+        assert_eq!(net("::ffff:127.0.0.1"), net("127.0.0.1"));
+        assert_eq!(net("::ffff:127.0.0.1/128"), net("127.0.0.1/32"));
+        assert_eq!(net("::ffff:10.0.0.0/104"), net("10.0.0.0/8"));
+        assert_eq!(net("::ffff:0.0.0.0/96"), net("0.0.0.0/0"));
+        assert_eq!(net("::FFFF:7F00:1"), net("127.0.0.1"));
+        assert_eq!(Cidr::from(ip("::ffff:192.0.2.1")), net("192.0.2.1"));
+        let mapped = Cidr::new(ip("::ffff:10.0.0.0"), 104).unwrap();
+        assert_eq!(mapped, net("10.0.0.0/8"));
+        assert_eq!(mapped.to_string(), "10.0.0.0/8");
+        for peer in ["127.0.0.1", "::ffff:127.0.0.1"] {
+            assert!(net("::ffff:127.0.0.1").contains(ip(peer)), "{peer}");
+            assert!(net("127.0.0.1").contains(ip(peer)), "{peer}");
+            assert!(net("::ffff:127.0.0.0/120").contains(ip(peer)), "{peer}");
+            assert!(!net("::ffff:127.0.0.2").contains(ip(peer)), "{peer}");
+        }
+        // Mistakes are still mistakes, quoted as typed.
+        for (input, why) in [
+            ("::ffff:10.0.0.1/104", "host bits set after the prefix"),
+            ("::ffff:10.0.0.0/129", "prefix longer than 128 bits"),
+        ] {
+            let err = input.parse::<Cidr>().unwrap_err();
+            assert_eq!(err.why, why, "{input:?}");
+            assert!(err.to_string().contains(input), "{err}");
+        }
+        // A shorter IPv6 network only overlaps the mapped range; it stays IPv6, and IPv4 peers
+        // (mapped or not) are not in it: families never mix.
+        assert!(!net("::fffe:0:0/95").contains(ip("127.0.0.1")));
+        assert!(!net("::fffe:0:0/95").contains(ip("::ffff:127.0.0.1")));
+        assert!(!net("::/0").contains(ip("::ffff:127.0.0.1")));
+    }
+
+    proptest::proptest! {
+        /// Any IPv4 network written IPv4-mapped is that network: equal, and containing the same
+        /// peers, whether they come as IPv4 or IPv4-mapped.
+        #[test]
+        fn mapped_and_plain_ipv4_networks_agree(
+            net_bits in proptest::prelude::any::<u32>(),
+            prefix in 0u8..=32,
+            peer in proptest::prelude::any::<u32>(),
+        ) {
+            let network = Ipv4Addr::from_bits(net_bits & (u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)));
+            let plain = Cidr::new(network.into(), prefix).unwrap();
+            let mapped = Cidr::new(network.to_ipv6_mapped().into(), 96 + prefix).unwrap();
+            proptest::prop_assert_eq!(plain, mapped);
+            let parsed: Cidr = format!("{}/{}", network.to_ipv6_mapped(), 96 + prefix).parse().unwrap();
+            proptest::prop_assert_eq!(parsed, plain);
+            let peer = Ipv4Addr::from_bits(peer);
+            let inside = prefix == 0 || (peer.to_bits() ^ network.to_bits()) >> (32 - prefix) == 0;
+            for candidate in [IpAddr::V4(peer), IpAddr::V6(peer.to_ipv6_mapped())] {
+                proptest::prop_assert_eq!(plain.contains(candidate), inside);
+                proptest::prop_assert_eq!(mapped.contains(candidate), inside);
+            }
         }
     }
 

@@ -93,7 +93,8 @@ impl ProxyProtocol {
 
     /// Trusts the proxies in `nets` — networks in CIDR notation (`10.0.0.0/8`, `fd00::/8`) or single
     /// addresses (`127.0.0.1`, `::1`). An IPv4 peer seen through a dual-stack IPv6 listener
-    /// (`::ffff:10.0.0.1`) matches the IPv4 networks. Unix-socket peers are never in a network; use
+    /// (`::ffff:10.0.0.1`) matches the IPv4 networks, and a network given in IPv4-mapped form
+    /// (`::ffff:10.0.0.1`) is the IPv4 one, matching the peer either way. Unix-socket peers are never in a network; use
     /// [`trust_all`](Self::trust_all) for a Unix socket only the proxy can reach.
     ///
     /// # Errors
@@ -220,6 +221,18 @@ mod tests {
         let unix = std::os::unix::net::SocketAddr::from_pathname("/run/p.sock").unwrap();
         assert!(!pp.is_trusted(&Addr::from(unix.clone())));
         assert!(ProxyProtocol::trust_all().is_trusted(&Addr::from(unix)));
+    }
+
+    /// A proxy named in IPv4-mapped form is trusted whether the listener reports it as IPv4 or, on
+    /// a dual-stack `[::]` socket, IPv4-mapped.
+    #[test]
+    fn ipv4_mapped_proxies_are_trusted() {
+        for trusted in ["::ffff:127.0.0.1", "127.0.0.1", "::ffff:127.0.0.0/104"] {
+            let pp = ProxyProtocol::trusted([trusted]).unwrap();
+            assert!(pp.is_trusted(&inet("127.0.0.1:1")), "{trusted}");
+            assert!(pp.is_trusted(&inet("[::ffff:127.0.0.1]:1")), "{trusted}");
+            assert!(!pp.is_trusted(&inet("[::1]:1")), "{trusted}");
+        }
     }
 
     #[test]

@@ -10,15 +10,29 @@
 //! can connect through a wider mode in between. Changing the process umask instead would race with
 //! other threads creating files. When the umask removed bits that were asked for (`0o660` under umask
 //! `022`), a `chmod(2)` after `bind(2)` adds them back; that only ever widens towards what was asked.
+//!
+//! # Never following a link
+//! Between `bind(2)` and that `chmod(2)`, whoever can write the directory can replace the socket
+//! file — with a symbolic link to some unrelated file, say — and a `chmod(2)` by path would follow
+//! it and open that file up. So the path is opened once with `O_PATH | O_NOFOLLOW` right after
+//! `bind(2)`, which never follows a final link, and everything after works on that descriptor: it
+//! must be a socket (or binding fails, naming what is there now); its device and inode are what the
+//! ownership record keeps; and the mode is set on it through `/proc/self/fd/N` (`fchmod(2)` refuses
+//! `O_PATH` descriptors), which names that very inode whatever happens to the path meanwhile.
+//! Before that `chmod(2)` the file must also look like the one `bind(2)` made: owned by this
+//! process's user and with no other hard link — a planted hard link to someone else's socket (where
+//! `fs.protected_hardlinks` allows one) is refused rather than opened up.
 
 use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{AT_FDCWD, OFlag};
 use nix::sys::socket::{self as nsock, AddressFamily, SockFlag, SockType, UnixAddr};
-use nix::sys::stat::Mode;
+use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fstat};
+use nix::unistd::geteuid;
 
 use crate::sys::context;
 
@@ -140,23 +154,102 @@ pub(crate) fn bind(
         Err(e) => Err(e),
     };
     bound.map_err(|e| context(e.into(), format!("bind(2) on {}", path.display())))?;
-    let meta = fs::symlink_metadata(path)
-        .map_err(|e| context(e, format!("stat(2) on the new socket {}", path.display())))?;
+    #[cfg(test)]
+    tests::after_bind(path);
+    // From here on, the file bind(2) made is reached through this descriptor only: the path may
+    // name something else by now (see "Never following a link" above).
+    let file = nix::fcntl::open(
+        path,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        context(
+            e.into(),
+            format!("opening the new socket {}", path.display()),
+        )
+    })?;
+    let stat = fstat(&file).map_err(|e| {
+        context(
+            e.into(),
+            format!("fstat(2) on the new socket {}", path.display()),
+        )
+    })?;
+    if file_type(stat.st_mode) != SFlag::S_IFSOCK {
+        return Err(replaced(path, file_type(stat.st_mode)));
+    }
     let owned = SocketPath {
         path: absolute,
-        dev: meta.dev(),
-        ino: meta.ino(),
+        dev: stat.st_dev,
+        ino: stat.st_ino,
         pid: std::process::id(),
     };
     if let Some(mode) = opts.mode {
         let mode = mode & 0o777;
-        if meta.mode() & 0o777 != mode {
-            // The umask removed bits that were asked for: add them back (this only widens to `mode`).
-            fs::set_permissions(path, fs::Permissions::from_mode(mode))
-                .map_err(|e| context(e, format!("chmod(2) on {}", path.display())))?;
+        if stat.st_mode & 0o777 != mode {
+            // The umask removed bits that were asked for: add them back (this only widens to `mode`),
+            // on the file bind(2) made and nothing else.
+            if stat.st_uid != geteuid().as_raw() || stat.st_nlink != 1 {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "bind(2) on {}: the socket there is not the one just bound (another owner, \
+                         or other hard links): it was replaced, and its mode is left alone",
+                        path.display()
+                    ),
+                ));
+            }
+            set_mode(&file, mode).map_err(|e| {
+                context(e, format!("chmod(2) on {} (by descriptor)", path.display()))
+            })?;
         }
     }
     Ok((fd, Some(owned)))
+}
+
+/// The `S_IFMT` bits of a mode.
+fn file_type(mode: libc::mode_t) -> SFlag {
+    SFlag::from_bits_truncate(mode & SFlag::S_IFMT.bits())
+}
+
+/// The error for a socket path that names something else than a socket right after `bind(2)`.
+fn replaced(path: &Path, now: SFlag) -> io::Error {
+    let what = match now {
+        SFlag::S_IFLNK => "a symbolic link",
+        SFlag::S_IFREG => "a regular file",
+        SFlag::S_IFDIR => "a directory",
+        SFlag::S_IFIFO => "a FIFO",
+        _ => "something else",
+    };
+    io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!(
+            "bind(2) on {}: the socket file was replaced right after it was created ({what} is \
+             there now), so it is not served and nothing there is touched",
+            path.display()
+        ),
+    )
+}
+
+/// Sets the permission bits of the file `file` (an `O_PATH` descriptor) refers to.
+///
+/// `fchmod(2)` fails with `EBADF` on an `O_PATH` descriptor; its `/proc/self/fd` entry, however,
+/// resolves to the very inode the descriptor holds, whatever has happened to the path since.
+fn set_mode(file: &OwnedFd, mode: u32) -> io::Result<()> {
+    let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    nix::sys::stat::fchmodat(
+        AT_FDCWD,
+        proc_path.as_str(),
+        Mode::from_bits_truncate(mode),
+        FchmodatFlags::FollowSymlink,
+    )
+    .map_err(|e| match e {
+        nix::errno::Errno::ENOENT => io::Error::new(
+            io::ErrorKind::NotFound,
+            "/proc is not mounted, and the mode cannot be set without following links otherwise",
+        ),
+        e => e.into(),
+    })
 }
 
 /// Decides what sits at `path` after `bind(2)` said `EADDRINUSE`, removing it only if it is a stale
@@ -245,5 +338,141 @@ pub(crate) fn show(target: Target<'_>) -> String {
     match target {
         Target::Path(p) => p.display().to_string(),
         Target::Abstract(name) => format!("@{}", String::from_utf8_lossy(name)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    /// What a test does to the socket path in the window after `bind(2)`.
+    type Hook = Box<dyn FnMut(&Path)>;
+
+    thread_local! {
+        /// Fault injection: runs right after `bind(2)` has created the socket file, before anything
+        /// else looks at it — the window in which whoever can write the directory may swap the file.
+        /// Per thread, so tests running in parallel do not see each other's.
+        static AFTER_BIND: RefCell<Option<Hook>> = const { RefCell::new(None) };
+    }
+
+    pub(super) fn after_bind(path: &Path) {
+        AFTER_BIND.with(|hook| {
+            if let Some(hook) = hook.borrow_mut().as_mut() {
+                hook(path);
+            }
+        });
+    }
+
+    /// Binds `path` with `mode`, with `attack` run in the window after `bind(2)`.
+    fn bind_under_attack(
+        path: &Path,
+        mode: u32,
+        attack: impl FnMut(&Path) + 'static,
+    ) -> io::Result<(OwnedFd, Option<SocketPath>)> {
+        AFTER_BIND.with(|hook| *hook.borrow_mut() = Some(Box::new(attack)));
+        let opts = PathOptions {
+            mode: Some(mode),
+            replace_stale: false,
+        };
+        let bound = bind(
+            SockType::Stream,
+            SockFlag::empty(),
+            Target::Path(path),
+            &opts,
+        );
+        AFTER_BIND.with(|hook| *hook.borrow_mut() = None);
+        bound
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        fs::symlink_metadata(path).unwrap().mode() & 0o777
+    }
+
+    /// The hostile review's race: the socket swapped for a symbolic link to an unrelated 0600 file
+    /// between `bind(2)` and the `chmod(2)` that adds back what the umask removed. The file's mode
+    /// must not change; binding fails, saying why.
+    #[test]
+    fn a_symlink_planted_after_bind_is_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"secret").unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
+        let path = dir.path().join("app.sock");
+        let (aside, target) = (dir.path().join("moved.sock"), victim.clone());
+        let bound = bind_under_attack(&path, 0o666, move |path| {
+            fs::rename(path, &aside).unwrap();
+            symlink(&target, path).unwrap();
+        });
+        assert_eq!(
+            mode_of(&victim),
+            0o600,
+            "chmod(2) followed the planted link"
+        );
+        let err = bound.expect_err("bound although the path is a link now");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&path.display().to_string()) && msg.contains("symbolic link"),
+            "{msg}"
+        );
+        assert!(
+            fs::symlink_metadata(&path)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+    }
+
+    /// Without interference, the mode asked for is what the file gets, umask or not (added back
+    /// through the descriptor when the umask removed bits), and the record names that file.
+    #[test]
+    fn the_mode_asked_for_is_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, mode) in [
+            ("wide.sock", 0o666),
+            ("narrow.sock", 0o600),
+            ("group.sock", 0o660),
+        ] {
+            let path = dir.path().join(name);
+            let (_fd, owned) = bind_under_attack(&path, mode, |_| {}).unwrap();
+            assert_eq!(mode_of(&path), mode, "{name}");
+            let owned = owned.expect("a path is owned");
+            let meta = fs::symlink_metadata(&path).unwrap();
+            assert_eq!((owned.dev, owned.ino), (meta.dev(), meta.ino()), "{name}");
+        }
+    }
+
+    /// A hard link to another socket planted in the window (where `fs.protected_hardlinks` allows
+    /// one): a socket, but not the one bound. Its mode is left alone.
+    #[test]
+    fn a_hard_link_planted_after_bind_is_not_opened_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("other.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&other).unwrap();
+        fs::set_permissions(&other, fs::Permissions::from_mode(0o600)).unwrap();
+        let path = dir.path().join("app.sock");
+        let (aside, target) = (dir.path().join("moved.sock"), other.clone());
+        let bound = bind_under_attack(&path, 0o666, move |path| {
+            fs::rename(path, &aside).unwrap();
+            fs::hard_link(&target, path).unwrap();
+        });
+        assert_eq!(mode_of(&other), 0o600, "the other socket was opened up");
+        let msg = bound.expect_err("bound over a planted link").to_string();
+        assert!(msg.contains("not the one just bound"), "{msg}");
+    }
+
+    /// Something other than a socket in the window: binding fails naming it, and it is untouched.
+    #[test]
+    fn a_file_planted_after_bind_is_named_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.sock");
+        let bound = bind_under_attack(&path, 0o600, |path| {
+            fs::remove_file(path).unwrap();
+            fs::write(path, b"planted").unwrap();
+        });
+        let msg = bound.expect_err("bound over a planted file").to_string();
+        assert!(msg.contains("a regular file is there now"), "{msg}");
+        assert_eq!(fs::read(&path).unwrap(), b"planted");
     }
 }

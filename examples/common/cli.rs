@@ -1,0 +1,168 @@
+//! The command-line flags the examples share: one definition of the concurrency strategy, the
+//! transport, and where a server listens, flattened into each example's own `Args` with
+//! `#[command(flatten)]`.
+//!
+//! One definition, so that `--concurrency pool` or `--transport unix-dgram` means the same thing, is
+//! spelled the same way and is documented the same way in every example; an example that cannot run
+//! a value (a blocking handler has no event-loop form for `reactor`) refuses it with
+//! [`refuse`] — exit 2 and the reason — rather than offering a different list.
+
+use std::fmt;
+use std::os::fd::RawFd;
+
+use clap::{Args, ValueEnum};
+use socketserver::{Forking, Pool, PreFork, Threading};
+
+/// A concurrency strategy, as `--concurrency` (and `shutdown_latency --strategy`) names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Strategy {
+    /// One request at a time, as Python's `TCPServer`.
+    Sequential,
+    /// A thread per request.
+    Threading,
+    /// A process per request.
+    Forking,
+    /// A fixed set of worker threads.
+    Pool,
+    /// A fixed set of pre-forked worker processes.
+    Prefork,
+    /// One epoll event loop for every connection (examples with an event-loop handler only).
+    Reactor,
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The flag's own spelling, so messages quote what the user typed.
+        match self.to_possible_value() {
+            Some(v) => f.write_str(v.get_name()),
+            None => write!(f, "{self:?}"),
+        }
+    }
+}
+
+// `--concurrency` and the flags that tune each strategy. (Comments, not doc comments, on the
+// flattened structs: clap would take a doc comment for the example's own description.)
+//
+// The default strategy is `threading`; an example with another default overrides it with
+// `#[command(mut_arg("concurrency", |a| a.default_value("sequential")))]`.
+#[derive(Args, Clone, Debug)]
+pub struct ConcurrencyArgs {
+    /// Concurrency strategy.
+    #[arg(long, value_enum, default_value_t = Strategy::Threading)]
+    pub concurrency: Strategy,
+    /// Worker threads (pool) or processes (prefork); default: the strategy's own.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub workers: Option<u32>,
+    /// Cap on live threads for threading (default 1024).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_threads: Option<u32>,
+    /// Cap on live children for forking (default 40, as Python's `max_children`).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_children: Option<u32>,
+    /// Recycle each prefork worker after this many requests.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_requests: Option<u64>,
+}
+
+impl ConcurrencyArgs {
+    /// `Threading`, with `--max-threads`.
+    pub fn threading(&self) -> Threading {
+        self.max_threads
+            .map_or_else(Threading::new, |n| Threading::new().max_threads(n as usize))
+    }
+
+    /// `Forking`, with `--max-children`.
+    pub fn forking(&self) -> Forking {
+        self.max_children
+            .map_or_else(Forking::new, |n| Forking::new().max_children(n as usize))
+    }
+
+    /// `Pool`, with `--workers`.
+    pub fn pool(&self) -> Pool {
+        self.workers
+            .map_or_else(Pool::default, |n| Pool::new(n as usize))
+    }
+
+    /// `PreFork`, with `--workers` and `--max-requests`.
+    pub fn prefork(&self) -> PreFork {
+        self.workers
+            .map_or_else(PreFork::default, |n| PreFork::new(n as usize))
+            .max_requests(self.max_requests)
+    }
+}
+
+/// A transport, as `--transport` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    Tcp,
+    Udp,
+    /// Unix stream socket: the address is a path, or `@name` for a Linux abstract address.
+    Unix,
+    /// Unix datagram socket: the address is a path, or `@name` for a Linux abstract address.
+    UnixDgram,
+}
+
+// `--transport`. Optional, so a server serving an inherited socket can tell "not given" (serve it
+// as what it is) from an explicit choice (which must match); everyone else defaults to TCP.
+#[derive(Args, Clone, Debug)]
+pub struct TransportArgs {
+    /// Transport (default tcp).
+    #[arg(long, value_enum)]
+    pub transport: Option<Transport>,
+}
+
+impl TransportArgs {
+    /// The transport chosen, TCP if none was.
+    pub fn or_tcp(&self) -> Transport {
+        self.transport.unwrap_or(Transport::Tcp)
+    }
+}
+
+// Where a server's socket comes from: bound at `--addr`, or inherited from the parent process
+// (`--listen-fd`, systemd socket activation).
+#[derive(Args, Clone, Debug)]
+pub struct ListenArgs {
+    /// Address to bind: `host:port` (port 0 picks a free port), or for Unix transports a path or
+    /// `@name` (abstract). Default: 127.0.0.1:0.
+    #[arg(long)]
+    pub addr: Option<String>,
+    /// Serve on inherited descriptor N (3 or above), bound (and for streams listening) by the parent
+    /// process.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = parse_listen_fd,
+        conflicts_with_all = ["addr", "systemd"]
+    )]
+    pub listen_fd: Option<RawFd>,
+    /// Serve on the first socket passed by systemd socket activation (automatic when LISTEN_FDS is
+    /// set).
+    #[arg(long, conflicts_with = "addr")]
+    pub systemd: bool,
+    /// SO_REUSEPORT: several processes may bind the same TCP/UDP port; the kernel spreads the load.
+    #[arg(long)]
+    pub reuse_port: bool,
+}
+
+/// `--listen-fd`: a descriptor number other than 0, 1 and 2.
+///
+/// The standard descriptors are never a listening socket a parent handed down, and taking one over
+/// would close it when it turns out not to be a socket — stderr included, so the error explaining
+/// the failure could not be printed.
+fn parse_listen_fd(s: &str) -> Result<RawFd, String> {
+    match s.parse::<RawFd>() {
+        Ok(fd @ 0..=2) => Err(format!(
+            "{fd} is a standard descriptor (stdin, stdout or stderr), not a socket left open by \
+             the parent; use 3 or above"
+        )),
+        Ok(fd) if fd > 2 => Ok(fd),
+        _ => Err(format!("{s:?} is not a descriptor number (3 or above)")),
+    }
+}
+
+/// Refuses a combination of flags clap cannot express (a strategy this example cannot run, say):
+/// prints `error: <why>` and exits 2, as for any other bad flag.
+pub fn refuse(why: impl fmt::Display) -> ! {
+    eprintln!("error: {why}");
+    std::process::exit(2);
+}
