@@ -14,10 +14,12 @@
 //!   without a line end: a client cannot make the server buffer an endless line. The length is the
 //!   line's own when its end has arrived, else "at least" what has — never the bytes that happened
 //!   to be buffered behind it.
-//! - **Slow readers.** A client that does not read cannot stall the others or grow the server's
-//!   memory: each connection's queued output is bounded by `--write-buffer`, and a client whose queue
-//!   is full when a message for it arrives is **disconnected** (it has already missed a message;
-//!   silently dropping more would leave it with a corrupted view of the conversation).
+//! - **Bursts and slow readers.** Each connection's queued output is bounded by `--write-buffer`.
+//!   A client that sends faster than the others read is *paced*: the event loop stops reading from it
+//!   while what it sent is queued for readers that are behind, and goes on as they catch up — so a
+//!   burst of any size reaches every reader, once and in order, and no reader is dropped for being
+//!   slower than the loop. A client that stops reading altogether is disconnected once it has taken
+//!   nothing for `--write-timeout` seconds, which also lets the senders it held back go on.
 //! - **Never blocking.** Broadcasting queues bytes; the event loop writes them as each socket can take
 //!   them, so one stuck client never holds up the loop.
 //!
@@ -42,10 +44,13 @@ struct Args {
     /// The longest line a client may send, in bytes.
     #[arg(long, default_value_t = 1024)]
     max_line: usize,
-    /// Bound on the output queued for one client, in bytes; a client whose queue is full is
-    /// disconnected.
+    /// Bound on the output queued for one client, in bytes; senders are paced to keep readers
+    /// under it.
     #[arg(long, default_value_t = 64 * 1024)]
     write_buffer: usize,
+    /// Seconds a client with messages waiting may take none of them before it is disconnected.
+    #[arg(long, default_value_t = 10)]
+    write_timeout: u64,
     /// Seconds a client may stay silent (neither sending nor receiving) before it is disconnected.
     #[arg(long, default_value_t = 600)]
     idle_timeout: u64,
@@ -153,13 +158,15 @@ impl Chat {
     /// Queues `line` for every client but the current one; disconnects those that cannot take it.
     fn relay(conn: &mut Conn<'_, ChatLines>, line: &[u8]) -> anyhow::Result<()> {
         let delivery = conn.broadcast_except(conn.id(), line)?;
-        for slow in delivery.full {
+        // Senders are paced, so a queue is full only when many clients burst at one reader at once:
+        // it misses this line rather than the room stalling; a reader that has stopped reading is
+        // disconnected by the write timeout.
+        for behind in delivery.full {
             log::warn!(
-                "disconnecting {} ({slow}): it is not reading its messages",
-                conn.peer_of(slow)
+                "{} ({behind}) is too far behind: a line for it was dropped",
+                conn.peer_of(behind)
                     .map_or_else(String::new, |a| a.to_string())
             );
-            conn.disconnect(slow);
         }
         Ok(())
     }
@@ -226,6 +233,7 @@ fn main() -> anyhow::Result<()> {
     };
     let server = Server::new(reactor, Tcp::bind(args.addr.as_str())?, chat)?
         .read_timeout(Duration::from_secs(args.idle_timeout))
+        .write_timeout(Duration::from_secs(args.write_timeout))
         .shutdown_timeout(Duration::from_secs(5));
     common::serve(server)
 }

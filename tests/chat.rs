@@ -120,7 +120,9 @@ fn lines_reach_every_other_client_but_not_the_sender() {
 
 #[test]
 fn a_client_that_never_reads_stalls_no_one_and_is_disconnected() {
-    let mut server = ServerProc::example("chat", &["--write-buffer", "65536"]);
+    // The sleeper holds the sender back until its write timeout disconnects it.
+    let mut server =
+        ServerProc::example("chat", &["--write-buffer", "65536", "--write-timeout", "1"]);
     let addr = server.socket_addr();
     let mut sender = Client::join(&server);
     let mut reader = Client::join(&server);
@@ -259,4 +261,54 @@ fn bad_flags_print_usage_and_exit_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Usage"));
+}
+
+#[test]
+fn a_burst_from_one_client_reaches_every_reader_once_and_in_order() {
+    const READERS: usize = 5;
+    // About 1 MB of short lines in one write: relayed with the sender's prefix, ~17 times that
+    // queued for the readers, far past every connection's output limit.
+    let lines: usize = 170_000;
+    let mut server = ServerProc::example("chat", &["--write-buffer", "65536"]);
+    let mut sender = Client::join(&server);
+    let mut readers: Vec<Client> = Vec::new();
+    for _ in 0..READERS {
+        let reader = Client::join(&server);
+        assert_eq!(sender.line(), format!("* {} joined", reader.addr));
+        for earlier in &mut readers {
+            assert_eq!(earlier.line(), format!("* {} joined", reader.addr));
+        }
+        readers.push(reader);
+    }
+    let prefix = format!("{}: ", sender.addr);
+    let reading: Vec<_> = readers
+        .into_iter()
+        .map(|mut reader| {
+            let prefix = prefix.clone();
+            std::thread::spawn(move || {
+                // Every line, once, in order: a reader that is dropped fails here with EOF.
+                for i in 0..lines {
+                    assert_eq!(reader.line(), format!("{prefix}{i}"), "{}", reader.addr);
+                }
+                reader
+            })
+        })
+        .collect();
+    let mut burst = String::new();
+    for i in 0..lines {
+        burst.push_str(&i.to_string());
+        burst.push('\n');
+    }
+    assert!(burst.len() >= 1_000_000);
+    sender.writer.write_all(burst.as_bytes()).unwrap();
+    let readers: Vec<Client> = reading
+        .into_iter()
+        .map(|t| t.join().expect("a reader missed a line or was dropped"))
+        .collect();
+    // Everyone is still in the room.
+    sender.say("still here?");
+    for mut reader in readers {
+        assert_eq!(reader.line(), format!("{prefix}still here?"));
+    }
+    assert_eq!(server.terminate().code(), Some(0));
 }

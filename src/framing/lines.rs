@@ -81,6 +81,12 @@ impl Lines {
     /// buf.extend_from_slice(b"abcd"); // no newline yet, but already too long
     /// let err = Lines::with_max_line_len(3).decode(&mut buf).unwrap_err();
     /// assert_eq!(err, FrameError::TooLarge { len: 4, max: 3 });
+    ///
+    /// // The length is the line's own, not what happens to be buffered behind it:
+    /// let mut buf = FrameBuf::new();
+    /// buf.extend_from_slice(b"abcdef\r\nnext line\nand another\n");
+    /// let err = Lines::with_max_line_len(3).decode(&mut buf).unwrap_err();
+    /// assert_eq!(err, FrameError::TooLarge { len: 6, max: 3 });
     /// ```
     pub fn with_max_line_len(max: usize) -> Self {
         Self {
@@ -127,10 +133,16 @@ impl Decoder for Lines {
         let Some(offset) = bytes[from..window].iter().position(|&b| b == b'\n') else {
             self.scanned = window;
             // Fail now if the line is already provably too long (a trailing
-            // `\r` may still turn out to be part of the terminator).
-            let content = match bytes.last() {
-                Some(b'\r') => bytes.len() - 1,
-                _ => bytes.len(),
+            // `\r` may still turn out to be part of the terminator). The length
+            // reported is the line's own when its end has arrived (later lines may be
+            // buffered behind it), else what has arrived of it.
+            let line = match bytes[window..].iter().position(|&b| b == b'\n') {
+                Some(offset) => &bytes[..window + offset],
+                None => bytes,
+            };
+            let content = match line.last() {
+                Some(b'\r') => line.len() - 1,
+                _ => line.len(),
             };
             if content > self.max_line_len {
                 return Err(self.too_large(content));
