@@ -28,6 +28,8 @@
 
 mod common;
 
+use common::cli::PeerArgs;
+
 use std::time::Duration;
 
 use clap::Parser;
@@ -36,7 +38,10 @@ use socketserver::reactor::{Conn, MessageHandler};
 use socketserver::{Reactor, Server, Tcp};
 
 #[derive(Parser, Debug)]
-#[command(about = "Line-based chat server: each line goes to every other client")]
+#[command(
+    about = "Line-based chat server: each line goes to every other client",
+    mut_arg("max_per_peer", |a| a.default_value("8"))
+)]
 struct Args {
     /// Address to bind; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -48,6 +53,8 @@ struct Args {
     /// under it.
     #[arg(long, default_value_t = 64 * 1024)]
     write_buffer: usize,
+    #[command(flatten)]
+    peers: PeerArgs,
     /// Seconds a client with messages waiting may take none of them before it is disconnected.
     #[arg(long, default_value_t = 10)]
     write_timeout: u64,
@@ -234,6 +241,7 @@ fn main() -> anyhow::Result<()> {
     let server = Server::new(reactor, Tcp::bind(args.addr.as_str())?, chat)?
         .read_timeout(Duration::from_secs(args.idle_timeout))
         .write_timeout(Duration::from_secs(args.write_timeout))
+        .max_connections_per_peer(args.peers.limit())
         .shutdown_timeout(Duration::from_secs(5));
     common::serve(server)
 }

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use common::cli::{self, ConcurrencyArgs, ListenArgs, Strategy, TransportArgs};
+use common::cli::{self, ConcurrencyArgs, ListenArgs, PeerArgs, Strategy, TransportArgs};
 use socketserver::framing::RawBytes;
 use socketserver::reactor::{Conn, MessageHandler};
 use socketserver::transport::{Datagram, Stream};
@@ -57,6 +57,8 @@ struct Args {
     transport: TransportArgs,
     #[command(flatten)]
     concurrency: ConcurrencyArgs,
+    #[command(flatten)]
+    peers: PeerArgs,
     /// Start each stream connection with a `pid <PID>` line from the serving process, then echo.
     #[arg(long)]
     pid_banner: bool,
@@ -204,17 +206,36 @@ where
         echo_stream
     };
     let c = &args.concurrency;
+    let peers = args.peers.limit();
     match c.concurrency {
-        Strategy::Sequential => run(Server::new(Sequential::new(), t, handler)?, args),
-        Strategy::Threading => run(Server::new(c.threading(), t, handler)?, args),
-        Strategy::Forking => run(Server::new(c.forking(), t, handler)?, args),
-        Strategy::Pool => run(Server::new(c.pool(), t, handler)?, args),
-        Strategy::Prefork => run(Server::new(prefork(c)?, t, handler)?, args),
+        Strategy::Sequential => run(
+            Server::new(Sequential::new(), t, handler)?.max_connections_per_peer(peers),
+            args,
+        ),
+        Strategy::Threading => run(
+            Server::new(c.threading(), t, handler)?.max_connections_per_peer(peers),
+            args,
+        ),
+        Strategy::Forking => run(
+            Server::new(c.forking(), t, handler)?.max_connections_per_peer(peers),
+            args,
+        ),
+        Strategy::Pool => run(
+            Server::new(c.pool(), t, handler)?.max_connections_per_peer(peers),
+            args,
+        ),
+        Strategy::Prefork => run(
+            Server::new(prefork(c)?, t, handler)?.max_connections_per_peer(peers),
+            args,
+        ),
         Strategy::Reactor => {
             let handler = ReactorEcho {
                 pid_banner: args.pid_banner,
             };
-            run(Server::new(Reactor::new(), t, handler)?, args)
+            run(
+                Server::new(Reactor::new(), t, handler)?.max_connections_per_peer(peers),
+                args,
+            )
         }
     }
 }

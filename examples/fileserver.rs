@@ -121,7 +121,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Parser;
-use common::cli::{self, ConcurrencyArgs, Strategy};
+use common::cli::{self, ConcurrencyArgs, PeerArgs, Strategy};
 use common::fileproto::{
     FrameWriter, MAX_LISTING_BYTES, MAX_LISTING_ENTRIES, Message, READ_BUFFER, SendError,
     check_name, escape, read_frame, receive_stream, send_stream,
@@ -138,7 +138,8 @@ use socketserver::{
 #[command(
     name = "fileserver",
     about = "File server: list, download and upload the files of one directory"
-)]
+,
+    mut_arg("max_per_peer", |a| a.default_value("8")))]
 struct Args {
     /// Address to bind; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -148,6 +149,8 @@ struct Args {
     root: PathBuf,
     #[command(flatten)]
     concurrency: ConcurrencyArgs,
+    #[command(flatten)]
+    peers: PeerArgs,
     /// The largest upload accepted, in bytes; larger ones are refused before any data is sent.
     #[arg(long, default_value_t = 1 << 30)]
     max_upload: u64,
@@ -182,12 +185,13 @@ fn main() -> anyhow::Result<()> {
         ..StreamOptions::default()
     };
     let c = &args.concurrency;
+    let peers = args.peers.limit();
     match c.concurrency {
-        Strategy::Sequential => run(Sequential::new(), tcp, handler, options),
-        Strategy::Threading => run(c.threading(), tcp, handler, options),
-        Strategy::Forking => run(c.forking(), tcp, handler, options),
-        Strategy::Pool => run(c.pool(), tcp, handler, options),
-        Strategy::Prefork => run(c.prefork(), tcp, handler, options),
+        Strategy::Sequential => run(Sequential::new(), tcp, handler, options, peers),
+        Strategy::Threading => run(c.threading(), tcp, handler, options, peers),
+        Strategy::Forking => run(c.forking(), tcp, handler, options, peers),
+        Strategy::Pool => run(c.pool(), tcp, handler, options, peers),
+        Strategy::Prefork => run(c.prefork(), tcp, handler, options, peers),
         Strategy::Reactor => cli::refuse(
             "--concurrency reactor needs an event-loop handler; the file server blocks on its \
              files and sockets (use sequential, threading, forking, pool or prefork)",
@@ -200,8 +204,12 @@ fn run<C: Concurrency<Tcp, FileServer>>(
     tcp: Tcp,
     handler: FileServer,
     options: StreamOptions,
+    max_per_peer: Option<usize>,
 ) -> anyhow::Result<()> {
-    common::serve(Server::new(strategy, tcp, handler)?.stream_options(options))
+    let server = Server::new(strategy, tcp, handler)?
+        .stream_options(options)
+        .max_connections_per_peer(max_per_peer);
+    common::serve(server)
 }
 
 /// Serves one session: commands until `Q`, EOF, a deadline, or a broken stream.

@@ -144,6 +144,24 @@ pub struct ListenArgs {
     pub reuse_port: bool,
 }
 
+// `--max-per-peer`: a stream server's per-client connection limit. Off by default (the benchmarks
+// drive the echo example with hundreds of connections from one address); servers meant for people
+// set a default with `#[command(mut_arg("max_per_peer", |a| a.default_value("8")))]`.
+#[derive(Args, Clone, Debug)]
+pub struct PeerArgs {
+    /// At most N connections open at once from one IP address; more are closed at once (0: no
+    /// limit).
+    #[arg(long, value_name = "N")]
+    pub max_per_peer: Option<usize>,
+}
+
+impl PeerArgs {
+    /// The limit to give `Server::max_connections_per_peer`.
+    pub fn limit(&self) -> Option<usize> {
+        self.max_per_peer.filter(|&n| n > 0)
+    }
+}
+
 /// `--listen-fd`: a descriptor number other than 0, 1 and 2.
 ///
 /// The standard descriptors are never a listening socket a parent handed down, and taking one over

@@ -38,7 +38,7 @@ use std::net::Shutdown;
 use std::time::Duration;
 
 use clap::Parser;
-use common::cli::{self, ConcurrencyArgs, Strategy};
+use common::cli::{self, ConcurrencyArgs, PeerArgs, Strategy};
 use socketserver::{
     Concurrency, Sequential, Server, StreamHandler, StreamOptions, StreamRequest, Tcp,
 };
@@ -46,13 +46,21 @@ use socketserver::{
 use request::{Head, Parsed, Version};
 
 #[derive(Parser, Debug)]
-#[command(about = "HTTP/1.1 keep-alive server answering GET / with hello")]
+#[command(
+    about = "HTTP/1.1 keep-alive server answering GET / with hello",
+    mut_arg("max_per_peer", |a| a.default_value("32"))
+)]
 struct Args {
     /// Address to bind, `host:port` (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     addr: String,
     #[command(flatten)]
     concurrency: ConcurrencyArgs,
+    #[command(flatten)]
+    peers: PeerArgs,
+    /// Seconds a connection may last, however busy; 0 for no limit.
+    #[arg(long, default_value_t = 600)]
+    connection_timeout: u64,
     /// How long a connection may wait for its next request before it is closed.
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
     keep_alive_timeout_secs: u64,
@@ -215,6 +223,10 @@ fn run<C: Concurrency<Tcp, Hello>>(concurrency: C, args: &Args) -> anyhow::Resul
     let tcp = Tcp::builder().nodelay(true).bind(args.addr.as_str())?;
     let server = Server::new(concurrency, tcp, Hello)?
         .stream_options(options)
+        .connection_timeout(
+            (args.connection_timeout > 0).then(|| Duration::from_secs(args.connection_timeout)),
+        )
+        .max_connections_per_peer(args.peers.limit())
         .shutdown_timeout(Duration::from_millis(args.shutdown_timeout_ms));
     common::serve(server)
 }

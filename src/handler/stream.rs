@@ -383,7 +383,9 @@ impl StreamRequest {
         self.conn.shutdown(how)
     }
 
-    /// Changes this connection's read timeout (`SO_RCVTIMEO`); `None` waits forever.
+    /// Changes this connection's read timeout (`SO_RCVTIMEO`); `None` waits forever. The server's
+    /// [`connection_timeout`](crate::Server::connection_timeout), if any, still bounds it, and a read
+    /// that times out names this timeout.
     ///
     /// # Errors
     /// The `setsockopt(2)` error.
@@ -406,8 +408,11 @@ impl StreamRequest {
     /// run_stream(&handler, MockConn::new().read("HELLO\n"))?;
     /// # Ok::<(), socketserver::RequestError>(())
     /// ```
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.conn.set_read_timeout(timeout)
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let reader = self.rfile.get_mut();
+        reader.conn.set_read_timeout(timeout)?;
+        reader.timer.set_per_op(timeout);
+        Ok(())
     }
 
     /// Changes this connection's write timeout (`SO_SNDTIMEO`); `None` waits forever.
@@ -432,8 +437,11 @@ impl StreamRequest {
     /// assert_eq!(probe.written().len(), 4096);
     /// # Ok::<(), socketserver::RequestError>(())
     /// ```
-    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.conn.set_write_timeout(timeout)
+    pub fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let writer = self.wfile.get_mut();
+        writer.conn.set_write_timeout(timeout)?;
+        writer.timer.set_per_op(timeout);
+        Ok(())
     }
 }
 
@@ -599,8 +607,14 @@ impl Timer {
         }
     }
 
-    /// Before an operation: fail if the deadline has passed, else make sure the socket's timeout does
-    /// not outlast it.
+    /// The handler set the socket's per-operation timeout itself (and the socket has it now).
+    fn set_per_op(&mut self, timeout: Option<Duration>) {
+        self.per_op = timeout;
+        self.armed = timeout;
+    }
+
+    /// Before an operation: fail if the deadline has passed, else make sure the socket's timeout is
+    /// the shorter of the per-operation timeout and the time left.
     fn arm(&mut self, set: impl FnOnce(Option<Duration>) -> io::Result<()>) -> io::Result<()> {
         let Some((deadline, total)) = self.deadline else {
             return Ok(());
@@ -612,11 +626,14 @@ impl Timer {
                 format!("connection_timeout of {total:?} passed"),
             ));
         }
-        if self.armed.is_none_or(|armed| left < armed) {
-            // SO_RCVTIMEO rounds to microseconds; never arm zero, which would mean "forever".
-            let t = left.max(Duration::from_millis(1));
-            set(Some(t))?;
-            self.armed = Some(t);
+        // SO_RCVTIMEO rounds to microseconds; never arm zero, which would mean "forever".
+        let want = match self.per_op {
+            Some(per_op) if per_op <= left => per_op,
+            _ => left.max(Duration::from_millis(1)),
+        };
+        if self.armed != Some(want) {
+            set(Some(want))?;
+            self.armed = Some(want);
         }
         Ok(())
     }
@@ -636,5 +653,32 @@ impl Timer {
             (_, None) => format!("{} timed out", self.op),
         };
         io::Error::new(io::ErrorKind::TimedOut, what)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handlers_own_timeout_is_kept_under_the_connection_deadline() {
+        let mut timer = Timer::new(
+            "read",
+            Some(Duration::from_secs(60)),
+            Some(Duration::from_secs(30)),
+        );
+        let mut armed = Vec::new();
+        timer.arm(|t| Ok(armed.push(t))).unwrap();
+        assert!(armed[0].unwrap() <= Duration::from_secs(30), "{armed:?}");
+        // The handler shortens its read timeout: the deadline must never lengthen it again.
+        timer.set_per_op(Some(Duration::from_secs(5)));
+        armed.clear();
+        for _ in 0..3 {
+            timer.arm(|t| Ok(armed.push(t))).unwrap();
+        }
+        assert!(armed.is_empty(), "re-armed to {armed:?}");
+        let err = timer.explain(io::ErrorKind::WouldBlock.into());
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(err.to_string(), "read timed out after 5s (read_timeout)");
     }
 }
