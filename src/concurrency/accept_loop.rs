@@ -13,6 +13,7 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use super::sealed::Workers;
+use super::starvation::Starvation;
 use super::{NotStarted, Spawn};
 use crate::handler::sealed::Handles;
 use crate::serving::{Core, HandleOutcome, Next, ServeSummary};
@@ -53,6 +54,7 @@ where
         core.shutdown().is_shutdown() || also_stop.is_some_and(ShutdownHandle::is_shutdown)
     };
     let mut backoff_until: Option<Instant> = None;
+    let mut starvation = Starvation::default();
     let mut fds = Vec::with_capacity(8);
     loop {
         if stopped(core) || core.is_closed() {
@@ -99,8 +101,12 @@ where
         }
         let first_worker_fd = fds.len();
         workers.watch(&mut fds);
+        let recheck = match mode {
+            Mode::Forever => starvation.observe(workers.load(), core.listener()),
+            Mode::Once(_) => None,
+        };
         let now = Instant::now();
-        let wait = [deadline, backoff_until.filter(|_| backing_off)]
+        let wait = [deadline, backoff_until.filter(|_| backing_off), recheck]
             .into_iter()
             .flatten()
             .min()

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use super::children::{Child, Children};
 use super::sealed::{Strategy, Workers};
+use super::starvation::Load;
 use super::{Concurrency, NotStarted, PerRequest, Spawn, accept_loop};
 use crate::addr::Addr;
 use crate::error::RequestError;
@@ -188,6 +189,15 @@ impl Workers for Forking {
 
     fn in_flight(&self) -> usize {
         self.children.len()
+    }
+
+    fn load(&self) -> Option<Load> {
+        Some(Load {
+            busy: self.children.len(),
+            workers: self.max_children,
+            queued: 0,
+            knob: "Forking::max_children",
+        })
     }
 
     fn drain(&mut self, deadline: Option<Instant>, shared: &Shared) -> Drained {

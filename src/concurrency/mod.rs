@@ -47,6 +47,7 @@ mod pool;
 mod prefork;
 mod reactor;
 mod sequential;
+mod starvation;
 mod threading;
 
 pub(crate) use accept_loop::{Mode, run as run_accept_loop};
@@ -105,6 +106,12 @@ pub(crate) mod sealed {
 
         /// How many requests are running (or queued) now.
         fn in_flight(&self) -> usize;
+
+        /// How busy the workers are, for the loop's starvation warning (`None`: this strategy has no
+        /// workers to run out of, e.g. `Sequential`).
+        fn load(&self) -> Option<super::starvation::Load> {
+            None
+        }
 
         /// Waits for in-flight requests until `deadline` (`None`: do not wait), then cuts whatever is
         /// left, as the strategy can: connections of requests running in this process are shut down

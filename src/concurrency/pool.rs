@@ -10,6 +10,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::in_flight::InFlight;
 use super::sealed::{Strategy, Workers};
+use super::starvation::Load;
 use super::{Concurrency, NotStarted, PerRequest, Spawn, accept_loop};
 use crate::handler::sealed::Handles;
 use crate::serving::{Core, Drained, Job, ServeSummary, Shared};
@@ -295,6 +296,16 @@ impl Workers for Pool {
 
     fn in_flight(&self) -> usize {
         self.running.as_ref().map_or(0, |r| r.in_flight.count())
+    }
+
+    fn load(&self) -> Option<Load> {
+        let in_flight = self.in_flight();
+        Some(Load {
+            busy: in_flight.min(self.workers),
+            workers: self.workers,
+            queued: in_flight.saturating_sub(self.workers),
+            knob: "the pool's workers (Pool::new)",
+        })
     }
 
     fn drain(&mut self, deadline: Option<Instant>, shared: &Shared) -> Drained {

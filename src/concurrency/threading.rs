@@ -10,6 +10,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::in_flight::{CUT_GRACE, InFlight};
 use super::sealed::{Strategy, Workers};
+use super::starvation::Load;
 use super::{Concurrency, NotStarted, PerRequest, Spawn, accept_loop};
 use crate::handler::sealed::Handles;
 use crate::serving::{Core, Drained, Job, ServeSummary, Shared};
@@ -292,6 +293,15 @@ impl Workers for Threading {
 
     fn in_flight(&self) -> usize {
         self.running()
+    }
+
+    fn load(&self) -> Option<Load> {
+        Some(Load {
+            busy: self.running(),
+            workers: self.max_threads?,
+            queued: 0,
+            knob: "Threading::max_threads",
+        })
     }
 
     fn drain(&mut self, deadline: Option<Instant>, shared: &Shared) -> Drained {

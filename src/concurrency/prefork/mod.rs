@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use super::Concurrency;
 use super::children::{Child, Children};
 use super::sealed::Strategy;
+use super::starvation::{Load, Starvation};
 use crate::error::RequestError;
 use crate::handler::sealed::Handles;
 use crate::serving::{Core, Drained, Event, ServeSummary, Shared};
@@ -211,6 +212,7 @@ impl<T: Transport, H: Handles<T::Kind>> Strategy<T, H> for PreFork {
         };
         core.serving(&format_args!(" with {} pre-forked workers", sup.target));
         let mut fds = Vec::with_capacity(2 + 2 * sup.target);
+        let mut starvation = Starvation::default();
         loop {
             if core.shutdown().is_shutdown() {
                 return Ok(());
@@ -220,8 +222,20 @@ impl<T: Transport, H: Handles<T::Kind>> Strategy<T, H> for PreFork {
             fds.push(sys::readable(core.shutdown().wake_fd()));
             fds.push(sys::readable(self.reload.wake_fd()));
             sup.workers.watch(&mut fds);
-            let wait = sup
-                .respawn_at
+            let load = Load {
+                busy: sup.busy(),
+                workers: sup.target,
+                queued: 0,
+                knob: "the number of workers (PreFork::new)",
+            };
+            // A worker becoming busy does not wake the supervisor: it looks every second.
+            let recheck = starvation
+                .observe(Some(load), core.listener())
+                .or_else(|| Some(Instant::now() + Duration::from_secs(1)));
+            let wait = [sup.respawn_at, recheck]
+                .into_iter()
+                .flatten()
+                .min()
                 .map(|t| t.saturating_duration_since(Instant::now()));
             sys::poll(&mut fds, wait)?;
             if fds.first().is_some_and(sys::is_ready) {
