@@ -167,9 +167,10 @@ pub(crate) struct NotStarted {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot serve the handler `{H}` on the transport `{T}`",
-    label = "this strategy cannot serve that handler on that transport",
-    note = "blocking strategies (Sequential, Threading, Forking, Pool, PreFork) serve a `StreamHandler` on Tcp/UnixStream or a `DatagramHandler` on Udp/UnixDatagram; `Reactor` serves a `MessageHandler` on Tcp or UnixStream"
+    message = "`{Self}` cannot serve the handler `{H}` on the transport `{T}`: use a blocking strategy with a `StreamHandler` on Tcp/UnixStream or a `DatagramHandler` on Udp/UnixDatagram, or `Reactor` with a `MessageHandler` on Tcp/UnixStream",
+    label = "not a strategy for this transport and handler",
+    note = "the blocking strategies are Sequential, Threading, Forking, Pool and PreFork",
+    note = "in generic code, bound the strategy: `{Self}: Concurrency<{T}, {H}>`"
 )]
 pub trait Concurrency<T, H>: sealed::Strategy<T, H> + Send + 'static {}
 

@@ -33,6 +33,11 @@ use crate::transport::{Datagram, Packet};
 /// assert_eq!(reply.as_deref(), Some(&b"PING"[..]));
 /// # Ok::<(), socketserver::RequestError>(())
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `DatagramHandler`, which a datagram transport (Udp, UnixDatagram) needs: serve a `StreamHandler` with Tcp or UnixStream, a `MessageHandler` with `Reactor` on Tcp",
+    label = "not a `DatagramHandler`",
+    note = "a closure is a `DatagramHandler` when it takes `&mut DatagramRequest`, returns `anyhow::Result<()>` and is `Send + Sync + 'static` (it may capture `Arc`s, not `Rc`s or borrowed values)"
+)]
 pub trait DatagramHandler: Send + Sync + 'static {
     /// Runs before [`handle`](Self::handle). If it fails, neither `handle` nor `finish` runs.
     ///

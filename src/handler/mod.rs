@@ -48,10 +48,10 @@ pub(crate) mod sealed {
     /// [`StreamHandler`]: super::StreamHandler
     /// [`DatagramHandler`]: super::DatagramHandler
     #[diagnostic::on_unimplemented(
-        message = "`{Self}` is not a handler for {K} transports",
-        label = "not a handler for this transport's kind",
-        note = "stream transports (Tcp, UnixStream) need a `StreamHandler`; datagram transports (Udp, UnixDatagram) need a `DatagramHandler`; `Reactor` needs a `MessageHandler`",
-        note = "a closure handler must take `&mut StreamRequest` or `&mut DatagramRequest` and return `anyhow::Result<()>`, and be `Send + Sync + 'static`"
+        message = "`{Self}` is not known to serve `{K}` transports: serve a `StreamHandler` with Tcp or UnixStream, a `DatagramHandler` with Udp or UnixDatagram; in generic code, bound the strategy with `Concurrency<T, H>`",
+        label = "not known to serve this transport's kind",
+        note = "`Reactor` serves a `MessageHandler` instead, on Tcp or UnixStream",
+        note = "a closure handler takes `&mut StreamRequest` or `&mut DatagramRequest`, returns `anyhow::Result<()>` and is `Send + Sync + 'static`"
     )]
     pub trait Handles<K: super::Kind>: Send + Sync + 'static {
         /// Runs the whole request (setup, handle, finish, reply), catching panics.

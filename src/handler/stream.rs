@@ -43,6 +43,11 @@ use crate::transport::{Duplex, Incoming, Proxied, Stream};
 /// assert!(probe.is_closed());
 /// # Ok::<(), socketserver::RequestError>(())
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `StreamHandler`, which a stream transport (Tcp, UnixStream) needs: serve a `DatagramHandler` with Udp or UnixDatagram, a `MessageHandler` with `Reactor`",
+    label = "not a `StreamHandler`",
+    note = "a closure is a `StreamHandler` when it takes `&mut StreamRequest`, returns `anyhow::Result<()>` and is `Send + Sync + 'static` (it may capture `Arc`s, not `Rc`s or borrowed values)"
+)]
 pub trait StreamHandler: Send + Sync + 'static {
     /// Runs before [`handle`](Self::handle). If it fails, neither `handle` nor `finish` runs.
     ///

@@ -46,6 +46,11 @@ use crate::framing::{Decoder, Encoder};
 /// println!("listening on {}", server.local_addr());
 /// # Ok::<(), std::io::Error>(())
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `MessageHandler`, which `Reactor` needs: implement it, or serve a `StreamHandler` with Threading, Pool, Forking, PreFork or Sequential",
+    label = "`Reactor` needs a `MessageHandler` here",
+    note = "`Reactor` calls a `MessageHandler` with one decoded message at a time; the blocking strategies hand a `StreamHandler` (or a closure taking `&mut StreamRequest`) the whole connection"
+)]
 pub trait MessageHandler: Send + Sync + 'static {
     /// Cuts messages from each connection's bytes and frames what is sent to it
     /// ([`Lines`](crate::framing::Lines), [`LengthPrefixed`](crate::framing::LengthPrefixed),
