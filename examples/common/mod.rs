@@ -10,6 +10,7 @@ use socketserver::{Concurrency, Server, Transport, signals};
 
 pub mod cli;
 pub mod fileproto;
+pub mod kvproto;
 
 /// Parses the command line; on a bad flag prints the error and the usage once, and exits 2.
 ///
