@@ -34,9 +34,9 @@ use crate::transport::{Datagram, Packet};
 /// # Ok::<(), socketserver::RequestError>(())
 /// ```
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` is not a `DatagramHandler`, which a datagram transport (Udp, UnixDatagram) needs: serve a `StreamHandler` with Tcp or UnixStream, a `MessageHandler` with `Reactor` on Tcp",
+    message = "`{Self}` is not a `DatagramHandler`, which datagram transports (Udp, UnixDatagram) need; a `StreamHandler` is served on Tcp or UnixStream, a `MessageHandler` under `Reactor`",
     label = "not a `DatagramHandler`",
-    note = "a closure is a `DatagramHandler` when it takes `&mut DatagramRequest`, returns `anyhow::Result<()>` and is `Send + Sync + 'static` (it may capture `Arc`s, not `Rc`s or borrowed values)"
+    note = "a closure is a `DatagramHandler` when it takes `&mut DatagramRequest`, returns `anyhow::Result<()>` (not `io::Result`) and is `Send + Sync + 'static` (it may capture `Arc`s, not `Rc`s, `Cell`s or borrowed values)"
 )]
 pub trait DatagramHandler: Send + Sync + 'static {
     /// Runs before [`handle`](Self::handle). If it fails, neither `handle` nor `finish` runs.
@@ -64,6 +64,8 @@ pub trait DatagramHandler: Send + Sync + 'static {
     }
 }
 
+// As for `StreamHandler`: the diagnostic names the trait, not the closure impl.
+#[diagnostic::do_not_recommend]
 impl<F> DatagramHandler for F
 where
     F: Fn(&mut DatagramRequest) -> anyhow::Result<()> + Send + Sync + 'static,

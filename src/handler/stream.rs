@@ -44,9 +44,9 @@ use crate::transport::{Duplex, Incoming, Proxied, Stream};
 /// # Ok::<(), socketserver::RequestError>(())
 /// ```
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` is not a `StreamHandler`, which a stream transport (Tcp, UnixStream) needs: serve a `DatagramHandler` with Udp or UnixDatagram, a `MessageHandler` with `Reactor`",
+    message = "`{Self}` is not a `StreamHandler`, which stream transports (Tcp, UnixStream) need; a `DatagramHandler` is served on Udp or UnixDatagram, a `MessageHandler` under `Reactor`",
     label = "not a `StreamHandler`",
-    note = "a closure is a `StreamHandler` when it takes `&mut StreamRequest`, returns `anyhow::Result<()>` and is `Send + Sync + 'static` (it may capture `Arc`s, not `Rc`s or borrowed values)"
+    note = "a closure is a `StreamHandler` when it takes `&mut StreamRequest`, returns `anyhow::Result<()>` (not `io::Result`) and is `Send + Sync + 'static` (it may capture `Arc`s, not `Rc`s, `Cell`s or borrowed values)"
 )]
 pub trait StreamHandler: Send + Sync + 'static {
     /// Runs before [`handle`](Self::handle). If it fails, neither `handle` nor `finish` runs.
@@ -75,6 +75,9 @@ pub trait StreamHandler: Send + Sync + 'static {
     }
 }
 
+// Not recommended in diagnostics: a handler of the wrong kind would otherwise be told it is "not a
+// closure" rather than that it is not a `StreamHandler`.
+#[diagnostic::do_not_recommend]
 impl<F> StreamHandler for F
 where
     F: Fn(&mut StreamRequest) -> anyhow::Result<()> + Send + Sync + 'static,
