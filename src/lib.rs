@@ -107,6 +107,8 @@ pub use concurrency::{
     Concurrency, Forking, Pool, PreFork, Reactor, ReloadHandle, Sequential, Threading,
 };
 pub use error::RequestError;
+// The codecs a `MessageHandler` names, reachable the same way as `MessageHandler` and `Conn`.
+pub use framing::{FixedSize, LengthPrefixed, Lines, RawBytes};
 pub use handler::{DatagramHandler, DatagramRequest, StreamHandler, StreamOptions, StreamRequest};
 pub use privdrop::PrivDrop;
 pub use reactor::{Conn, MessageHandler};
@@ -114,6 +116,11 @@ pub use server::Server;
 pub use serving::{HandleOutcome, ServeSummary};
 pub use shutdown::ShutdownHandle;
 pub use transport::{InheritedSocket, SocketKind, Tcp, Transport, Udp, UnixDatagram, UnixStream};
+
+// The README's Rust snippets are doctests, so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 /// Python's `TCPServer`: one connection at a time.
 ///
