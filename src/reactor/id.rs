@@ -5,7 +5,7 @@ use std::fmt;
 /// Names one connection of a [`Reactor`](crate::Reactor) for as long as it is open.
 ///
 /// Ids are reused slots with a generation: an id kept after its connection closed never reaches the
-/// connection that took the slot later ([`Conn::send_to`] then reports [`SendError::Closed`]).
+/// connection that took the slot later ([`Conn::send_to`](super::Conn::send_to) then reports [`SendError::Closed`](super::SendError::Closed)).
 ///
 /// # Examples
 ///

@@ -23,7 +23,7 @@ pub enum SendError {
     Closed,
     /// Its queued output would pass the [write buffer limit](crate::Reactor::write_buffer_limit): the
     /// peer is not reading fast enough. Nothing was queued; drop the message, or
-    /// [`disconnect`](Conn::disconnect) the slow peer.
+    /// [`disconnect`](super::Conn::disconnect) the slow peer.
     Full,
     /// The codec cannot frame this item (too long, contains the delimiter).
     Encode(FrameError),
@@ -48,7 +48,7 @@ impl std::error::Error for SendError {
     }
 }
 
-/// What [`Conn::broadcast_except`] did.
+/// What [`Conn::broadcast_except`](super::Conn::broadcast_except) did.
 ///
 /// # Examples
 ///

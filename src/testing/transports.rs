@@ -46,7 +46,7 @@ impl<T> Queue<T> {
 /// A stream transport fed with scripted connections: drive a real server without sockets.
 ///
 /// Clones share one queue, so a test can keep a clone to push more connections while the server (which
-/// owns the other clone) is serving. See the [module docs](self) for a whole-server example.
+/// owns the other clone) is serving. See the [module docs](crate::testing) for a whole-server example.
 ///
 /// # Examples
 ///

@@ -106,6 +106,31 @@ pub struct Packet {
     pub(crate) socket: Arc<dyn DatagramSocket>,
 }
 
+impl Packet {
+    /// What a datagram transport accepted: `len` bytes (the real length `recvfrom(2)` with
+    /// `MSG_TRUNC` reported) received into `buf` from `peer`, with the socket that replies. A datagram
+    /// larger than the buffer was cut by the kernel: it is refused and reported, never served short.
+    pub(crate) fn received<S: DatagramSocket + 'static>(
+        buf: &[u8],
+        len: usize,
+        peer: Addr,
+        socket: &Arc<S>,
+    ) -> Accept<Packet> {
+        if len > buf.len() {
+            let error = RequestError::DatagramTruncated {
+                len,
+                capacity: buf.len(),
+            };
+            return Accept::Refused(Some(peer), error);
+        }
+        Accept::Ready(Packet {
+            data: buf[..len].to_vec(),
+            peer,
+            socket: socket.clone(),
+        })
+    }
+}
+
 /// What one call to [`Listen::accept`](super::sealed::Listen::accept) produced.
 #[derive(Debug)]
 pub enum Accept<R> {

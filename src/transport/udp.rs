@@ -11,7 +11,6 @@ use super::inet::{BindOptions, bind_first, bound_socket};
 use super::sealed::{KindOf, Listen};
 use super::{Accept, Datagram, DatagramSocket, Packet, Transport};
 use crate::addr::Addr;
-use crate::error::RequestError;
 use crate::sys::{self, context};
 
 /// The default receive buffer: the largest UDP payload over IPv4, so no valid datagram is cut.
@@ -21,7 +20,7 @@ pub const DEFAULT_MAX_PACKET_SIZE: usize = 65_535;
 ///
 /// Each datagram is one request. It is received into a buffer of [`max_packet_size`](UdpBuilder::max_packet_size)
 /// bytes (default 65,535) with `MSG_TRUNC`, so a larger datagram is *detected* and reported to the
-/// error hook as [`RequestError::DatagramTruncated`] rather than handed to the handler cut short (Python's
+/// error hook as [`RequestError::DatagramTruncated`](crate::RequestError::DatagramTruncated) rather than handed to the handler cut short (Python's
 /// `UDPServer` silently truncates at 8,192).
 ///
 /// # Examples
@@ -243,18 +242,7 @@ impl Listen for Udp {
             return Ok(Accept::WouldBlock);
         };
         let peer = Addr::Inet(from);
-        if len > self.buf.len() {
-            let error = RequestError::DatagramTruncated {
-                len,
-                capacity: self.buf.len(),
-            };
-            return Ok(Accept::Refused(Some(peer), error));
-        }
-        Ok(Accept::Ready(Packet {
-            data: self.buf[..len].to_vec(),
-            peer,
-            socket: self.socket.clone(),
-        }))
+        Ok(Packet::received(&self.buf, len, peer, &self.socket))
     }
 
     fn as_fd(&self) -> BorrowedFd<'_> {

@@ -19,7 +19,6 @@ use super::unix_path::{self, PathOptions, SocketPath, Target};
 use super::unix_stream::target_of;
 use super::{Accept, Datagram, DatagramSocket, Packet, Transport};
 use crate::addr::Addr;
-use crate::error::RequestError;
 use crate::sys::{self, UnixPeer, context};
 
 /// The default receive buffer, as for UDP: larger datagrams are reported, not served.
@@ -40,7 +39,7 @@ pub const DEFAULT_MAX_PACKET_SIZE: usize = 65_535;
 /// Unlike UDP, a Unix datagram sender *waits* while the receiver's queue is full, so a reply waits at
 /// most the [`reply_timeout`](UnixDatagramBuilder::reply_timeout) (default 1 s) — one client that never
 /// reads cannot stall the server. Datagrams larger than the receive buffer are reported as
-/// [`RequestError::DatagramTruncated`](crate::RequestError::DatagramTruncated), never served cut short.
+/// [`RequestError::DatagramTruncated`](crate::RequestError::DatagramTruncated)(crate::RequestError::DatagramTruncated), never served cut short.
 ///
 /// # Examples
 ///
@@ -415,18 +414,7 @@ impl Listen for UnixDatagram {
             self.peer_addr(from)
                 .unwrap_or_else(|_| self.unnamed.clone()),
         );
-        if len > self.buf.len() {
-            let error = RequestError::DatagramTruncated {
-                len,
-                capacity: self.buf.len(),
-            };
-            return Ok(Accept::Refused(Some(peer), error));
-        }
-        Ok(Accept::Ready(Packet {
-            data: self.buf[..len].to_vec(),
-            peer,
-            socket: self.socket.clone(),
-        }))
+        Ok(Packet::received(&self.buf, len, peer, &self.socket))
     }
 
     fn as_fd(&self) -> BorrowedFd<'_> {
