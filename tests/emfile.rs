@@ -133,8 +133,6 @@ fn pool_backs_off_and_recovers() {
 }
 
 #[test]
-#[ignore = "src bug: when pidfd_open(2) fails with EMFILE, Forking blocks in waitpid for that child \
-            until it exits, serving nothing and ignoring shutdown meanwhile"]
 fn forking_backs_off_and_recovers() {
     // The parent keeps a pidfd per child; a cap above the limit lets those fill its table.
     backs_off_and_recovers("forking", &["--max-children", "200"], true);

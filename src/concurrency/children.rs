@@ -82,6 +82,10 @@ impl<M> Children<M> {
             }
             Forked::Parent(pid) => {
                 drop(blocked);
+                // What the child's body holds (a request's connection) is the child's now: the
+                // parent's copies close before it asks for a pidfd, so that one descriptor is free
+                // even when the table was full.
+                drop(body);
                 let pidfd = match sys::pidfd_open(pid) {
                     Ok(fd) => fd,
                     Err(e) => {

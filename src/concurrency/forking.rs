@@ -168,8 +168,13 @@ impl Workers for Forking {
         F: FnOnce() -> bool + Send + 'static,
     {
         let Job {
-            run, peer, ticket, ..
+            run,
+            peer,
+            ticket,
+            conn,
         } = job;
+        // The connection is the child's: the parent keeps no copy (see `Children::spawn`).
+        drop(conn);
         let request = Request {
             peer: peer.clone(),
             _ticket: ticket,

@@ -676,15 +676,24 @@ mod tests {
             Some(Duration::from_secs(30)),
         );
         let mut armed = Vec::new();
-        timer.arm(|t| Ok(armed.push(t))).unwrap();
+        let mut record = |t| {
+            armed.push(t);
+            Ok(())
+        };
+        timer.arm(&mut record).unwrap();
         assert!(armed[0].unwrap() <= Duration::from_secs(30), "{armed:?}");
         // The handler shortens its read timeout: the deadline must never lengthen it again.
         timer.set_per_op(Some(Duration::from_secs(5)));
-        armed.clear();
+        let mut rearmed = Vec::new();
         for _ in 0..3 {
-            timer.arm(|t| Ok(armed.push(t))).unwrap();
+            timer
+                .arm(|t| {
+                    rearmed.push(t);
+                    Ok(())
+                })
+                .unwrap();
         }
-        assert!(armed.is_empty(), "re-armed to {armed:?}");
+        assert!(rearmed.is_empty(), "re-armed to {rearmed:?}");
         let err = timer.explain(io::ErrorKind::WouldBlock.into());
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert_eq!(err.to_string(), "read timed out after 5s (read_timeout)");
