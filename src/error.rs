@@ -34,6 +34,10 @@ pub enum RequestError {
     /// Preparing an accepted connection for its handler failed (setting its socket options, making it
     /// non-blocking for an event loop); the connection was closed without running the handler.
     Connection(io::Error),
+    /// An event-loop connection had output queued and took none of it for the write timeout: its
+    /// peer stopped reading, and it was closed (`Reactor`; a blocking handler's write reports the same
+    /// as its own `TimedOut` error).
+    Stalled(io::Error),
     /// The worker for an accepted request could not be started (`fork(2)` or thread creation failed:
     /// a process or memory limit). The connection was closed at once, and the server backs off before
     /// accepting again, as it does on descriptor exhaustion.
@@ -64,6 +68,7 @@ impl fmt::Display for RequestError {
             RequestError::Reply(e) => write!(f, "sending the reply failed: {e}"),
             RequestError::Connection(e) => write!(f, "preparing the connection failed: {e}"),
             RequestError::Spawn(e) => write!(f, "starting a worker for the request failed: {e}"),
+            RequestError::Stalled(e) => write!(f, "closed a connection that stopped reading: {e}"),
             RequestError::DatagramTruncated { len, capacity } => write!(
                 f,
                 "datagram of {len} bytes exceeds the {capacity}-byte receive buffer; dropped"
@@ -82,6 +87,7 @@ impl std::error::Error for RequestError {
             | RequestError::Reply(e)
             | RequestError::Connection(e)
             | RequestError::Spawn(e)
+            | RequestError::Stalled(e)
             | RequestError::ProxyHeader(e) => Some(e),
             _ => None,
         }
@@ -122,6 +128,7 @@ impl RequestError {
                 })
             }),
             RequestError::ProxyHeader(e) => e.kind() == io::ErrorKind::TimedOut,
+            RequestError::Stalled(_) => true,
             _ => false,
         }
     }
