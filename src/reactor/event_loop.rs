@@ -178,11 +178,9 @@ where
         });
         let write_timeout = self.write_timers.timeout().unwrap_or_default();
         for id in stalled {
-            let error = RequestError::Connection(io::Error::new(
+            let error = RequestError::Stalled(io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!(
-                    "the peer took none of its queued output for {write_timeout:?} (write_timeout)"
-                ),
+                format!("it took none of its queued output for {write_timeout:?} (write_timeout)"),
             ));
             self.engine.fail(id, &error);
         }
