@@ -97,6 +97,7 @@ mod server;
 mod serving;
 mod shutdown;
 pub mod signals;
+mod state;
 #[allow(unsafe_code)]
 mod sys;
 pub mod testing;
@@ -113,8 +114,10 @@ pub use handler::{DatagramHandler, DatagramRequest, StreamHandler, StreamOptions
 pub use privdrop::PrivDrop;
 pub use reactor::{Conn, MessageHandler};
 pub use server::Server;
+pub use serving::stats;
 pub use serving::{HandleOutcome, ServeSummary};
 pub use shutdown::ShutdownHandle;
+pub use state::ConnState;
 pub use transport::{InheritedSocket, SocketKind, Tcp, Transport, Udp, UnixDatagram, UnixStream};
 
 // The README's Rust snippets are doctests, so they cannot rot.

@@ -10,7 +10,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use socketserver::{Addr, Forking, RequestError, Server, StreamRequest, Tcp, signals};
+use socketserver::{
+    Addr, Concurrency, Forking, PreFork, RequestError, Server, StreamRequest, Tcp, signals,
+};
 use util::{
     ServerProc, TIMEOUT, accept_queue, children, connect, eventually, fd_count, holds_for,
     round_trip, zombie_children,
@@ -61,12 +63,24 @@ fn report(peer: Option<&Addr>, err: &RequestError) {
     let _ = std::io::stdout().flush();
 }
 
+type Handler = fn(&mut StreamRequest) -> anyhow::Result<()>;
+
 fn serve(mode: &str) -> anyhow::Result<()> {
     let mut strategy = Forking::new();
     let mut shutdown_timeout = Duration::from_secs(20);
     let mut unrelated = None;
     match mode {
         "default" => {}
+        // The statistics, counted in the children, read in the parent: Forking, then PreFork.
+        "stats" => shutdown_timeout = Duration::from_millis(300),
+        "prefork-stats" => {
+            let server = Server::new(
+                PreFork::new(2),
+                Tcp::bind("127.0.0.1:0")?,
+                handler as Handler,
+            )?;
+            return run(server, Duration::from_millis(300), None);
+        }
         "max2" => strategy = strategy.max_children(2),
         "deadline" => shutdown_timeout = Duration::from_millis(200),
         // As in a C program: a write to a vanished peer would kill the process, unless the crate
@@ -81,9 +95,19 @@ fn serve(mode: &str) -> anyhow::Result<()> {
         "unrelated" => unrelated = Some(Command::new("true").spawn()?),
         other => anyhow::bail!("unknown mode {other}"),
     }
-    let mut server = Server::new(strategy, Tcp::bind("127.0.0.1:0")?, handler)?
+    let server = Server::new(strategy, Tcp::bind("127.0.0.1:0")?, handler as Handler)?;
+    run(server, shutdown_timeout, unrelated)
+}
+
+fn run<C: Concurrency<Tcp, Handler>>(
+    server: Server<C, Tcp, Handler>,
+    shutdown_timeout: Duration,
+    unrelated: Option<std::process::Child>,
+) -> anyhow::Result<()> {
+    let mut server = server
         .shutdown_timeout(shutdown_timeout)
         .handle_error(report);
+    let stats = server.stats();
     println!("listening on {}", server.local_addr());
     if let Some(child) = &unrelated {
         println!("unrelated {}", child.id());
@@ -94,6 +118,23 @@ fn serve(mode: &str) -> anyhow::Result<()> {
     println!(
         "summary requests={} in_flight={} drained={} cut={}",
         summary.requests, summary.in_flight_at_shutdown, summary.drained, summary.cut
+    );
+    let s = stats.snapshot();
+    let children = s.children.expect("a process strategy counts its children");
+    println!(
+        "stats accepted={} started={} finished={} failed={} panicked={} cut={} open={} \
+         spawned={} abnormal={} killed={} live={}",
+        s.accepted,
+        s.requests.started,
+        s.requests.finished,
+        s.requests.failed,
+        s.requests.panicked,
+        s.requests.cut,
+        s.open,
+        children.spawned,
+        children.exited_abnormally,
+        children.killed,
+        children.live,
     );
     if let Some(mut child) = unrelated {
         match child.wait() {
@@ -386,6 +427,52 @@ fn a_second_sigint_cuts_the_drain_short() {
     assert_eq!(summary["cut"], 1);
 }
 
+/// A scripted mix — 3 good, 2 failing, 1 panicking, 1 cut at the drain deadline — counted exactly,
+/// although every request ran in a child process.
+fn children_count_into_the_parents_stats(mode: &str) {
+    let mut server = start(mode);
+    for _ in 0..3 {
+        assert_eq!(round_trip(&server.addr, b"fine\n"), b"fine\n");
+    }
+    for cmd in ["error\n", "error\n", "panic\n"] {
+        assert_eq!(round_trip(&server.addr, cmd.as_bytes()), b"");
+    }
+    for _ in 0..3 {
+        line_starting(&server, "error ");
+    }
+    let (_stuck, mut r) = ask(&server.addr, "slow\n");
+    assert_eq!(read_line(&mut r), "waiting\n");
+    assert_eq!(server.terminate().code(), Some(0));
+    let stats = summary_fields(&line_starting(&server, "stats"));
+    let want = [
+        ("accepted", 7),
+        ("started", 7),
+        ("finished", 6),
+        ("failed", 2),
+        ("panicked", 1),
+        ("cut", 1),
+        ("open", 1),
+        ("killed", 1),
+        ("live", 0),
+    ];
+    for (field, n) in want {
+        assert_eq!(stats[field], n, "{mode}: {field} in {stats:?}");
+    }
+    // A child per request, or the workers (two, and replacements for the ones that exited).
+    assert!(
+        stats["spawned"] >= if mode == "stats" { 7 } else { 2 },
+        "{stats:?}"
+    );
+}
+
+fn forking_children_count_into_the_parents_stats() {
+    children_count_into_the_parents_stats("stats");
+}
+
+fn prefork_workers_count_into_the_supervisors_stats() {
+    children_count_into_the_parents_stats("prefork-stats");
+}
+
 fn the_drain_deadline_terminates_stuck_children() {
     let mut server = start("deadline");
     let (_stuck, mut r) = ask(&server.addr, "slow\n");
@@ -543,6 +630,14 @@ fn main() {
         return;
     }
     let tests: &[(&str, fn())] = &[
+        (
+            "forking_children_count_into_the_parents_stats",
+            forking_children_count_into_the_parents_stats,
+        ),
+        (
+            "prefork_workers_count_into_the_supervisors_stats",
+            prefork_workers_count_into_the_supervisors_stats,
+        ),
         (
             "requests_run_in_separate_processes",
             requests_run_in_separate_processes,

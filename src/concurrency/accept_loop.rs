@@ -16,7 +16,7 @@ use super::sealed::Workers;
 use super::starvation::Starvation;
 use super::{NotStarted, Spawn};
 use crate::handler::sealed::Handles;
-use crate::serving::{Core, HandleOutcome, Next, ServeSummary};
+use crate::serving::{Core, Event, HandleOutcome, Next, ServeSummary};
 use crate::shutdown::ShutdownHandle;
 use crate::sys;
 use crate::transport::Transport;
@@ -55,13 +55,21 @@ where
     };
     let mut backoff_until: Option<Instant> = None;
     let mut starvation = Starvation::default();
+    let mut capped = false;
     let mut fds = Vec::with_capacity(8);
     loop {
         if stopped(core) || core.is_closed() {
             return Ok(HandleOutcome::ShutDown);
         }
         let backing_off = backoff_until.is_some_and(|t| Instant::now() < t);
-        let can_accept = !backing_off && workers.has_capacity();
+        let has_capacity = workers.has_capacity();
+        if capped != !has_capacity {
+            capped = !has_capacity;
+            if capped {
+                core.shared().emit(Event::Capped);
+            }
+        }
+        let can_accept = !backing_off && has_capacity;
         if can_accept {
             match core.next()? {
                 Next::Admitted(admitted) => {

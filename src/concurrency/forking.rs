@@ -10,7 +10,8 @@ use super::{Concurrency, NotStarted, PerRequest, Spawn, accept_loop};
 use crate::addr::Addr;
 use crate::error::RequestError;
 use crate::handler::sealed::Handles;
-use crate::serving::{Core, Drained, Event, Job, ServeSummary, Shared, Ticket};
+use crate::serving::stats::Gauge;
+use crate::serving::{Core, Drained, Event, Job, ServeSummary, Shape, Shared, Ticket};
 use crate::sys::{ChildExit, PollFd};
 use crate::transport::Transport;
 
@@ -130,10 +131,14 @@ fn report_exit(child: &Child<Request>, exit: ChildExit, shared: &Shared) {
         ChildExit::Code(code) => format!("{} exited with status {code}", child.pid),
         ChildExit::Signal(sig) => format!("{} was killed by signal {sig}", child.pid),
     };
+    shared.emit(Event::ChildFailed);
     shared.report(None, &RequestError::ChildFailed(how));
 }
 
 impl<T: Transport, H: Handles<T::Kind>> Strategy<T, H> for Forking {
+    const NAME: &'static str = "Forking";
+    const SHAPE: Shape = Shape::Processes;
+
     fn serve(&mut self, core: &mut Core<T, H>) -> io::Result<()> {
         accept_loop::serve(self, core)
     }
@@ -160,6 +165,9 @@ impl Workers for Forking {
         // poll set's order in step with the child list.
         if ready.iter().any(crate::sys::is_ready) {
             self.children.reap(|c, exit| report_exit(&c, exit, shared));
+            shared
+                .counters()
+                .set(Gauge::WorkersLive, self.children.len() as u64);
         }
     }
 
@@ -186,6 +194,11 @@ impl Workers for Forking {
             release_listener();
             if run() { 0 } else { 1 }
         });
+        let counters = spawn.shared.counters();
+        counters.set(Gauge::WorkersLive, self.children.len() as u64);
+        if forked.is_ok() {
+            spawn.shared.emit(Event::ChildSpawned);
+        }
         forked.map(drop).map_err(|error| NotStarted {
             error,
             peer: Box::new(peer),
@@ -237,9 +250,11 @@ impl Workers for Forking {
                 peer: Some(&c.meta.peer),
                 how: &format!("child {}", c.pid),
             });
+            shared.emit(Event::ChildKilled);
         }
         // Cut children are reported above; their deaths by our own signals are not failures.
         self.children.terminate(|_, _| {});
+        shared.counters().set(Gauge::WorkersLive, 0);
         Drained {
             in_flight,
             finished: in_flight - cut,

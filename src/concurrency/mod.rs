@@ -66,6 +66,11 @@ pub(crate) mod sealed {
 
     /// How a strategy serves `Core<T, H>`.
     pub trait Strategy<T, H> {
+        /// Its name, for figures and logs.
+        const NAME: &'static str;
+        /// Which figures make sense for it.
+        const SHAPE: crate::serving::Shape;
+
         /// Serves until shutdown is requested, or the loop itself fails.
         ///
         /// # Errors

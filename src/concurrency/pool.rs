@@ -13,7 +13,8 @@ use super::sealed::{Strategy, Workers};
 use super::starvation::Load;
 use super::{Concurrency, NotStarted, PerRequest, Spawn, accept_loop};
 use crate::handler::sealed::Handles;
-use crate::serving::{Core, Drained, Job, ServeSummary, Shared};
+use crate::serving::stats::Gauge;
+use crate::serving::{Core, Drained, Job, ServeSummary, Shape, Shared};
 use crate::sys::{self, PollFd};
 use crate::transport::Transport;
 
@@ -231,6 +232,9 @@ fn work(queue: &Receiver<Task>) {
 }
 
 impl<T: Transport, H: Handles<T::Kind>> Strategy<T, H> for Pool {
+    const NAME: &'static str = "Pool";
+    const SHAPE: Shape = Shape::Threads;
+
     fn serve(&mut self, core: &mut Core<T, H>) -> io::Result<()> {
         accept_loop::serve(self, core)
     }
@@ -263,10 +267,11 @@ impl Workers for Pool {
         }
     }
 
-    fn start<F>(&mut self, job: Job<F>, _spawn: &mut Spawn<'_>) -> Result<(), NotStarted>
+    fn start<F>(&mut self, job: Job<F>, spawn: &mut Spawn<'_>) -> Result<(), NotStarted>
     where
         F: FnOnce() -> bool + Send + 'static,
     {
+        let workers = self.workers as u64;
         let running = match self.start_pool() {
             Ok(running) => running,
             Err(error) => {
@@ -276,13 +281,19 @@ impl Workers for Pool {
                 });
             }
         };
+        let counters = spawn.shared.counters();
+        counters.set(Gauge::WorkersLive, workers);
+        counters.add_gauge(Gauge::Queued, 1);
+        let shared = spawn.shared.clone();
         let entry = running.in_flight.enter(&job.peer, job.conn.as_ref());
         let (run, ticket) = (job.run, job.ticket);
         let task: Task = Box::new(move || {
+            shared.counters().add_gauge(Gauge::Queued, -1);
             run();
             drop((entry, ticket));
         });
         if running.jobs.try_send(task).is_err() {
+            counters.add_gauge(Gauge::Queued, -1);
             // Cannot happen while `has_capacity` is respected (the queue has room for every accepted
             // request); refuse the request (dropping the task closes the connection) rather than block
             // the acceptor.
@@ -341,6 +352,7 @@ impl Workers for Pool {
             // Requests still queued are dropped unserved (their connections close); running ones have
             // their connections shut down so that their blocked reads and writes return.
             let queued = queue.try_iter().count();
+            shared.counters().set(Gauge::Queued, 0);
             let cut = queued + in_flight.drain(Instant::now(), shared).cut;
             Drained {
                 in_flight: before,

@@ -6,7 +6,7 @@ use super::Concurrency;
 use super::sealed::Strategy;
 use crate::reactor::MessageHandler;
 use crate::reactor::event_loop::{self, LoopOptions};
-use crate::serving::{Core, Drained, ServeSummary};
+use crate::serving::{Core, Drained, ServeSummary, Shape};
 use crate::transport::sealed::Pollable;
 use crate::transport::{Stream, Transport};
 
@@ -220,6 +220,9 @@ where
     T: Transport<Kind = Stream> + Pollable,
     H: MessageHandler,
 {
+    const NAME: &'static str = "Reactor";
+    const SHAPE: Shape = Shape::EventLoop;
+
     fn serve(&mut self, core: &mut Core<T, H>) -> io::Result<()> {
         let options = LoopOptions {
             max_connections: self.max_connections,

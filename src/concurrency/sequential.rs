@@ -10,7 +10,7 @@ use super::in_flight::InFlight;
 use super::sealed::{Strategy, Workers};
 use super::{Concurrency, NotStarted, PerRequest, Spawn, accept_loop};
 use crate::handler::sealed::Handles;
-use crate::serving::{Core, Drained, Job, ServeSummary, Shared};
+use crate::serving::{Core, Drained, Job, ServeSummary, Shape, Shared};
 use crate::sys::{self, EventFd, PollFd};
 use crate::transport::Transport;
 
@@ -53,6 +53,9 @@ impl Sequential {
 }
 
 impl<T: Transport, H: Handles<T::Kind>> Strategy<T, H> for Sequential {
+    const NAME: &'static str = "Sequential";
+    const SHAPE: Shape = Shape::Inline;
+
     fn serve(&mut self, core: &mut Core<T, H>) -> io::Result<()> {
         accept_loop::serve(self, core)
     }

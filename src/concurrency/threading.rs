@@ -13,7 +13,8 @@ use super::sealed::{Strategy, Workers};
 use super::starvation::Load;
 use super::{Concurrency, NotStarted, PerRequest, Spawn, accept_loop};
 use crate::handler::sealed::Handles;
-use crate::serving::{Core, Drained, Job, ServeSummary, Shared};
+use crate::serving::stats::Gauge;
+use crate::serving::{Core, Drained, Job, ServeSummary, Shape, Shared};
 use crate::sys::{self, PollFd};
 use crate::transport::Transport;
 
@@ -233,6 +234,9 @@ impl Threading {
 }
 
 impl<T: Transport, H: Handles<T::Kind>> Strategy<T, H> for Threading {
+    const NAME: &'static str = "Threading";
+    const SHAPE: Shape = Shape::Threads;
+
     fn serve(&mut self, core: &mut Core<T, H>) -> io::Result<()> {
         accept_loop::serve(self, core)
     }
@@ -256,14 +260,18 @@ impl Workers for Threading {
         }
     }
 
-    fn reap(&mut self, ready: &[PollFd], _shared: &Shared) {
+    fn reap(&mut self, ready: &[PollFd], shared: &Shared) {
         if !ready.is_empty() {
             self.in_flight.reset();
         }
-        self.join_exited();
+        if self.join_exited() > 0 {
+            shared
+                .counters()
+                .set(Gauge::WorkersLive, self.threads.len() as u64);
+        }
     }
 
-    fn start<F>(&mut self, job: Job<F>, _spawn: &mut Spawn<'_>) -> Result<(), NotStarted>
+    fn start<F>(&mut self, job: Job<F>, spawn: &mut Spawn<'_>) -> Result<(), NotStarted>
     where
         F: FnOnce() -> bool + Send + 'static,
     {
@@ -285,7 +293,12 @@ impl Workers for Threading {
             Ok(()) => return Ok(()),
             Err(TrySendError::Full(task) | TrySendError::Disconnected(task)) => task,
         };
-        self.start_thread(task).map_err(|error| NotStarted {
+        let started = self.start_thread(task);
+        spawn
+            .shared
+            .counters()
+            .set(Gauge::WorkersLive, self.threads.len() as u64);
+        started.map_err(|error| NotStarted {
             error,
             peer: Box::new(peer),
         })
@@ -330,6 +343,7 @@ impl Workers for Threading {
             }
         }
         self.threads.clear();
+        shared.counters().set(Gauge::WorkersLive, 0);
         drained
     }
 }

@@ -27,6 +27,7 @@
 
 use crate::error::RequestError;
 use crate::shutdown::ShutdownHandle;
+use crate::state::StateHook;
 use crate::transport::Kind;
 use crate::transport::sealed::KindOf;
 
@@ -64,10 +65,20 @@ pub(crate) mod sealed {
 
 /// What a request sees of its server: the shutdown handle (`req.server()`) and the per-connection
 /// options.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Env {
     pub(crate) shutdown: ShutdownHandle,
     pub(crate) stream: StreamOptions,
+    /// The connection-state hook, for a request's own state changes (idle, active again).
+    pub(crate) on_state: Option<StateHook>,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env")
+            .field("stream", &self.stream)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Env {
@@ -79,6 +90,7 @@ impl Env {
         Ok(Env {
             shutdown: ShutdownHandle::new()?,
             stream: StreamOptions::default(),
+            on_state: None,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! [`StreamHandler`] and [`StreamRequest`]: serving one connection.
 
+use std::fmt;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -12,6 +13,7 @@ use crate::addr::Addr;
 use crate::error::{RequestError, guarded};
 use crate::proxy_protocol::ProxyHeader;
 use crate::shutdown::ShutdownHandle;
+use crate::state::{ConnState, Phase, StateHook};
 use crate::transport::{Duplex, Incoming, Proxied, Stream};
 
 /// Serves one connection of a stream transport: Python's `StreamRequestHandler`.
@@ -209,7 +211,12 @@ impl StreamRequest {
     /// # Errors
     /// Setting the socket's timeouts failed.
     pub(crate) fn new(incoming: Incoming, env: &Env) -> io::Result<Self> {
-        let Incoming { conn, peer, info } = incoming;
+        let Incoming {
+            conn,
+            peer,
+            info,
+            phase,
+        } = incoming;
         let opts = &env.stream;
         conn.set_read_timeout(opts.read_timeout)?;
         conn.set_write_timeout(opts.write_timeout)?;
@@ -219,6 +226,8 @@ impl StreamRequest {
                 Reader {
                     conn: conn.clone(),
                     timer: Timer::new("read", opts.read_timeout, opts.connection_timeout),
+                    phase,
+                    told: env.on_state.clone().map(|hook| (hook, peer.clone())),
                 },
             ),
             wfile: BufWriter::with_capacity(
@@ -311,6 +320,47 @@ impl StreamRequest {
     /// ```
     pub fn proxy_header(&self) -> Option<&ProxyHeader> {
         self.proxied.as_ref().map(|p| &p.header)
+    }
+
+    /// Says that the handler is between requests: the previous one is answered, and it is about to
+    /// wait for the next (a keep-alive connection, a line protocol's next command). Until bytes of the
+    /// next request arrive, the connection is *idle*: the state hook
+    /// ([`Server::conn_state`](crate::Server::conn_state)) hears [`ConnState::Idle`], then
+    /// [`ConnState::Active`] when it reads again. If the next request is already buffered (a
+    /// pipelining client), the connection stays active.
+    ///
+    /// # Examples
+    ///
+    /// A line protocol that marks the boundary after each answer:
+    ///
+    /// ```
+    /// use std::io::{BufRead, Write};
+    /// use socketserver::{testing::{run_stream, MockConn}, StreamRequest};
+    ///
+    /// let upper = |req: &mut StreamRequest| -> anyhow::Result<()> {
+    ///     loop {
+    ///         req.idle(); // waiting for the next command
+    ///         let mut line = String::new();
+    ///         if req.read_line(&mut line)? == 0 {
+    ///             return Ok(());
+    ///         }
+    ///         req.write_all(line.to_uppercase().as_bytes())?;
+    ///     }
+    /// };
+    /// let conn = MockConn::new().read("a\n").read("b\n");
+    /// let probe = conn.probe();
+    /// run_stream(&upper, conn)?;
+    /// assert_eq!(probe.written_str(), "A\nB\n");
+    /// # Ok::<(), socketserver::RequestError>(())
+    /// ```
+    pub fn idle(&mut self) {
+        if !self.rfile.buffer().is_empty() {
+            return; // the next request is here already
+        }
+        let reader = self.rfile.get_ref();
+        if reader.phase.set_idle() {
+            reader.tell(ConnState::Idle);
+        }
     }
 
     /// The server's shutdown handle (Python's `self.server.shutdown`), so a handler can stop the server
@@ -527,25 +577,49 @@ impl Write for StreamRequest {
 /// run_stream(&timed_out, MockConn::new().read_error(std::io::ErrorKind::TimedOut))?;
 /// # Ok::<(), socketserver::RequestError>(())
 /// ```
-#[derive(Debug)]
 pub struct Reader {
     conn: Arc<dyn Duplex>,
     timer: Timer,
+    /// Whether the handler is between requests ([`StreamRequest::idle`]).
+    phase: Arc<Phase>,
+    /// The connection-state hook and the peer it is told about, when there is a hook.
+    told: Option<(StateHook, Addr)>,
+}
+
+impl fmt::Debug for Reader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reader")
+            .field("conn", &self.conn)
+            .field("idle", &self.phase.is_idle())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reader {
+    fn tell(&self, state: ConnState) {
+        if let Some((hook, peer)) = &self.told {
+            hook(peer, state);
+        }
+    }
 }
 
 impl Read for Reader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let conn = &self.conn;
-        loop {
+        let n = loop {
             self.timer.arm(|t| conn.set_read_timeout(t))?;
             match conn.read(buf) {
                 // A signal (a drain, a reload) interrupted the read: the kernel does not restart reads
                 // on a socket with a receive timeout, even under `SA_RESTART`. The handler must not see
                 // it, so read again (`arm` keeps the connection's deadline).
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                result => return result.map_err(|e| self.timer.explain(e)),
+                result => break result.map_err(|e| self.timer.explain(e))?,
             }
+        };
+        if n > 0 && self.phase.set_busy() {
+            self.tell(ConnState::Active);
         }
+        Ok(n)
     }
 }
 

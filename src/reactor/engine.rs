@@ -16,6 +16,7 @@ use crate::error::{RequestError, guarded};
 use crate::framing::{Decoder, FrameBuf};
 use crate::layer::Progress;
 use crate::serving::{Event, Outcome, Shared, Ticket};
+use crate::state::ConnState;
 use crate::transport::Duplex;
 
 /// The connections of one loop and the handler that serves them.
@@ -94,6 +95,10 @@ impl<H: MessageHandler> Engine<H> {
         };
         peer.last_active = Instant::now();
         peer.input.extend_from_slice(bytes);
+        if peer.state != ConnState::Active {
+            peer.state = ConnState::Active;
+            self.shared.state(&peer.addr, ConnState::Active);
+        }
         if self.advance_layers(id) {
             self.deliver(id, false);
         }
@@ -185,6 +190,11 @@ impl<H: MessageHandler> Engine<H> {
                     self.call(id, |conn| handler.on_message(conn, message));
                 }
                 Ok(None) => {
+                    if peer.input.is_empty() && peer.state == ConnState::Active {
+                        // Every complete message is handled and nothing is left: between requests.
+                        peer.state = ConnState::Idle;
+                        self.shared.state(&peer.addr, ConnState::Idle);
+                    }
                     peer.release_input_if_empty();
                     return;
                 }
@@ -245,7 +255,24 @@ impl<H: MessageHandler> Engine<H> {
             self.held.push(id);
         }
         peer.waiting_on = receivers;
+        self.count_paused(id);
         self.conns.mark_dirty(id); // stop reading it
+    }
+
+    /// Keeps the figures' count of paused (or held) connections in step with `id`.
+    fn count_paused(&mut self, id: ConnId) {
+        let Some(peer) = self.conns.slab.get_mut(id) else {
+            return;
+        };
+        let paused = (peer.paused || peer.held) && !peer.closed;
+        if paused != peer.counted_paused {
+            peer.counted_paused = paused;
+            if paused {
+                self.conns.paused += 1;
+            } else {
+                self.conns.paused = self.conns.paused.saturating_sub(1);
+            }
+        }
     }
 
     /// Lets go on one held sender whose receivers have caught up (or gone), if there is one: its
@@ -256,6 +283,7 @@ impl<H: MessageHandler> Engine<H> {
             return false;
         };
         let eof = self.conns.slab.get(id).is_some_and(|p| p.input_closed);
+        self.count_paused(id);
         self.conns.mark_dirty(id); // read it again
         self.deliver(id, eof);
         if eof {
@@ -313,6 +341,7 @@ impl<H: MessageHandler> Engine<H> {
         let mut started_waiting = false;
         match peer.output.flush(&*peer.io) {
             Ok((written, flushed)) => {
+                self.conns.queued_bytes = self.conns.queued_bytes.saturating_sub(written);
                 let now = Instant::now();
                 if written > 0 {
                     peer.last_active = now;
@@ -335,8 +364,10 @@ impl<H: MessageHandler> Engine<H> {
                 return Flush::Nothing;
             }
         }
+        let interest = peer.wanted_interest(limit);
+        self.count_paused(id);
         Flush::Open {
-            interest: peer.wanted_interest(limit),
+            interest,
             started_waiting,
         }
     }
@@ -356,7 +387,10 @@ impl<H: MessageHandler> Engine<H> {
                 Ok(())
             });
         }
+        self.count_paused(id);
         let peer = self.conns.slab.remove(id)?;
+        self.conns.queued_bytes = self.conns.queued_bytes.saturating_sub(peer.output.len());
+        self.shared.state(&peer.addr, ConnState::Closed);
         let outcome = if peer.failed {
             Outcome::Failed
         } else {

@@ -12,6 +12,7 @@ use super::id::ConnId;
 use super::message::MessageHandler;
 use super::timers::IdleTimers;
 use crate::error::RequestError;
+use crate::serving::stats::Gauge;
 use crate::serving::{Admitted, Core, Drained, Event, Next, ServeSummary};
 use crate::sys::epoll::{self, Epoll, HUP_OR_ERROR, READABLE, WRITABLE};
 use crate::transport::{Incoming, Stream, Transport};
@@ -151,6 +152,7 @@ where
             let now = Instant::now();
             self.expire(now);
             self.settle();
+            self.publish_figures();
             if self.backoff_until.is_some_and(|t| t <= now) {
                 self.backoff_until = None;
                 self.update_listening();
@@ -193,6 +195,14 @@ where
         }
     }
 
+    /// Hands the loop's running totals to the figures (two stores a turn, whatever the number of
+    /// connections).
+    fn publish_figures(&self) {
+        let counters = self.engine.shared().counters();
+        counters.set(Gauge::Paused, self.engine.conns.paused as u64);
+        counters.set(Gauge::QueuedBytes, self.engine.conns.queued_bytes as u64);
+    }
+
     /// Accepts up to a batch of pending connections.
     fn accept(&mut self) -> io::Result<()> {
         for _ in 0..ACCEPT_BATCH {
@@ -217,10 +227,12 @@ where
     /// the kernel's backlog holds the excess), not while backing off, not once shutting down.
     fn update_listening(&mut self) {
         let Some(fd) = self.listener else { return };
-        let want = !self.shutting_down
-            && self.backoff_until.is_none()
-            && self.open_connections() < self.max_connections;
+        let at_cap = self.open_connections() >= self.max_connections;
+        let want = !self.shutting_down && self.backoff_until.is_none() && !at_cap;
         if want != self.listening {
+            if at_cap && self.listening {
+                self.engine.shared().emit(Event::Capped);
+            }
             let interest = if want { READABLE } else { 0 };
             match self.epoll.modify(fd, interest, LISTENER) {
                 Ok(()) => self.listening = want,

@@ -9,6 +9,7 @@ use crate::addr::Addr;
 use crate::framing::FrameBuf;
 use crate::layer::Session;
 use crate::serving::Ticket;
+use crate::state::ConnState;
 use crate::sys::epoll::{READABLE, WRITABLE};
 use crate::transport::{ConnInfo, Duplex};
 
@@ -26,6 +27,11 @@ pub(crate) struct Peer<C> {
     pub(crate) info: ConnInfo,
     /// The handler's `on_open` ran, so its `on_close` will.
     pub(crate) greeted: bool,
+    /// Where it is in its life, for the connection-state hook: `New` until its first bytes,
+    /// `Active` while they are handled, `Idle` once every complete message was handled.
+    pub(crate) state: ConnState,
+    /// Counted among the paused connections in the figures.
+    pub(crate) counted_paused: bool,
     /// When it was accepted, for the connection's duration.
     pub(crate) opened: Instant,
     /// A callback failed (or its input could not be decoded): the connection ends as a failure.
@@ -80,6 +86,8 @@ impl<C> Peer<C> {
             layers,
             info: ConnInfo::default(),
             greeted: false,
+            state: ConnState::New,
+            counted_paused: false,
             opened: now,
             failed: false,
             _ticket: ticket,

@@ -82,6 +82,10 @@ pub(crate) struct Registry<C> {
     /// Connections that a message from another one took past half the limit during the current
     /// callback: the loop holds the sender back until they catch up.
     pub(crate) backed_up: Vec<ConnId>,
+    /// Bytes queued for all connections, not yet taken by their sockets (for the figures).
+    pub(crate) queued_bytes: usize,
+    /// Connections whose reading is paused or held back (for the figures).
+    pub(crate) paused: usize,
     /// The output bound, in bytes (see [`Reactor::write_buffer_limit`](crate::Reactor::write_buffer_limit)).
     pub(crate) limit: usize,
     pub(crate) shutdown: ShutdownHandle,
@@ -94,6 +98,8 @@ impl<C> Registry<C> {
             dirty: Vec::new(),
             doomed: Vec::new(),
             backed_up: Vec::new(),
+            queued_bytes: 0,
+            paused: 0,
             limit,
             shutdown,
         }
@@ -122,6 +128,7 @@ impl<C> Registry<C> {
         if let Some(peer) = self.slab.get_mut(id)
             && !peer.closed
         {
+            self.queued_bytes = self.queued_bytes.saturating_sub(peer.output.len());
             peer.output.clear();
             self.doomed.push(id);
         }
@@ -142,7 +149,11 @@ impl<C: Encoder<[u8]>> Registry<C> {
         let before = peer.output.len();
         let tail = peer.output.tail();
         let mark = tail.len();
-        peer.codec.encode(item, tail).map_err(SendError::Encode)?;
+        if let Err(e) = peer.codec.encode(item, tail) {
+            // Nothing of an item that cannot be framed may be sent.
+            tail.truncate(mark);
+            return Err(SendError::Encode(e));
+        }
         let after = before + (tail.len() - mark);
         if bounded && after > limit {
             tail.truncate(mark);
@@ -151,6 +162,7 @@ impl<C: Encoder<[u8]>> Registry<C> {
             }
             return Err(SendError::Full);
         }
+        self.queued_bytes += after - before;
         if bounded && after > limit / 2 {
             self.backed_up.push(id);
         }

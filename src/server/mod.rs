@@ -14,8 +14,10 @@ use crate::handler::StreamOptions;
 use crate::handler::sealed::Handles;
 use crate::layer::ProxyLayer;
 use crate::proxy_protocol::ProxyProtocol;
+use crate::serving::stats::Stats;
 use crate::serving::{self, Core, HandleOutcome, ServeSummary};
 use crate::shutdown::ShutdownHandle;
+use crate::state::ConnState;
 use crate::transport::{Stream, Transport};
 
 mod bind;
@@ -113,8 +115,8 @@ where
     /// ```
     pub fn new(concurrency: C, transport: T, handler: H) -> io::Result<Self> {
         Ok(Server {
+            core: Core::new(transport, handler, C::NAME, C::SHAPE)?,
             concurrency,
-            core: Core::new(transport, handler)?,
         })
     }
 
@@ -164,6 +166,52 @@ where
     /// ```
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.core.shutdown().clone()
+    }
+
+    /// A live view of the server's figures — connections, requests, their durations, the strategy's
+    /// workers — to read at any time from any thread, while serving and after (see [`Stats`]).
+    /// Counts made in `Forking` children and `PreFork` workers are included.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::{StreamRequest, ThreadingTcpServer};
+    /// let server = ThreadingTcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?;
+    /// let stats = server.stats(); // Send + Clone: hand it to a metrics thread
+    /// let now = stats.snapshot();
+    /// assert_eq!((now.strategy, now.accepted, now.open), ("Threading", 0, 0));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.core.stats()
+    }
+
+    /// A hook told of every change in a connection's state — Go's `ConnState`: new, active, idle
+    /// (between requests), closed, cut (see [`ConnState`]). It runs where the connection is served:
+    /// in the accept loop for `New`, in the worker (a thread, or a `Forking`/`PreFork` child
+    /// process, where it works on a *copy* of whatever it captured) for the rest; so it must be
+    /// quick, and it cannot count across processes (use [`stats`](Self::stats) for that).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicI64, Ordering};
+    /// use socketserver::{ConnState, StreamRequest, ThreadingTcpServer};
+    ///
+    /// let idle = Arc::new(AtomicI64::new(0)); // connections waiting for their next request
+    /// let gauge = idle.clone();
+    /// let _server = ThreadingTcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?
+    ///     .conn_state(move |_peer, state| match state {
+    ///         ConnState::Idle => { gauge.fetch_add(1, Ordering::Relaxed); }
+    ///         ConnState::Active => { gauge.fetch_sub(1, Ordering::Relaxed); }
+    ///         _ => {}
+    ///     });
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn conn_state(mut self, hook: impl Fn(&Addr, ConnState) + Send + Sync + 'static) -> Self {
+        self.core.set_state_hook(Arc::new(hook));
+        self
     }
 
     /// Python's `server.timeout`: how long [`handle_request`](Self::handle_request) waits for a request

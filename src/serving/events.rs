@@ -13,6 +13,7 @@ use super::stats::{Counter, Stats};
 use super::summary::ServeSummary;
 use crate::addr::Addr;
 use crate::error::RequestError;
+use crate::state::ConnState;
 
 /// The error hook's shape: the peer (when there is one) and what went wrong.
 pub(crate) type ErrorHook = Arc<dyn Fn(Option<&Addr>, &RequestError) + Send + Sync>;
@@ -41,6 +42,16 @@ pub(crate) enum Event<'a> {
         peer: Option<&'a Addr>,
         error: &'a RequestError,
     },
+    /// A connection changed state (Go's `ConnState`): told to the state hook, if there is one.
+    State { peer: &'a Addr, state: ConnState },
+    /// The server reached its cap and stopped accepting for a while.
+    Capped,
+    /// A child process started (`Forking`, `PreFork`).
+    ChildSpawned,
+    /// A child process ended abnormally.
+    ChildFailed,
+    /// A child process was killed by the server.
+    ChildKilled,
     /// A request was cut at the drain deadline: its connection shut down, its process signalled.
     /// (`peer` is unknown for a pre-forked worker cut in the middle of a request.)
     Cut {
@@ -96,11 +107,14 @@ impl Outcome {
     }
 }
 
+pub(crate) use crate::state::StateHook;
+
 /// Where a server's events go.
 #[derive(Clone)]
 pub(crate) struct Events {
-    stats: Arc<Stats>,
+    stats: Stats,
     on_error: ErrorHook,
+    on_state: Option<StateHook>,
 }
 
 impl fmt::Debug for Events {
@@ -112,11 +126,22 @@ impl fmt::Debug for Events {
 }
 
 impl Events {
-    pub(crate) fn new(stats: Arc<Stats>) -> Self {
+    pub(crate) fn new(stats: Stats) -> Self {
         Events {
             stats,
             on_error: Arc::new(report_error),
+            on_state: None,
         }
+    }
+
+    /// Sets the connection-state hook (`Server::conn_state`).
+    pub(crate) fn set_state_hook(&mut self, hook: StateHook) {
+        self.on_state = Some(hook);
+    }
+
+    /// Whether anyone listens for connection states (so loops can skip working them out).
+    pub(crate) fn wants_states(&self) -> bool {
+        self.on_state.is_some()
     }
 
     /// Replaces the error hook (`Server::handle_error`).
@@ -130,7 +155,7 @@ impl Events {
 
     /// The one place every event goes.
     pub(crate) fn emit(&self, event: Event<'_>) {
-        let stats = &self.stats;
+        let stats = self.stats.counters();
         match event {
             Event::Serving { local, how } => log::info!("serving on {local}{how}"),
             Event::Accepted { peer } => {
@@ -138,7 +163,11 @@ impl Events {
                 log::trace!("accepted {peer}");
             }
             Event::Rejected { peer, by } => {
-                stats.add(Counter::Rejected, 1);
+                let counter = match by {
+                    Rejection::Verify => Counter::RejectedVerify,
+                    Rejection::PerPeer { .. } => Counter::RejectedPerPeer,
+                };
+                stats.add(counter, 1);
                 log::info!("rejected {peer} ({by})");
             }
             Event::Started { peer } => {
@@ -151,6 +180,7 @@ impl Events {
                 outcome,
             } => {
                 stats.add(Counter::Finished, 1);
+                stats.observe(elapsed);
                 log::trace!("request from {peer} ended after {elapsed:?}: {outcome:?}");
                 match outcome {
                     Outcome::Ok => {}
@@ -159,8 +189,20 @@ impl Events {
                 }
             }
             Event::Failed { peer, error } => (self.on_error)(peer, error),
+            Event::State { peer, state } => {
+                if let Some(hook) = &self.on_state {
+                    hook(peer, state);
+                }
+            }
+            Event::Capped => stats.add(Counter::Capped, 1),
+            Event::ChildSpawned => stats.add(Counter::ChildrenSpawned, 1),
+            Event::ChildFailed => stats.add(Counter::ChildrenFailed, 1),
+            Event::ChildKilled => stats.add(Counter::ChildrenKilled, 1),
             Event::Cut { peer, how } => {
                 stats.add(Counter::Cut, 1);
+                if let (Some(hook), Some(peer)) = (&self.on_state, peer) {
+                    hook(peer, ConnState::Cut);
+                }
                 match peer {
                     Some(peer) => log::warn!("drain deadline passed: cutting {how} from {peer}"),
                     None => log::warn!("drain deadline passed: cutting {how}"),

@@ -26,17 +26,19 @@ use crate::transport::{Accept, Duplex, Kind, Request, Transport};
 
 mod events;
 mod peers;
-mod stats;
+pub mod stats;
 mod summary;
 
-pub(crate) use events::{ErrorHook, Event, Outcome, Rejection};
+pub(crate) use events::{ErrorHook, Event, Outcome, Rejection, StateHook};
 pub(crate) use peers::Ticket;
 pub(crate) use summary::Drained;
 pub use summary::{HandleOutcome, ServeSummary};
 
+use crate::state::ConnState;
 use events::Events;
 use peers::PeerLimit;
-use stats::{Counter, Stats};
+pub(crate) use stats::Shape;
+use stats::{Counter, Counters, Stats};
 
 /// The request type of transport `T`.
 pub(crate) type RequestOf<T> = <<T as crate::transport::sealed::Listen>::Kind as KindOf>::Request;
@@ -71,8 +73,13 @@ impl Shared {
     ///
     /// # Errors
     /// `eventfd(2)` or `mmap(2)` failing.
-    pub(crate) fn standalone(on_error: ErrorHook) -> io::Result<Shared> {
-        let mut events = Events::new(Arc::new(Stats::new()?));
+    pub(crate) fn standalone(
+        on_error: ErrorHook,
+        strategy: &'static str,
+        shape: Shape,
+    ) -> io::Result<Shared> {
+        let local = Addr::Inet(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        let mut events = Events::new(Stats::new(Counters::new()?, strategy, shape, local));
         events.set_error_hook(on_error);
         Ok(Shared {
             env: Env::standalone()?,
@@ -91,6 +98,18 @@ impl Shared {
     /// Reports a failure through the error hook.
     pub(crate) fn report(&self, peer: Option<&Addr>, error: &RequestError) {
         self.emit(Event::Failed { peer, error });
+    }
+
+    /// Tells the connection-state hook, if there is one, that `peer`'s connection is now `state`.
+    pub(crate) fn state(&self, peer: &Addr, state: ConnState) {
+        if self.events.wants_states() {
+            self.emit(Event::State { peer, state });
+        }
+    }
+
+    /// The figures.
+    pub(crate) fn counters(&self) -> &Counters {
+        self.events.stats().counters()
     }
 
     pub(crate) fn shutdown(&self) -> &ShutdownHandle {
@@ -113,6 +132,7 @@ impl Shared {
         let peer = request.peer().clone();
         let started = Instant::now();
         self.emit(Event::Started { peer: &peer });
+        self.state(&peer, ConnState::Active);
         let result = request
             .layered(|incoming| self.layers.establish(incoming))
             .and_then(|request| handler.serve(request, &self.env));
@@ -124,6 +144,7 @@ impl Shared {
             elapsed: started.elapsed(),
             outcome: Outcome::of(&result),
         });
+        self.state(&peer, ConnState::Closed);
         result.is_ok()
     }
 }
@@ -192,13 +213,19 @@ pub(crate) struct Core<T, H> {
 }
 
 impl<T: Transport, H> Core<T, H> {
-    /// A core serving `transport` with `handler` and the default options.
+    /// A core serving `transport` with `handler` and the default options, for strategy `strategy`
+    /// (its name and the shape of its figures).
     ///
     /// # Errors
     /// `getsockname(2)`, `eventfd(2)` or `mmap(2)` failing.
-    pub(crate) fn new(transport: T, handler: H) -> io::Result<Self> {
+    pub(crate) fn new(
+        transport: T,
+        handler: H,
+        strategy: &'static str,
+        shape: Shape,
+    ) -> io::Result<Self> {
         let local_addr = transport.local_addr()?;
-        let stats = Arc::new(Stats::new()?);
+        let stats = Stats::new(Counters::new()?, strategy, shape, local_addr.clone());
         Ok(Core {
             transport: Some(transport),
             handler: Arc::new(handler),
@@ -207,6 +234,7 @@ impl<T: Transport, H> Core<T, H> {
                 env: Env {
                     shutdown: ShutdownHandle::new()?,
                     stream: StreamOptions::default(),
+                    on_state: None,
                 },
                 layers: Layers::default(),
                 drain_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
@@ -261,6 +289,12 @@ impl<T, H> Core<T, H> {
         self.shared_mut().events.set_error_hook(hook);
     }
 
+    pub(crate) fn set_state_hook(&mut self, hook: StateHook) {
+        let shared = self.shared_mut();
+        shared.env.on_state = Some(hook.clone());
+        shared.events.set_state_hook(hook);
+    }
+
     pub(crate) fn set_timeout_hook(&mut self, hook: PlainHook) {
         self.on_timeout = Some(hook);
     }
@@ -277,6 +311,11 @@ impl<T, H> Core<T, H> {
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// The live figures.
+    pub(crate) fn stats(&self) -> Stats {
+        self.shared.events.stats().clone()
     }
 
     pub(crate) fn shutdown(&self) -> &ShutdownHandle {
@@ -360,7 +399,7 @@ impl<T, H> Core<T, H> {
     /// Builds the run's summary from the counters and what the strategy's drain did, and reports the
     /// end of serving.
     pub(crate) fn finish(&mut self, drained: Drained) -> ServeSummary {
-        let accepted = self.shared.events.stats().get(Counter::Accepted);
+        let accepted = self.shared.counters().get(Counter::Accepted);
         let summary = ServeSummary {
             requests: accepted - self.counted,
             in_flight_at_shutdown: drained.in_flight,
@@ -428,6 +467,7 @@ impl<T: Transport, H> Core<T, H> {
             return Next::Again;
         };
         self.shared.emit(Event::Accepted { peer });
+        self.shared.state(peer, ConnState::New);
         Next::Admitted(Admitted { request, ticket })
     }
 

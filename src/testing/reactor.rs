@@ -11,7 +11,7 @@ use crate::addr::Addr;
 use crate::concurrency::Reactor;
 use crate::reactor::engine::Engine;
 use crate::reactor::{ConnId, MessageHandler};
-use crate::serving::{Shared, Ticket};
+use crate::serving::{Shape, Shared, Ticket};
 use crate::shutdown::ShutdownHandle;
 
 /// Drives a [`MessageHandler`] the way a [`Reactor`] does — the same decoding, callbacks, output
@@ -123,13 +123,14 @@ impl<H: MessageHandler> MessageDriver<H> {
     pub fn with_write_buffer_limit(handler: H, bytes: usize) -> io::Result<Self> {
         let errors = Arc::new(Mutex::new(Vec::new()));
         let seen = errors.clone();
-        let shared = Shared::standalone(Arc::new(move |peer: Option<&Addr>, err| {
+        let report = move |peer: Option<&Addr>, err: &crate::RequestError| {
             let line = match peer {
                 Some(p) => format!("{p}: {err}"),
                 None => err.to_string(),
             };
             seen.lock().push(line);
-        }))?;
+        };
+        let shared = Shared::standalone(Arc::new(report), "Reactor", Shape::EventLoop)?;
         let shutdown = shared.shutdown().clone();
         Ok(MessageDriver {
             engine: Engine::new(Arc::new(handler), Arc::new(shared), bytes.max(1)),

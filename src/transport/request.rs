@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::addr::Addr;
 use crate::error::RequestError;
 use crate::proxy_protocol::ProxyHeader;
+use crate::state::Phase;
 
 /// What the serving policy needs of any request, whatever its kind.
 pub trait Request: Send + 'static {
@@ -22,6 +23,8 @@ pub trait Request: Send + 'static {
     fn peer(&self) -> &Addr;
     /// Its connection, for stream requests: what a drain deadline shuts down.
     fn connection(&self) -> Option<&Arc<dyn Duplex>>;
+    /// Whether a stream request's handler is between requests, for a drain.
+    fn phase(&self) -> Option<&Arc<Phase>>;
     /// Passes a stream request through `layers` (the server's per-connection layers); a datagram is
     /// returned as it is.
     fn layered(
@@ -39,6 +42,9 @@ impl Request for Incoming {
     fn connection(&self) -> Option<&Arc<dyn Duplex>> {
         Some(&self.conn)
     }
+    fn phase(&self) -> Option<&Arc<Phase>> {
+        Some(&self.phase)
+    }
     fn layered(
         self,
         layers: impl FnOnce(Incoming) -> Result<Incoming, RequestError>,
@@ -52,6 +58,9 @@ impl Request for Packet {
         &self.peer
     }
     fn connection(&self) -> Option<&Arc<dyn Duplex>> {
+        None
+    }
+    fn phase(&self) -> Option<&Arc<Phase>> {
         None
     }
     fn layered(
@@ -68,6 +77,7 @@ pub struct Incoming {
     pub(crate) conn: Arc<dyn Duplex>,
     pub(crate) peer: Addr,
     pub(crate) info: ConnInfo,
+    pub(crate) phase: Arc<Phase>,
 }
 
 impl Incoming {
@@ -77,6 +87,7 @@ impl Incoming {
             conn,
             peer,
             info: ConnInfo::default(),
+            phase: Arc::default(),
         }
     }
 }

@@ -14,7 +14,8 @@ use super::sealed::Strategy;
 use super::starvation::{Load, Starvation};
 use crate::error::RequestError;
 use crate::handler::sealed::Handles;
-use crate::serving::{Core, Drained, Event, ServeSummary, Shared};
+use crate::serving::stats::Gauge;
+use crate::serving::{Core, Drained, Event, ServeSummary, Shape, Shared};
 use crate::sys::signal::Poke;
 use crate::sys::{self, ChildExit, EventFd, SharedCounters};
 use crate::transport::Transport;
@@ -199,6 +200,9 @@ impl PreFork {
 }
 
 impl<T: Transport, H: Handles<T::Kind>> Strategy<T, H> for PreFork {
+    const NAME: &'static str = "PreFork";
+    const SHAPE: Shape = Shape::Processes;
+
     /// The supervisor's loop: keeps `workers` workers alive until shutdown.
     fn serve(&mut self, core: &mut Core<T, H>) -> io::Result<()> {
         if core.is_closed() {
@@ -279,10 +283,12 @@ impl<T: Transport, H: Handles<T::Kind>> Strategy<T, H> for PreFork {
                 peer: None,
                 how: &format!("worker {}", w.pid),
             });
+            shared.emit(Event::ChildKilled);
         }
         let mut exited = Vec::new();
         sup.workers.terminate(|w, exit| exited.push((w, exit)));
         sup.after_exits(exited, &shared, true);
+        shared.counters().set(Gauge::WorkersLive, 0);
         core.finish(Drained {
             in_flight,
             finished: in_flight.saturating_sub(cut),
@@ -377,7 +383,12 @@ impl Supervisor {
             .spawn(meta, |blocked| worker::run(core, blocked, orders))
         {
             Ok(pid) => {
-                core.shared().emit(Event::Worker { pid, started: true });
+                let shared = core.shared();
+                shared.emit(Event::Worker { pid, started: true });
+                shared.emit(Event::ChildSpawned);
+                shared
+                    .counters()
+                    .set(Gauge::WorkersLive, self.workers.len() as u64);
                 Ok(())
             }
             Err(e) => {
@@ -406,6 +417,9 @@ impl Supervisor {
         let mut exited = Vec::new();
         self.workers.reap(|w, exit| exited.push((w, exit)));
         self.after_exits(exited, shared, shutting_down);
+        shared
+            .counters()
+            .set(Gauge::WorkersLive, self.workers.len() as u64);
     }
 
     /// Frees the slots of exited workers, reports the ones that died abnormally, and backs off when
@@ -431,6 +445,7 @@ impl Supervisor {
             // During shutdown, a worker ended by a signal was cut by the supervisor itself.
             let cut = shutting_down && matches!(exit, ChildExit::Signal(_));
             if !clean && !cut {
+                shared.emit(Event::ChildFailed);
                 let how = match exit {
                     ChildExit::Code(code) => format!("worker {} exited with status {code}", w.pid),
                     ChildExit::Signal(sig) => {

@@ -1,0 +1,82 @@
+//! [`ConnState`]: where a connection is in its life, as a [`Server::conn_state`](crate::Server::conn_state)
+//! hook hears it — Go's `http.ConnState`.
+
+use std::fmt;
+
+/// A connection's state. A hook set with [`Server::conn_state`](crate::Server::conn_state) hears
+/// each change:
+///
+/// `New` → `Active` → (`Idle` → `Active` →)* `Closed`, or `Cut` when the drain deadline ends it.
+///
+/// `Idle` means "between requests, at a message boundary, waiting for the next one": a blocking
+/// handler says so with [`StreamRequest::idle`](crate::StreamRequest::idle) (the crate's framing
+/// reader does it for you); under `Reactor` a connection is idle once every complete message it sent
+/// has been handled and nothing more has arrived. A drain closes idle connections at once.
+///
+/// # Examples
+///
+/// Counting connections by state, as a load balancer's health check might:
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use socketserver::{ConnState, StreamRequest, ThreadingTcpServer};
+///
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let log = seen.clone();
+/// let server = ThreadingTcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?
+///     .conn_state(move |_peer, state| log.lock().unwrap().push(state));
+/// # drop(server);
+/// assert!(seen.lock().unwrap().is_empty()); // nothing served yet
+/// assert_eq!(ConnState::Idle.to_string(), "idle");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnState {
+    /// Accepted, and admitted; nothing handled yet.
+    New,
+    /// A request is being read or handled.
+    Active,
+    /// Between requests, waiting for the next one.
+    Idle,
+    /// Closed: the request ended, or the peer left.
+    Closed,
+    /// Cut at the drain deadline.
+    Cut,
+}
+
+impl fmt::Display for ConnState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConnState::New => "new",
+            ConnState::Active => "active",
+            ConnState::Idle => "idle",
+            ConnState::Closed => "closed",
+            ConnState::Cut => "cut",
+        })
+    }
+}
+
+/// The connection-state hook's shape (`Server::conn_state`).
+pub(crate) type StateHook = std::sync::Arc<dyn Fn(&crate::Addr, ConnState) + Send + Sync>;
+
+/// Whether a stream connection's handler is inside a request or between two, shared by the
+/// request (which says so) and whoever drains the server (which closes the idle ones first).
+#[derive(Debug, Default)]
+pub(crate) struct Phase(std::sync::atomic::AtomicBool);
+
+impl Phase {
+    /// The handler waits for the next request; returns whether it was busy until now.
+    pub(crate) fn set_idle(&self) -> bool {
+        !self.0.swap(true, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Bytes of a request arrived; returns whether it was idle until now.
+    pub(crate) fn set_busy(&self) -> bool {
+        self.0.swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(crate) fn is_idle(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
