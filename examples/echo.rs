@@ -26,6 +26,10 @@
 //! serves it (the child's pid under `--concurrency forking`), then echo as usual — so a client can see
 //! how the kernel spread connections.
 //!
+//! `--metrics-addr 127.0.0.1:9100` serves the server's live figures (connections, requests, failures,
+//! durations, workers) at `http://127.0.0.1:9100/metrics` for Prometheus — under every strategy, the
+//! forked children's requests included.
+//!
 //! The first line on stdout is `listening on <bound address>`, so scripts can find the port; `SIGINT`
 //! or `SIGTERM` shuts it down gracefully and it exits 0. Bad flags print usage and exit 2.
 
@@ -36,7 +40,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use common::cli::{self, ConcurrencyArgs, ListenArgs, PeerArgs, Strategy, TransportArgs};
+use common::cli::{
+    self, ConcurrencyArgs, ListenArgs, MetricsArgs, PeerArgs, Strategy, TransportArgs,
+};
 use socketserver::framing::RawBytes;
 use socketserver::reactor::{Conn, MessageHandler};
 use socketserver::transport::{Datagram, Stream};
@@ -59,6 +65,8 @@ struct Args {
     concurrency: ConcurrencyArgs,
     #[command(flatten)]
     peers: PeerArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
     /// Start each stream connection with a `pid <PID>` line from the serving process, then echo.
     #[arg(long)]
     pid_banner: bool,
@@ -278,7 +286,7 @@ where
         };
         server = server.stream_options(options);
     }
-    common::serve(server)
+    common::serve_with_metrics(server, args.metrics.metrics_addr)
 }
 
 fn main() -> anyhow::Result<()> {

@@ -236,6 +236,7 @@ impl StreamHandler for FileServer {
             .connection_timeout
             .map(|t| Deadline::after(t, Limit::Connection));
         loop {
+            req.idle(); // between commands
             let idle = Deadline::after(self.idle_timeout, Limit::Idle).or_sooner(session);
             let frame = match read_frame(&mut Timed::new(req, idle)) {
                 Ok(Some(frame)) => frame,

@@ -9,9 +9,10 @@ use std::fmt;
 /// `New` → `Active` → (`Idle` → `Active` →)* `Closed`, or `Cut` when the drain deadline ends it.
 ///
 /// `Idle` means "between requests, at a message boundary, waiting for the next one": a blocking
-/// handler says so with [`StreamRequest::idle`](crate::StreamRequest::idle) (the crate's framing
-/// reader does it for you); under `Reactor` a connection is idle once every complete message it sent
-/// has been handled and nothing more has arrived. A drain closes idle connections at once.
+/// handler says so with [`StreamRequest::idle`](crate::StreamRequest::idle) before it waits for the
+/// next request of a keep-alive connection (only the handler knows where its protocol's boundaries
+/// are); under `Reactor` a connection is idle once every complete message it sent has been handled
+/// and nothing more has arrived.
 ///
 /// # Examples
 ///

@@ -5,7 +5,7 @@
 mod util;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -14,8 +14,8 @@ use socketserver::{
     Addr, Concurrency, Forking, PreFork, RequestError, Server, StreamRequest, Tcp, signals,
 };
 use util::{
-    ServerProc, TIMEOUT, accept_queue, children, connect, eventually, fd_count, holds_for,
-    round_trip, zombie_children,
+    ServerProc, TIMEOUT, accept_queue, children, connect, connect_from, eventually, fd_count,
+    holds_for, round_trip, zombie_children,
 };
 
 const MODE_VAR: &str = "SOCKETSERVER_FORK_SERVER";
@@ -72,14 +72,17 @@ fn serve(mode: &str) -> anyhow::Result<()> {
     match mode {
         "default" => {}
         // The statistics, counted in the children, read in the parent: Forking, then PreFork.
-        "stats" => shutdown_timeout = Duration::from_millis(300),
+        "stats" => {
+            let server = Server::new(strategy, Tcp::bind("127.0.0.1:0")?, handler as Handler)?;
+            return run(with_admission(server), Duration::from_millis(300), None);
+        }
         "prefork-stats" => {
             let server = Server::new(
                 PreFork::new(2),
                 Tcp::bind("127.0.0.1:0")?,
                 handler as Handler,
             )?;
-            return run(server, Duration::from_millis(300), None);
+            return run(with_admission(server), Duration::from_millis(300), None);
         }
         "max2" => strategy = strategy.max_children(2),
         "deadline" => shutdown_timeout = Duration::from_millis(200),
@@ -98,6 +101,18 @@ fn serve(mode: &str) -> anyhow::Result<()> {
     let server = Server::new(strategy, Tcp::bind("127.0.0.1:0")?, handler as Handler)?;
     run(server, shutdown_timeout, unrelated)
 }
+
+/// The statistics modes' admission policy: 127.0.0.2 is refused, one connection per address.
+fn with_admission<C: Concurrency<Tcp, Handler>>(
+    server: Server<C, Tcp, Handler>,
+) -> Server<C, Tcp, Handler> {
+    server
+        .verify_request(|peer: &Addr| peer.as_inet().map(|a| a.ip()) != Some(REFUSED.into()))
+        .max_connections_per_peer(1)
+}
+
+/// An address the statistics modes refuse.
+const REFUSED: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 
 fn run<C: Concurrency<Tcp, Handler>>(
     server: Server<C, Tcp, Handler>,
@@ -122,9 +137,11 @@ fn run<C: Concurrency<Tcp, Handler>>(
     let s = stats.snapshot();
     let children = s.children.expect("a process strategy counts its children");
     println!(
-        "stats accepted={} started={} finished={} failed={} panicked={} cut={} open={} \
-         spawned={} abnormal={} killed={} live={}",
+        "stats accepted={} verify={} per_peer={} started={} finished={} failed={} panicked={} \
+         cut={} open={} spawned={} abnormal={} killed={} live={}",
         s.accepted,
+        s.rejected.verify,
+        s.rejected.per_peer,
         s.requests.started,
         s.requests.finished,
         s.requests.failed,
@@ -427,31 +444,86 @@ fn a_second_sigint_cuts_the_drain_short() {
     assert_eq!(summary["cut"], 1);
 }
 
-/// A scripted mix — 3 good, 2 failing, 1 panicking, 1 cut at the drain deadline — counted exactly,
-/// although every request ran in a child process.
+/// A connection from `from` to `addr`.
+fn connect_to(from: Ipv4Addr, addr: &str) -> TcpStream {
+    let conn = connect_from(from, addr.parse().unwrap());
+    conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+    conn
+}
+
+/// Sends `msg` from `from`, half-closes, reads the whole answer (a reset ends it too).
+fn round_trip_from(from: Ipv4Addr, addr: &str, msg: &[u8]) -> Vec<u8> {
+    let mut conn = connect_to(from, addr);
+    conn.write_all(msg).unwrap();
+    conn.shutdown(Shutdown::Write).unwrap();
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer);
+    answer
+}
+
+/// A scripted mix — 3 good, 2 failing, 1 panicking, 1 refused by `verify_request`, 1 refused by the
+/// per-peer limit (Forking only: a PreFork worker serves one connection at a time, so a peer never
+/// has two in one worker), 1 cut at the drain deadline — counted exactly, although every request ran
+/// in a child process. Each request comes from an address of its own, so the limit of one per
+/// address meets only the connection meant to meet it.
 fn children_count_into_the_parents_stats(mode: &str) {
+    let forking = mode == "stats";
     let mut server = start(mode);
-    for _ in 0..3 {
-        assert_eq!(round_trip(&server.addr, b"fine\n"), b"fine\n");
+    let client = |i: u8| Ipv4Addr::new(127, 0, 1, i);
+    for i in 1..=3 {
+        assert_eq!(
+            round_trip_from(client(i), &server.addr, b"fine\n"),
+            b"fine\n"
+        );
     }
-    for cmd in ["error\n", "error\n", "panic\n"] {
-        assert_eq!(round_trip(&server.addr, cmd.as_bytes()), b"");
+    for (i, cmd) in (4..).zip(["error\n", "error\n", "panic\n"]) {
+        assert_eq!(
+            round_trip_from(client(i), &server.addr, cmd.as_bytes()),
+            b""
+        );
     }
     for _ in 0..3 {
         line_starting(&server, "error ");
     }
-    let (_stuck, mut r) = ask(&server.addr, "slow\n");
-    assert_eq!(read_line(&mut r), "waiting\n");
+    let mut refused = connect_to(REFUSED, &server.addr);
+    assert!(
+        !matches!(refused.read(&mut [0]), Ok(1..)),
+        "127.0.0.2 was served"
+    );
+    if forking {
+        let holder = connect_to(client(7), &server.addr);
+        (&holder).write_all(b"hold\n").unwrap();
+        assert_eq!(
+            read_line(&mut BufReader::new(holder.try_clone().unwrap())),
+            "hold\n"
+        );
+        let mut second = connect_to(client(7), &server.addr);
+        assert!(
+            !matches!(second.read(&mut [0]), Ok(1..)),
+            "a second connection was served"
+        );
+        holder.shutdown(Shutdown::Write).unwrap();
+        let _ = (&holder).read_to_end(&mut Vec::new());
+    }
+    let slow = connect_to(client(8), &server.addr);
+    (&slow).write_all(b"slow\n").unwrap();
+    assert_eq!(
+        read_line(&mut BufReader::new(slow.try_clone().unwrap())),
+        "waiting\n"
+    );
     assert_eq!(server.terminate().code(), Some(0));
     let stats = summary_fields(&line_starting(&server, "stats"));
+    let held = u64::from(forking);
     let want = [
-        ("accepted", 7),
-        ("started", 7),
-        ("finished", 6),
+        ("accepted", 7 + held),
+        ("verify", 1),
+        ("per_peer", held),
+        ("started", 7 + held),
+        ("finished", 6 + held),
         ("failed", 2),
         ("panicked", 1),
         ("cut", 1),
-        ("open", 1),
+        ("open", 0),
         ("killed", 1),
         ("live", 0),
     ];
@@ -460,7 +532,7 @@ fn children_count_into_the_parents_stats(mode: &str) {
     }
     // A child per request, or the workers (two, and replacements for the ones that exited).
     assert!(
-        stats["spawned"] >= if mode == "stats" { 7 } else { 2 },
+        stats["spawned"] >= if forking { 7 + held } else { 2 },
         "{stats:?}"
     );
 }

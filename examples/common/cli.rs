@@ -162,6 +162,15 @@ impl PeerArgs {
     }
 }
 
+// `--metrics-addr`: where the server's figures are served for Prometheus (see `common::metrics`).
+#[derive(Args, Clone, Debug)]
+pub struct MetricsArgs {
+    /// Serve the server's live figures at http://HOST:PORT/metrics, in Prometheus's text format
+    /// (port 0: any free port; the bound address is printed as `metrics on <addr>`).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
 /// `--listen-fd`: a descriptor number other than 0, 1 and 2.
 ///
 /// The standard descriptors are never a listening socket a parent handed down, and taking one over

@@ -11,6 +11,7 @@ use socketserver::{Concurrency, Server, Transport, signals};
 pub mod cli;
 pub mod fileproto;
 pub mod kvproto;
+pub mod metrics;
 
 /// Parses the command line; on a bad flag prints the error and the usage once, and exits 2.
 ///
@@ -45,15 +46,39 @@ pub fn init_logging() {
 
 /// Prints `listening on <addr>` (flushed), makes SIGINT/SIGTERM shut the server down gracefully, and
 /// serves until then.
-pub fn serve<C, T, H>(mut server: Server<C, T, H>) -> anyhow::Result<()>
+pub fn serve<C, T, H>(server: Server<C, T, H>) -> anyhow::Result<()>
 where
     C: Concurrency<T, H>,
     T: Transport,
 {
+    serve_with_metrics(server, None)
+}
+
+/// As [`serve`], and with `metrics` (`--metrics-addr`) the server's figures at
+/// `http://<metrics>/metrics`; the endpoint's bound address is the second stdout line,
+/// `metrics on <addr>`. The endpoint stops after the server has drained, so a last scrape sees the
+/// final counts.
+pub fn serve_with_metrics<C, T, H>(
+    mut server: Server<C, T, H>,
+    metrics: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()>
+where
+    C: Concurrency<T, H>,
+    T: Transport,
+{
+    let endpoint = metrics
+        .map(|addr| metrics::Endpoint::start(addr, server.stats()))
+        .transpose()?;
     println!("listening on {}", server.local_addr());
+    if let Some(endpoint) = &endpoint {
+        println!("metrics on {}", endpoint.addr);
+    }
     std::io::stdout().flush()?;
     signals::shutdown_on_signals(&server.shutdown_handle())?;
     let summary = server.serve_forever()?;
     log::info!("shut down: {summary:?}");
+    if let Some(endpoint) = endpoint {
+        endpoint.stop();
+    }
     Ok(())
 }

@@ -24,6 +24,9 @@
 //! - on closing after an error the server stops sending, then reads briefly what the client still
 //!   sends before closing, so the client is not reset before it has read the response.
 //!
+//! `--metrics-addr HOST:PORT` serves the server's live figures at `http://HOST:PORT/metrics` for
+//! Prometheus.
+//!
 //! The first line on stdout is `listening on <bound address>`; `SIGINT` or `SIGTERM` shuts it down
 //! gracefully (idle keep-alive connections are cut after `--shutdown-timeout-ms`) and it exits 0. Bad
 //! flags print usage and exit 2.
@@ -38,7 +41,7 @@ use std::net::Shutdown;
 use std::time::Duration;
 
 use clap::Parser;
-use common::cli::{self, ConcurrencyArgs, PeerArgs, Strategy};
+use common::cli::{self, ConcurrencyArgs, MetricsArgs, PeerArgs, Strategy};
 use socketserver::{
     Concurrency, Sequential, Server, StreamHandler, StreamOptions, StreamRequest, Tcp,
 };
@@ -58,6 +61,8 @@ struct Args {
     concurrency: ConcurrencyArgs,
     #[command(flatten)]
     peers: PeerArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
     /// Seconds a connection may last, however busy; 0 for no limit.
     #[arg(long, default_value_t = 600)]
     connection_timeout: u64,
@@ -84,6 +89,7 @@ impl StreamHandler for Hello {
     fn handle(&self, req: &mut StreamRequest) -> anyhow::Result<()> {
         let mut line = Vec::with_capacity(256);
         loop {
+            req.idle(); // between requests: a drain may close the connection here
             let head = match request::read_head(&mut req.rfile, &mut line)? {
                 Parsed::Request(head) => head,
                 Parsed::Closed => return Ok(()),
@@ -228,7 +234,7 @@ fn run<C: Concurrency<Tcp, Hello>>(concurrency: C, args: &Args) -> anyhow::Resul
         )
         .max_connections_per_peer(args.peers.limit())
         .shutdown_timeout(Duration::from_millis(args.shutdown_timeout_ms));
-    common::serve(server)
+    common::serve_with_metrics(server, args.metrics.metrics_addr)
 }
 
 fn main() -> anyhow::Result<()> {

@@ -63,12 +63,11 @@ where
         }
         let backing_off = backoff_until.is_some_and(|t| Instant::now() < t);
         let has_capacity = workers.has_capacity();
-        if capped != !has_capacity {
-            capped = !has_capacity;
-            if capped {
-                core.shared().emit(Event::Capped);
-            }
+        // Counted once per pause at the cap, not once per turn spent waiting there.
+        if !has_capacity && !capped {
+            core.shared().emit(Event::Capped);
         }
+        capped = !has_capacity;
         let can_accept = !backing_off && has_capacity;
         if can_accept {
             match core.next()? {

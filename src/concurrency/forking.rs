@@ -179,10 +179,10 @@ impl Workers for Forking {
             run,
             peer,
             ticket,
-            conn,
+            cutter,
         } = job;
         // The connection is the child's: the parent keeps no copy (see `Children::spawn`).
-        drop(conn);
+        drop(cutter);
         let request = Request {
             peer: peer.clone(),
             _ticket: ticket,

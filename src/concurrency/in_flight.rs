@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::Shutdown;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -17,9 +16,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::addr::Addr;
-use crate::serving::{Drained, Event, Shared};
+use crate::serving::{Cutter, Drained, Event, Shared};
 use crate::sys::{self, EventFd, PollFd};
-use crate::transport::Duplex;
 
 /// How long requests whose connections were cut get to return before the drain gives up on them (a
 /// handler that ignores its socket's errors cannot be stopped; its thread is then left detached).
@@ -41,7 +39,7 @@ pub(crate) struct InFlight {
 #[derive(Debug, Default)]
 struct Conns {
     next: u64,
-    open: HashMap<u64, (Addr, Arc<dyn Duplex>)>,
+    open: HashMap<u64, (Addr, Cutter)>,
 }
 
 /// One request's place in [`InFlight`]: counted and (for a stream request) its connection listed, until
@@ -77,13 +75,13 @@ impl InFlight {
     }
 
     /// Counts a request from `peer` and lists its connection (if it has one) for cutting.
-    pub(crate) fn enter(self: &Arc<Self>, peer: &Addr, conn: Option<&Arc<dyn Duplex>>) -> Entry {
+    pub(crate) fn enter(self: &Arc<Self>, peer: &Addr, cutter: Option<&Cutter>) -> Entry {
         self.count.fetch_add(1, Ordering::SeqCst);
-        let conn = conn.map(|conn| {
+        let conn = cutter.map(|cutter| {
             let mut conns = self.conns.lock();
             let id = conns.next;
             conns.next += 1;
-            conns.open.insert(id, (peer.clone(), conn.clone()));
+            conns.open.insert(id, (peer.clone(), cutter.clone()));
             id
         });
         Entry {
@@ -160,12 +158,13 @@ impl InFlight {
     /// once; returns how many requests were running.
     pub(crate) fn cut(&self, shared: &Shared) -> usize {
         let running = self.count();
-        for (peer, conn) in self.conns.lock().open.values() {
-            shared.emit(Event::Cut {
-                peer: Some(peer),
-                how: "the connection",
-            });
-            let _ = conn.shutdown(Shutdown::Both);
+        for (peer, cutter) in self.conns.lock().open.values() {
+            if cutter.cut() {
+                shared.emit(Event::Cut {
+                    peer: Some(peer),
+                    how: "the connection",
+                });
+            }
         }
         running
     }

@@ -285,7 +285,7 @@ impl Workers for Pool {
         counters.set(Gauge::WorkersLive, workers);
         counters.add_gauge(Gauge::Queued, 1);
         let shared = spawn.shared.clone();
-        let entry = running.in_flight.enter(&job.peer, job.conn.as_ref());
+        let entry = running.in_flight.enter(&job.peer, job.cutter.as_ref());
         let (run, ticket) = (job.run, job.ticket);
         let task: Task = Box::new(move || {
             shared.counters().add_gauge(Gauge::Queued, -1);

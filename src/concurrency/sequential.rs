@@ -89,7 +89,7 @@ impl Workers for Sequential {
                 Err(e) => log::warn!("no drain watchdog for Sequential: {e}"),
             }
         }
-        let _entry = self.in_flight.enter(&job.peer, job.conn.as_ref());
+        let _entry = self.in_flight.enter(&job.peer, job.cutter.as_ref());
         (job.run)();
         Ok(())
     }

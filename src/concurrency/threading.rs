@@ -282,7 +282,7 @@ impl Workers for Threading {
                 peer: Box::new(peer),
             });
         }
-        let entry = self.in_flight.enter(&peer, job.conn.as_ref());
+        let entry = self.in_flight.enter(&peer, job.cutter.as_ref());
         let (run, ticket) = (job.run, job.ticket);
         let task: Task = Box::new(move || {
             run();

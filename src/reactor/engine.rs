@@ -136,7 +136,7 @@ impl<H: MessageHandler> Engine<H> {
     /// Reports `error` for `id` and closes it at once.
     pub(crate) fn fail(&mut self, id: ConnId, error: &RequestError) {
         if let Some(peer) = self.conns.slab.get_mut(id) {
-            peer.failed = true;
+            peer.outcome = Outcome::Failed;
             self.shared.report(Some(&peer.addr), error);
         }
         self.conns.abort(id);
@@ -201,7 +201,7 @@ impl<H: MessageHandler> Engine<H> {
                 Err(e) => {
                     // The stream can no longer be split into frames: say why, and hang up.
                     peer.input = FrameBuf::new();
-                    peer.failed = true;
+                    peer.outcome = Outcome::Failed;
                     let err = anyhow::Error::new(e).context("undecodable input");
                     self.shared
                         .report(Some(&peer.addr), &RequestError::Handler(err));
@@ -225,7 +225,7 @@ impl<H: MessageHandler> Engine<H> {
         if let Err(e) = guarded(|| callback(&mut conn)) {
             self.shared.report(Some(conn.peer()), &e);
             if let Some(peer) = self.conns.slab.get_mut(id) {
-                peer.failed = true;
+                peer.outcome = Outcome::of(&Err(e));
             }
             self.conns.close_gracefully(id);
         }
@@ -390,17 +390,14 @@ impl<H: MessageHandler> Engine<H> {
         self.count_paused(id);
         let peer = self.conns.slab.remove(id)?;
         self.conns.queued_bytes = self.conns.queued_bytes.saturating_sub(peer.output.len());
-        self.shared.state(&peer.addr, ConnState::Closed);
-        let outcome = if peer.failed {
-            Outcome::Failed
-        } else {
-            Outcome::Ok
-        };
-        self.shared.emit(Event::Finished {
-            peer: &peer.addr,
-            elapsed: peer.opened.elapsed(),
-            outcome,
-        });
+        if !peer.cut {
+            self.shared.state(&peer.addr, ConnState::Closed);
+            self.shared.emit(Event::Finished {
+                peer: &peer.addr,
+                elapsed: peer.opened.elapsed(),
+                outcome: peer.outcome,
+            });
+        }
         Some(peer)
     }
 }

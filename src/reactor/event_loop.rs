@@ -413,7 +413,8 @@ where
         let conns = &mut self.engine.conns;
         let mut cursor = 0;
         while let Some(id) = conns.slab.nth_id_from(&mut cursor) {
-            if let Some(peer) = conns.slab.get(id) {
+            if let Some(peer) = conns.slab.get_mut(id) {
+                peer.cut = true;
                 shared.emit(Event::Cut {
                     peer: Some(&peer.addr),
                     how: "the connection, with output pending,",
@@ -422,6 +423,7 @@ where
             conns.abort(id);
         }
         self.settle();
+        self.publish_figures();
         Some(self.core.finish(Drained {
             in_flight,
             finished: in_flight.saturating_sub(cut),

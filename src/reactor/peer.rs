@@ -8,7 +8,7 @@ use super::output::Output;
 use crate::addr::Addr;
 use crate::framing::FrameBuf;
 use crate::layer::Session;
-use crate::serving::Ticket;
+use crate::serving::{Outcome, Ticket};
 use crate::state::ConnState;
 use crate::sys::epoll::{READABLE, WRITABLE};
 use crate::transport::{ConnInfo, Duplex};
@@ -34,8 +34,11 @@ pub(crate) struct Peer<C> {
     pub(crate) counted_paused: bool,
     /// When it was accepted, for the connection's duration.
     pub(crate) opened: Instant,
-    /// A callback failed (or its input could not be decoded): the connection ends as a failure.
-    pub(crate) failed: bool,
+    /// How the connection ends so far: a callback that failed or panicked (or input that could not
+    /// be decoded) makes it end as such.
+    pub(crate) outcome: Outcome,
+    /// Cut at the drain deadline: its end is counted as cut, not as finished.
+    pub(crate) cut: bool,
     /// Its place in its peer's connection count, given back when it closes.
     _ticket: Ticket,
     /// Decodes this connection's input and encodes what is sent to it.
@@ -89,7 +92,8 @@ impl<C> Peer<C> {
             state: ConnState::New,
             counted_paused: false,
             opened: now,
-            failed: false,
+            outcome: Outcome::Ok,
+            cut: false,
             _ticket: ticket,
             codec,
             input: FrameBuf::new(),

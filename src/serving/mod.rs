@@ -12,8 +12,10 @@
 //! methods.
 
 use std::io;
+use std::net::Shutdown;
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::addr::Addr;
@@ -124,10 +126,14 @@ impl Shared {
     /// Serves one request from start to end: the layers, then the handler; reports how it went.
     /// Returns whether it succeeded. This is the one body every blocking strategy runs for a request,
     /// on whatever thread or process it chose.
+    ///
+    /// A request cut at a drain deadline has already been counted as cut, its state told: when its
+    /// handler returns (its reads and writes having failed), that end is neither counted nor reported.
     pub(crate) fn serve<K: Kind, H: Handles<K>>(
         &self,
         handler: &H,
         request: <K as KindOf>::Request,
+        cut: &AtomicBool,
     ) -> bool {
         let peer = request.peer().clone();
         let started = Instant::now();
@@ -136,6 +142,13 @@ impl Shared {
         let result = request
             .layered(|incoming| self.layers.establish(incoming))
             .and_then(|request| handler.serve(request, &self.env));
+        // Whoever sets the mark first owns the request's end: this return, or the drain's cut.
+        if cut.swap(true, Ordering::SeqCst) {
+            if let Err(error) = &result {
+                log::debug!("request from {peer}, cut, ended with: {error}");
+            }
+            return false;
+        }
         if let Err(error) = &result {
             self.report(Some(&peer), error);
         }
@@ -177,11 +190,40 @@ pub(crate) struct Job<F> {
     pub(crate) run: F,
     /// Who the request is from, for the strategy's own reports (a child cut at a deadline).
     pub(crate) peer: Addr,
-    /// The request's connection, for stream requests: what a strategy running requests in this
-    /// process shuts down to cut one at the drain deadline.
-    pub(crate) conn: Option<Arc<dyn Duplex>>,
+    /// For stream requests: how a strategy running requests in this process cuts one at the drain
+    /// deadline.
+    pub(crate) cutter: Option<Cutter>,
     /// The request's place in its peer's count: dropped when the request is over for this server.
     pub(crate) ticket: Ticket,
+}
+
+/// Cuts one request at a drain deadline: marks it cut first — so that its handler's return, once
+/// its reads and writes fail, is not counted a second time — then shuts its connection down. The
+/// mark is shared with the request, and whichever side sets it first owns the request's end, so a
+/// request finishing just as the deadline passes is counted once, as one or the other.
+#[derive(Clone)]
+pub(crate) struct Cutter {
+    conn: Arc<dyn Duplex>,
+    mark: Arc<AtomicBool>,
+}
+
+impl Cutter {
+    /// Cuts the request unless it has ended already; returns whether it did.
+    pub(crate) fn cut(&self) -> bool {
+        if self.mark.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        let _ = self.conn.shutdown(Shutdown::Both);
+        true
+    }
+}
+
+impl std::fmt::Debug for Cutter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cutter")
+            .field("cut", &self.mark.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
 }
 
 impl<F> std::fmt::Debug for Job<F> {
@@ -512,13 +554,17 @@ impl<T: Transport, H> Core<T, H> {
     {
         let Admitted { request, ticket } = admitted;
         let peer = request.peer().clone();
-        let conn = request.connection().cloned();
+        let mark = Arc::new(AtomicBool::new(false));
+        let cutter = request.connection().map(|conn| Cutter {
+            conn: conn.clone(),
+            mark: mark.clone(),
+        });
         let shared = self.shared.clone();
         let handler = self.handler.clone();
         Job {
-            run: move || shared.serve::<T::Kind, H>(&handler, request),
+            run: move || shared.serve::<T::Kind, H>(&handler, request, &mark),
             peer,
-            conn,
+            cutter,
             ticket,
         }
     }

@@ -287,6 +287,7 @@ impl Stats {
     #[cfg(feature = "metrics")]
     pub fn publish(&self) {
         use metrics::{counter, gauge, histogram};
+        describe();
         let now = self.snapshot();
         let labels = [
             ("strategy", now.strategy.to_string()),
@@ -359,7 +360,9 @@ impl Stats {
         let c = &self.inner.counters;
         let started = c.get(Counter::Started);
         let finished = c.get(Counter::Finished);
-        let busy = started.saturating_sub(finished);
+        let cut = c.get(Counter::Cut);
+        // A request ends once: it finishes, or it is cut.
+        let busy = started.saturating_sub(finished).saturating_sub(cut);
         let live = c.gauge(Gauge::WorkersLive);
         let workers = Workers {
             busy,
@@ -382,7 +385,7 @@ impl Stats {
                 finished,
                 failed: c.get(Counter::Failed),
                 panicked: c.get(Counter::Panicked),
-                cut: c.get(Counter::Cut),
+                cut,
             },
             durations: Durations {
                 buckets: c.buckets(),
@@ -403,6 +406,96 @@ impl Stats {
             }),
         }
     }
+}
+
+/// The figures' help texts, told to the recorder with every publication (a recorder installed after
+/// the first one still gets them; it keeps one per name).
+#[cfg(feature = "metrics")]
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    for (name, help) in [
+        (
+            "socketserver_connections_accepted_total",
+            "Connections (datagrams) admitted and handed to a worker.",
+        ),
+        (
+            "socketserver_connections_rejected_total",
+            "Connections refused before any worker saw them, by reason.",
+        ),
+        (
+            "socketserver_capped_total",
+            "Times accepting paused at the strategy's cap.",
+        ),
+        (
+            "socketserver_requests_started_total",
+            "Requests whose handler started (Reactor: connections opened).",
+        ),
+        (
+            "socketserver_requests_finished_total",
+            "Requests that ended by themselves, well or not.",
+        ),
+        (
+            "socketserver_requests_failed_total",
+            "Finished requests that failed.",
+        ),
+        (
+            "socketserver_requests_panicked_total",
+            "Finished requests whose handler panicked.",
+        ),
+        (
+            "socketserver_requests_cut_total",
+            "Requests cut at a drain deadline.",
+        ),
+        (
+            "socketserver_children_spawned_total",
+            "Child processes started.",
+        ),
+        (
+            "socketserver_children_exited_abnormally_total",
+            "Child processes that ended abnormally.",
+        ),
+        (
+            "socketserver_children_killed_total",
+            "Child processes killed by the server.",
+        ),
+    ] {
+        describe_counter!(name, help);
+    }
+    for (name, help) in [
+        (
+            "socketserver_connections_open",
+            "Requests (Reactor: connections) being served now.",
+        ),
+        (
+            "socketserver_workers_busy",
+            "Threads serving a request now.",
+        ),
+        (
+            "socketserver_workers_idle",
+            "Threads waiting for a request.",
+        ),
+        (
+            "socketserver_queue_depth",
+            "Accepted requests waiting for a thread.",
+        ),
+        ("socketserver_children_live", "Child processes alive now."),
+        (
+            "socketserver_reactor_paused",
+            "Event-loop connections whose reading is paused.",
+        ),
+    ] {
+        describe_gauge!(name, help);
+    }
+    describe_gauge!(
+        "socketserver_reactor_queued_output_bytes",
+        Unit::Bytes,
+        "Bytes queued for event-loop connections, not yet taken by their sockets."
+    );
+    describe_histogram!(
+        "socketserver_request_duration_seconds",
+        Unit::Seconds,
+        "How long requests took, handler start to end (Reactor: connection lifetimes)."
+    );
 }
 
 /// A server's figures at one moment (see [`Stats::snapshot`]).
@@ -454,13 +547,14 @@ pub struct Rejected {
 pub struct Requests {
     /// Whose handler started.
     pub started: u64,
-    /// That ended, however.
+    /// That ended by themselves — well, failing or panicking. Every started request ends once:
+    /// it finishes or it is cut, so `started == finished + cut + open`.
     pub finished: u64,
     /// Of those, failed (the handler's error, a layer's, a failed reply).
     pub failed: u64,
     /// Of those, panicked.
     pub panicked: u64,
-    /// Cut at a drain deadline.
+    /// Cut at a drain deadline (and not counted as finished).
     pub cut: u64,
 }
 
