@@ -20,6 +20,8 @@ cargo build --quiet --release --example echo --manifest-path "$off/Cargo.toml" -
 cp "$off/target/release/examples/echo" "$off/echo-stats-off"
 
 args="--addr 127.0.0.1:0 --concurrency $STRATEGY"
+# Pool and PreFork serve one persistent connection per worker: one each for tcp-rr's 16.
+[[ $STRATEGY == pool || $STRATEGY == prefork ]] && args+=" --workers 16"
 for workload in 'tcp-rr --conns 16 --size 64 --duration 3' 'tcp-churn --workers 8 --size 64 --duration 3'; do
     echo "== $workload ($STRATEGY)"
     bench/ab.sh "$workload" \

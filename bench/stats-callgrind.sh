@@ -28,7 +28,7 @@ measure() { # LABEL ECHO_BINARY WORKLOAD...: prints LABEL, the count served and 
     local label=$1 echo=$2 pid addr="" i result count
     shift 2
     valgrind --tool=callgrind --callgrind-out-file="$work/$label.out" \
-        "$echo" --addr 127.0.0.1:0 --concurrency "$STRATEGY" >"$work/out" 2>"$work/err" &
+        "$echo" --addr 127.0.0.1:0 --concurrency "$STRATEGY" "${sizing[@]}" >"$work/out" 2>"$work/err" &
     pid=$!
     for ((i = 0; i < 600; i++)); do # 30 s at most: valgrind starts slowly
         addr=$(sed -n 's/^listening on //p' "$work/out")
@@ -44,6 +44,8 @@ measure() { # LABEL ECHO_BINARY WORKLOAD...: prints LABEL, the count served and 
     printf '%-4s %-10s served %7d  Ir %13d  Ir/unit %8.0f\n' "$label" "$1" "$count" "$ir" "$(awk -v a="$ir" -v b="$count" 'BEGIN { print a / b }')"
 }
 
+sizing=()
+[[ $STRATEGY == pool ]] && sizing=(--workers 16) # one per persistent tcp-rr connection
 echo "strategy $STRATEGY; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 for workload in rr churn; do
     case $workload in
