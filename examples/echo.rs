@@ -94,6 +94,8 @@ fn parse_mode(s: &str) -> Result<u32, String> {
 /// Echoes whatever arrives, as it arrives, until the client closes.
 fn echo_stream(req: &mut StreamRequest) -> anyhow::Result<()> {
     loop {
+        // Everything received is echoed: between messages, so a drain may close the connection now.
+        req.idle();
         let chunk = req.rfile.fill_buf()?;
         if chunk.is_empty() {
             return Ok(());

@@ -31,7 +31,8 @@ const REFUSED: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const GREEDY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 
 /// A line protocol: `fine` is answered, `error` fails, `panic` panics, `hold` answers `held` and
-/// waits for more, `slow` answers `waiting` and waits for more (until it is cut).
+/// waits for the next command, `slow` answers `waiting` and waits for the rest of its request
+/// (until it is cut).
 fn lines(req: &mut StreamRequest) -> anyhow::Result<()> {
     loop {
         req.idle();
@@ -42,7 +43,13 @@ fn lines(req: &mut StreamRequest) -> anyhow::Result<()> {
         match line.trim_end() {
             "fine" => req.write_all(b"fine\n")?,
             "hold" => req.write_all(b"held\n")?,
-            "slow" => req.write_all(b"waiting\n")?,
+            "slow" => {
+                // Answers, then waits for the rest of its request (it is not between requests, so
+                // a drain does not close it): until the drain deadline cuts it.
+                req.write_all(b"waiting\n")?;
+                req.flush()?;
+                req.read_line(&mut line)?;
+            }
             "error" => anyhow::bail!("asked to fail"),
             "panic" => panic!("asked to panic"),
             other => anyhow::bail!("unknown command {other:?}"),
@@ -367,5 +374,7 @@ fn the_state_hook_hears_a_cut() {
     let (_slow, first) = open(CLIENT, serving.addr, "slow\n");
     assert_eq!(first, "waiting\n");
     serving.finish();
-    assert_eq!(*log.lock().unwrap(), [New, Active, Idle, Active, Idle, Cut]);
+    // Active as the handler starts, idle until `slow` arrives, active while it waits for the rest of
+    // its request: cut then, and nothing after.
+    assert_eq!(*log.lock().unwrap(), [New, Active, Idle, Active, Cut]);
 }

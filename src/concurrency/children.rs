@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+use crate::state::DRAIN_POKE;
 use crate::sys::signal::Blocked;
 use crate::sys::{self, ChildExit, Forked, PollFd};
 
@@ -134,6 +135,18 @@ impl<M> Children<M> {
         &mut self,
         deadline: Instant,
         force: Option<&impl AsFd>,
+        on_exit: impl FnMut(Child<M>, ChildExit),
+    ) -> usize {
+        self.wait_poking(deadline, force, None, on_exit)
+    }
+
+    /// As [`wait`](Self::wait), sending `drain` (if any) to every child at once and every
+    /// [`DRAIN_POKE`] after: the children's drain signal.
+    pub(crate) fn wait_poking(
+        &mut self,
+        deadline: Instant,
+        force: Option<&impl AsFd>,
+        drain: Option<Signal>,
         mut on_exit: impl FnMut(Child<M>, ChildExit),
     ) -> usize {
         let mut reaped = 0;
@@ -142,9 +155,14 @@ impl<M> Children<M> {
             if now >= deadline {
                 break;
             }
+            let mut wait = deadline - now;
+            if let Some(sig) = drain {
+                self.signal_all(sig);
+                wait = wait.min(DRAIN_POKE);
+            }
             let mut fds = vec![force.map_or_else(|| sys::readable_raw(-1), sys::readable)];
             self.watch(&mut fds);
-            if sys::poll(&mut fds, Some(deadline - now)).is_err() || sys::is_ready(&fds[0]) {
+            if sys::poll(&mut fds, Some(wait)).is_err() || sys::is_ready(&fds[0]) {
                 break;
             }
             reaped += self.reap(&mut on_exit);

@@ -12,8 +12,13 @@ use crate::error::RequestError;
 use crate::handler::sealed::Handles;
 use crate::serving::stats::Gauge;
 use crate::serving::{Core, Drained, Event, Job, ServeSummary, Shape, Shared, Ticket};
+use crate::sys::signal::{self, Poke};
 use crate::sys::{ChildExit, PollFd};
 use crate::transport::Transport;
+use nix::sys::signal::Signal;
+
+/// What a `Forking` child hears while the server drains: close the connection at a boundary.
+const DRAIN_SIGNAL: Signal = Signal::SIGHUP;
 
 /// Serves each request in a new child process: Python's `ForkingMixIn`.
 ///
@@ -189,7 +194,14 @@ impl Workers for Forking {
         };
         let release_listener = &mut spawn.release_listener;
         let forked = self.children.spawn(request, |blocked| {
-            // The parent's handlers are reset: signals may come in now, and end this child alone.
+            // The parent's handlers are reset. While the parent drains it sends `SIGHUP`, which
+            // closes the connection if the handler waits between requests (at its next boundary
+            // otherwise); `SIGTERM`, at the drain deadline, ends the child.
+            match signal::route(&[DRAIN_SIGNAL], Poke::nothing(), None, &[]) {
+                Ok(()) => signal::drain_on(&[DRAIN_SIGNAL]),
+                Err(e) => log::warn!("child {}: no idle drain: {e}", std::process::id()),
+            }
+            // Signals may come in now, and end this child alone.
             drop(blocked);
             release_listener();
             if run() { 0 } else { 1 }
@@ -221,6 +233,7 @@ impl Workers for Forking {
     fn drain(&mut self, deadline: Option<Instant>, shared: &Shared) -> Drained {
         let in_flight = self.children.len();
         let Some(deadline) = deadline.filter(|_| self.block_on_close) else {
+            self.children.signal_all(DRAIN_SIGNAL); // the idle ones close and exit
             self.children.reap(|c, exit| report_exit(&c, exit, shared));
             let children = self.children.take();
             if !children.is_empty() {
@@ -240,10 +253,14 @@ impl Workers for Forking {
                 cut: 0,
             };
         };
+        // Children waiting between requests close their connections and exit now, the others at
+        // their next boundary.
         let force = shared.shutdown().force_fd();
-        self.children.wait(deadline, Some(&force), |c, exit| {
-            report_exit(&c, exit, shared)
-        });
+        let drain = Some(DRAIN_SIGNAL);
+        self.children
+            .wait_poking(deadline, Some(&force), drain, |c, exit| {
+                report_exit(&c, exit, shared)
+            });
         let cut = self.children.len();
         for c in self.children.iter() {
             shared.emit(Event::Cut {

@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 
 use crate::addr::Addr;
 use crate::serving::{Cutter, Drained, Event, Shared};
+use crate::state::DRAIN_POKE;
 use crate::sys::{self, EventFd, PollFd};
 
 /// How long requests whose connections were cut get to return before the drain gives up on them (a
@@ -129,7 +130,8 @@ impl InFlight {
     }
 
     /// Sleeps until no request is left, `deadline` passes, or `force` (a forced shutdown) becomes
-    /// readable; returns whether none is left.
+    /// readable, closing idle connections every [`DRAIN_POKE`] meanwhile; returns whether none is
+    /// left.
     pub(crate) fn wait_idle(&self, deadline: Instant, force: Option<&impl AsFd>) -> bool {
         self.waiting.store(true, Ordering::SeqCst);
         let idle = loop {
@@ -141,9 +143,12 @@ impl InFlight {
             if now >= deadline {
                 break false;
             }
+            // Connections that went idle since the last look close now (once idle for the grace).
+            self.close_idle();
             let force = force.map_or_else(|| sys::readable_raw(-1), sys::readable);
             let mut fds = [self.poll_fd(), force];
-            if sys::poll(&mut fds, Some(deadline - now)).is_err() || sys::is_ready(&fds[1]) {
+            let wait = (deadline - now).min(DRAIN_POKE);
+            if sys::poll(&mut fds, Some(wait)).is_err() || sys::is_ready(&fds[1]) {
                 break self.count() == 0;
             }
             if let Some(fd) = self.finished.get() {
@@ -169,9 +174,19 @@ impl InFlight {
         running
     }
 
-    /// The drain of a strategy running requests in this process: waits until `deadline` (or a forced
-    /// shutdown), then cuts what is left and gives it [`CUT_GRACE`] to return.
+    /// Closes every connection whose handler waits between requests, and marks the others to close
+    /// at their next boundary: the start of a drain (Go's `Shutdown` closing idle connections).
+    pub(crate) fn close_idle(&self) {
+        for (_, cutter) in self.conns.lock().open.values() {
+            cutter.close_if_idle();
+        }
+    }
+
+    /// The drain of a strategy running requests in this process: closes the idle connections, waits
+    /// until `deadline` (or a forced shutdown), then cuts what is left and gives it [`CUT_GRACE`] to
+    /// return.
     pub(crate) fn drain(&self, deadline: Instant, shared: &Shared) -> Drained {
+        self.close_idle();
         let in_flight = self.count();
         let force = shared.shutdown().force_fd();
         if self.wait_idle(deadline, Some(&force)) {

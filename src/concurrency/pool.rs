@@ -332,6 +332,7 @@ impl Workers for Pool {
         };
         // Closing the sending side makes every worker leave its loop once the queue is empty.
         drop(jobs);
+        in_flight.close_idle();
         let before = in_flight.count();
         let Some(deadline) = deadline.filter(|_| self.block_on_close) else {
             // Detached: the workers finish the queue on their own.

@@ -322,11 +322,14 @@ impl Workers for Threading {
         // Without block_on_close, running requests finish on their own, their threads detached.
         let drained = match deadline.filter(|_| self.block_on_close) {
             Some(deadline) => self.in_flight.drain(deadline, shared),
-            None => Drained {
-                in_flight: self.running(),
-                finished: self.running(),
-                cut: 0,
-            },
+            None => {
+                self.in_flight.close_idle();
+                Drained {
+                    in_flight: self.running(),
+                    finished: self.running(),
+                    cut: 0,
+                }
+            }
         };
         self.retire_idle();
         // Idle threads exit at once now; join them (bounded), and detach whatever still runs — a

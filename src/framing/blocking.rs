@@ -32,6 +32,9 @@ pub struct FramedReader<R, D> {
     reader: R,
     decoder: D,
     buf: FrameBuf,
+    /// Called before waiting for a message with nothing of it buffered: the stream is between
+    /// messages (what [`StreamRequest::framed`](crate::StreamRequest::framed) tells the server).
+    at_boundary: Option<fn(&mut R)>,
 }
 
 impl<R, D> FramedReader<R, D> {
@@ -50,6 +53,16 @@ impl<R, D> FramedReader<R, D> {
             reader,
             decoder,
             buf: FrameBuf::new(),
+            at_boundary: None,
+        }
+    }
+
+    /// As [`new`](Self::new), calling `at_boundary` on the stream each time the reader is about to
+    /// wait for a message of which nothing has arrived.
+    pub(crate) fn with_boundaries(reader: R, decoder: D, at_boundary: fn(&mut R)) -> Self {
+        Self {
+            at_boundary: Some(at_boundary),
+            ..Self::new(reader, decoder)
         }
     }
 
@@ -147,6 +160,9 @@ impl<R: Read, D: Decoder> FramedReader<R, D> {
         loop {
             if let Some(frame) = self.decoder.decode(&mut self.buf)? {
                 return Ok(Some(frame));
+            }
+            if let Some(at_boundary) = self.at_boundary.filter(|_| self.buf.is_empty()) {
+                at_boundary(&mut self.reader);
             }
             match self.buf.read_from(&mut self.reader, READ_CHUNK) {
                 Ok(0) => return Ok(self.decoder.decode_eof(&mut self.buf)?),

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -359,8 +359,46 @@ impl StreamRequest {
         }
         let reader = self.rfile.get_ref();
         if reader.phase.set_idle() {
+            crate::sys::signal::set_idle_fd(Some(reader.conn.fd().as_raw_fd()));
             reader.tell(ConnState::Idle);
         }
+    }
+
+    /// Reads whole messages from the connection, cut by `decoder` — a
+    /// [`FramedReader`](crate::framing::FramedReader) that also marks every boundary between two
+    /// messages, as [`idle`](Self::idle) does: the state hook hears each one, and a drain closes the
+    /// connection at once while it waits for the next message, instead of waiting for the drain
+    /// deadline. Write replies through [`get_mut`](crate::framing::FramedReader::get_mut).
+    ///
+    /// # Examples
+    ///
+    /// A line protocol whose idle connections a drain closes at once:
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use socketserver::framing::Lines;
+    /// use socketserver::{testing::{run_stream, MockConn}, StreamRequest};
+    ///
+    /// let upper = |req: &mut StreamRequest| -> anyhow::Result<()> {
+    ///     let mut lines = req.framed(Lines::new());
+    ///     while let Some(line) = lines.read_frame()? {
+    ///         let conn = lines.get_mut();
+    ///         conn.write_all(&line.to_ascii_uppercase())?;
+    ///         conn.write_all(b"\n")?;
+    ///     }
+    ///     Ok(())
+    /// };
+    /// let conn = MockConn::new().read("a\nb\n");
+    /// let probe = conn.probe();
+    /// run_stream(&upper, conn)?;
+    /// assert_eq!(probe.written_str(), "A\nB\n");
+    /// # Ok::<(), socketserver::RequestError>(())
+    /// ```
+    pub fn framed<D: crate::framing::Decoder>(
+        &mut self,
+        decoder: D,
+    ) -> crate::framing::FramedReader<&mut StreamRequest, D> {
+        crate::framing::FramedReader::with_boundaries(self, decoder, |req| req.idle())
     }
 
     /// The server's shutdown handle (Python's `self.server.shutdown`), so a handler can stop the server
@@ -595,9 +633,16 @@ impl fmt::Debug for Reader {
     }
 }
 
+impl Drop for Reader {
+    fn drop(&mut self) {
+        // The descriptor closes with the request; a drain signal must not shut a number reused since.
+        crate::sys::signal::set_idle_fd(None);
+    }
+}
+
 impl Reader {
     fn tell(&self, state: ConnState) {
-        if let Some((hook, peer)) = &self.told {
+        if let Some((hook, peer)) = self.told.as_ref().filter(|_| !self.phase.is_cut()) {
             hook(peer, state);
         }
     }
@@ -605,6 +650,12 @@ impl Reader {
 
 impl Read for Reader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Between requests with the server draining: the connection ends unless a next request
+        // starts arriving within the idle grace (a request that came in as the drain began is read).
+        if self.phase.closing() && !crate::sys::wait_input(self.conn.fd(), self.phase.grace_left())
+        {
+            return Ok(0);
+        }
         let conn = &self.conn;
         let n = loop {
             self.timer.arm(|t| conn.set_read_timeout(t))?;
@@ -617,6 +668,7 @@ impl Read for Reader {
             }
         };
         if n > 0 && self.phase.set_busy() {
+            crate::sys::signal::set_idle_fd(None);
             self.tell(ConnState::Active);
         }
         Ok(n)

@@ -3,7 +3,7 @@
 //! and the test driver ([`testing::MessageDriver`](crate::testing::MessageDriver)) run the same code.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::conn::Conn;
 use super::id::ConnId;
@@ -16,7 +16,7 @@ use crate::error::{RequestError, guarded};
 use crate::framing::{Decoder, FrameBuf};
 use crate::layer::Progress;
 use crate::serving::{Event, Outcome, Shared, Ticket};
-use crate::state::ConnState;
+use crate::state::{ConnState, IDLE_GRACE_MS};
 use crate::transport::Duplex;
 
 /// The connections of one loop and the handler that serves them.
@@ -93,7 +93,9 @@ impl<H: MessageHandler> Engine<H> {
         let Some(peer) = self.conns.slab.get_mut(id) else {
             return;
         };
-        peer.last_active = Instant::now();
+        let now = Instant::now();
+        peer.last_active = now;
+        peer.last_read = now;
         peer.input.extend_from_slice(bytes);
         if peer.state != ConnState::Active {
             peer.state = ConnState::Active;
@@ -209,6 +211,25 @@ impl<H: MessageHandler> Engine<H> {
                     return;
                 }
             }
+        }
+    }
+
+    /// The server is draining: closes `id` (once its output is out) if it is between messages and
+    /// has sent nothing for the idle grace — as the blocking strategies close a connection whose
+    /// handler waits for a next request — and marks it to be looked at again otherwise. A connection
+    /// in the middle of a message, or streaming, goes on until it pauses.
+    pub(crate) fn close_at_boundary(&mut self, id: ConnId, now: Instant) {
+        let Some(peer) = self.conns.slab.get_mut(id) else {
+            return;
+        };
+        if peer.closing || peer.closed {
+            return;
+        }
+        peer.close_at_boundary = true;
+        let quiet =
+            now.saturating_duration_since(peer.last_read) >= Duration::from_millis(IDLE_GRACE_MS);
+        if peer.input.is_empty() && !peer.held && quiet {
+            self.conns.close_gracefully(id);
         }
     }
 

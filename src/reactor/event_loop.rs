@@ -14,6 +14,7 @@ use super::timers::IdleTimers;
 use crate::error::RequestError;
 use crate::serving::stats::Gauge;
 use crate::serving::{Admitted, Core, Drained, Event, Next, ServeSummary};
+use crate::state::DRAIN_POKE;
 use crate::sys::epoll::{self, Epoll, HUP_OR_ERROR, READABLE, WRITABLE};
 use crate::transport::{Incoming, Stream, Transport};
 
@@ -359,8 +360,20 @@ where
         self.update_listening();
     }
 
-    /// Closes the listener, stops reading, flushes what is queued until the shutdown timeout, then
-    /// closes every connection; returns the run's summary.
+    /// While draining: closes every connection between messages that has sent nothing for the idle
+    /// grace (after its queued output).
+    fn close_quiet_connections(&mut self) {
+        let now = Instant::now();
+        let mut cursor = 0;
+        while let Some(id) = self.engine.conns.slab.nth_id_from(&mut cursor) {
+            self.engine.close_at_boundary(id, now);
+        }
+        self.settle();
+    }
+
+    /// Closes the listener; closes each connection once it is between messages, quiet for the idle
+    /// grace and its output flushed, until the shutdown timeout; then cuts the rest. Returns the
+    /// run's summary.
     fn shut_down(&mut self) -> Option<ServeSummary> {
         self.shutting_down = true;
         let _ = self
@@ -377,12 +390,7 @@ where
         }
         let in_flight = self.open_connections();
         self.core.draining(in_flight);
-        let conns = &mut self.engine.conns;
-        let mut cursor = 0;
-        while let Some(id) = conns.slab.nth_id_from(&mut cursor) {
-            conns.close_gracefully(id);
-        }
-        self.settle();
+        self.close_quiet_connections();
         let deadline = self.core.drain_deadline();
         let mut forced = false;
         while self.open_connections() > 0 && !forced {
@@ -390,11 +398,12 @@ where
             if now >= deadline
                 || self
                     .epoll
-                    .wait(&mut self.events, Some(deadline - now))
+                    .wait(&mut self.events, Some((deadline - now).min(DRAIN_POKE)))
                     .is_err()
             {
                 break;
             }
+            self.close_quiet_connections();
             for i in 0..self.events.len() {
                 let event = self.events[i];
                 let token = epoll::token(&event);
@@ -417,7 +426,7 @@ where
                 peer.cut = true;
                 shared.emit(Event::Cut {
                     peer: Some(&peer.addr),
-                    how: "the connection, with output pending,",
+                    how: "the connection, with a message or output pending,",
                 });
             }
             conns.abort(id);

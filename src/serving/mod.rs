@@ -36,7 +36,7 @@ pub(crate) use peers::Ticket;
 pub(crate) use summary::Drained;
 pub use summary::{HandleOutcome, ServeSummary};
 
-use crate::state::ConnState;
+use crate::state::{ConnState, Phase};
 use events::Events;
 use peers::PeerLimit;
 pub(crate) use stats::Shape;
@@ -205,13 +205,28 @@ pub(crate) struct Job<F> {
 pub(crate) struct Cutter {
     conn: Arc<dyn Duplex>,
     mark: Arc<AtomicBool>,
+    phase: Option<Arc<Phase>>,
 }
 
 impl Cutter {
+    /// A drain began: closes the connection now if its handler waits between requests with nothing
+    /// of a next one arrived (its read returns end of stream, and the request ends well), or at its
+    /// next boundary otherwise.
+    pub(crate) fn close_if_idle(&self) {
+        if self.phase.as_ref().is_some_and(|phase| phase.drain())
+            && !crate::sys::has_input(self.conn.fd())
+        {
+            let _ = self.conn.shutdown(Shutdown::Read);
+        }
+    }
+
     /// Cuts the request unless it has ended already; returns whether it did.
     pub(crate) fn cut(&self) -> bool {
         if self.mark.swap(true, Ordering::SeqCst) {
             return false;
+        }
+        if let Some(phase) = &self.phase {
+            phase.set_cut();
         }
         let _ = self.conn.shutdown(Shutdown::Both);
         true
@@ -558,6 +573,7 @@ impl<T: Transport, H> Core<T, H> {
         let cutter = request.connection().map(|conn| Cutter {
             conn: conn.clone(),
             mark: mark.clone(),
+            phase: request.phase().cloned(),
         });
         let shared = self.shared.clone();
         let handler = self.handler.clone();

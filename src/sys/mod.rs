@@ -188,6 +188,42 @@ pub(crate) enum ChildExit {
     Signal(i32),
 }
 
+/// Milliseconds on the monotonic clock (`clock_gettime(CLOCK_MONOTONIC)`, async-signal-safe): for
+/// timestamps kept in atomics and read in signal handlers.
+pub(crate) fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec the call fills in; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1000)
+        .saturating_add(ts.tv_nsec as u64 / 1_000_000)
+}
+
+/// Waits up to `timeout` for stream socket `fd` to have bytes (or end of stream) to read; returns
+/// whether it does (`true` too if the wait itself fails, so the caller reads and sees why).
+pub(crate) fn wait_input(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
+    let mut fds = [readable(fd)];
+    match poll(&mut fds, Some(timeout)) {
+        Ok(n) => n > 0,
+        Err(_) => true,
+    }
+}
+
+/// Whether bytes are waiting to be read on stream socket `fd` (or it has reached end of stream),
+/// without taking any and without blocking: `recv(2)` with `MSG_PEEK | MSG_DONTWAIT`.
+pub(crate) fn has_input(fd: BorrowedFd<'_>) -> bool {
+    let mut byte = [0u8; 1];
+    nix::sys::socket::recv(
+        fd.as_raw_fd(),
+        &mut byte,
+        nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+    )
+    .is_ok()
+}
+
 /// Sends `sig` to our child `pid`; a child that is already gone is not an error.
 pub(crate) fn kill(pid: libc::pid_t, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);

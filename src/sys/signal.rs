@@ -8,7 +8,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 
@@ -34,6 +34,14 @@ impl Poke {
         }
     }
 
+    /// A poke of nothing: for a route whose work is its drain (see [`drain_on`]).
+    pub(crate) fn nothing() -> Poke {
+        Poke {
+            flag: std::ptr::null(),
+            fd: -1,
+        }
+    }
+
     /// A poke of eventfd `fd` alone. It must outlive every route that uses this poke.
     pub(crate) fn eventfd(fd: BorrowedFd<'_>) -> Poke {
         Poke {
@@ -52,6 +60,8 @@ struct Route {
     /// The signals routed together share one delivery count, kept at the index of the first of them.
     group: AtomicUsize,
     routed: AtomicBool,
+    /// The first delivery also drains this (forked child) process's idle connection.
+    drain: AtomicBool,
 }
 
 #[allow(clippy::declare_interior_mutable_const)] // a template for the array below, never used directly
@@ -62,11 +72,70 @@ const UNROUTED: Route = Route {
     repeat_fd: AtomicI32::new(-1),
     group: AtomicUsize::new(0),
     routed: AtomicBool::new(false),
+    drain: AtomicBool::new(false),
 };
 static ROUTES: [Route; SLOTS] = [UNROUTED; SLOTS];
 #[allow(clippy::declare_interior_mutable_const)]
 const ZERO: AtomicUsize = AtomicUsize::new(0);
 static DELIVERED: [AtomicUsize; SLOTS] = [ZERO; SLOTS];
+
+/// Whether this process is a forked child of a server (a `Forking` request's process, a `PreFork`
+/// worker): one connection at a time, drained by a signal rather than by a drain in this process.
+static IN_CHILD: AtomicBool = AtomicBool::new(false);
+/// In a forked child: whether its drain signal came.
+static CHILD_DRAINING: AtomicBool = AtomicBool::new(false);
+/// In a forked child: its connection's descriptor while the handler waits between two requests,
+/// else -1 — what the drain signal's handler shuts the reading side of.
+static CHILD_IDLE_FD: AtomicI32 = AtomicI32::new(-1);
+/// In a forked child: when its connection went idle ([`super::monotonic_ms`]).
+static CHILD_IDLE_SINCE: AtomicU64 = AtomicU64::new(0);
+
+/// Whether this forked child's drain signal came (always `false` outside forked children).
+pub(crate) fn draining_child() -> bool {
+    CHILD_DRAINING.load(Ordering::SeqCst)
+}
+
+/// A forked child's connection is idle (`Some(fd)`) or busy (`None`); nothing outside forked
+/// children, whose connections are drained by their own server instead.
+pub(crate) fn set_idle_fd(fd: Option<RawFd>) {
+    if IN_CHILD.load(Ordering::Relaxed) {
+        if fd.is_some() {
+            CHILD_IDLE_SINCE.store(super::monotonic_ms(), Ordering::SeqCst);
+        }
+        CHILD_IDLE_FD.store(fd.unwrap_or(-1), Ordering::SeqCst);
+    }
+}
+
+/// The drain of a forked child, from its signal handler (the server sends the signal again every
+/// `DRAIN_POKE` while the child lives): marks it draining, then, if the handler
+/// has waited between requests for the idle grace with nothing arrived, shuts the reading side of
+/// its connection, so that read returns end of stream. The handler marks the connection idle
+/// before it looks at the flag, so one of the two always sees the other.
+fn drain_child() {
+    CHILD_DRAINING.store(true, Ordering::SeqCst);
+    let fd = CHILD_IDLE_FD.load(Ordering::SeqCst);
+    let idle_for = super::monotonic_ms().saturating_sub(CHILD_IDLE_SINCE.load(Ordering::SeqCst));
+    if fd >= 0 && idle_for >= crate::state::IDLE_GRACE_MS {
+        // SAFETY: recv(2) and shutdown(2) are async-signal-safe and take any descriptor number; the
+        // byte outlives the call; errno is saved and restored so the interrupted code does not see
+        // ours.
+        unsafe {
+            let saved = *libc::__errno_location();
+            let mut byte = 0u8;
+            let peeked = libc::recv(
+                fd,
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            );
+            // Bytes of a next request already here are read, and the connection closes after it.
+            if peeked < 0 {
+                libc::shutdown(fd, libc::SHUT_RD);
+            }
+            *libc::__errno_location() = saved;
+        }
+    }
+}
 
 extern "C" fn on_signal(sig: libc::c_int) {
     let Some(route) = usize::try_from(sig).ok().and_then(|s| ROUTES.get(s)) else {
@@ -82,6 +151,9 @@ extern "C" fn on_signal(sig: libc::c_int) {
     } else {
         (&route.repeat_flag, repeat_fd)
     };
+    if route.drain.load(Ordering::SeqCst) {
+        drain_child();
+    }
     let flag = flag.load(Ordering::SeqCst);
     // SAFETY: a non-null flag pointer was stored by `route` from a live `&AtomicBool` whose owner keeps
     // it alive while routed (see the module docs); an atomic store is async-signal-safe.
@@ -147,10 +219,25 @@ pub(crate) fn route(
     Ok(())
 }
 
+/// Makes every delivery of each of `signals` (routed already, in a forked child) also drain the
+/// child's connection: closed if its handler has waited between requests for the idle grace, at its
+/// next boundary otherwise.
+pub(crate) fn drain_on(signals: &[Signal]) {
+    for &sig in signals {
+        if let Some(route) = ROUTES.get(sig as usize) {
+            route.drain.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
 /// In a freshly forked child: every routed signal back to its default action, every route forgotten,
 /// so the parent's handlers never run here (they would poke the parent's shared eventfds).
 pub(crate) fn reset_in_child() {
+    IN_CHILD.store(true, Ordering::SeqCst);
+    CHILD_DRAINING.store(false, Ordering::SeqCst);
+    CHILD_IDLE_FD.store(-1, Ordering::SeqCst);
     for (sig, route) in ROUTES.iter().enumerate() {
+        route.drain.store(false, Ordering::SeqCst);
         if !route.routed.swap(false, Ordering::SeqCst) {
             continue;
         }

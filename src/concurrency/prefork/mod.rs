@@ -16,6 +16,7 @@ use crate::error::RequestError;
 use crate::handler::sealed::Handles;
 use crate::serving::stats::Gauge;
 use crate::serving::{Core, Drained, Event, ServeSummary, Shape, Shared};
+use crate::state::DRAIN_POKE;
 use crate::sys::signal::Poke;
 use crate::sys::{self, ChildExit, EventFd, SharedCounters};
 use crate::transport::Transport;
@@ -236,7 +237,9 @@ impl<T: Transport, H: Handles<T::Kind>> Strategy<T, H> for PreFork {
             let recheck = starvation
                 .observe(Some(load), core.listener())
                 .or_else(|| Some(Instant::now() + Duration::from_secs(1)));
-            let wait = [sup.respawn_at, recheck]
+            // Workers retiring after a reload hear their drain signal again every `DRAIN_POKE`.
+            let poke = sup.poke_retiring().then(|| Instant::now() + DRAIN_POKE);
+            let wait = [sup.respawn_at, recheck, poke]
                 .into_iter()
                 .flatten()
                 .min()
@@ -272,10 +275,13 @@ impl<T: Transport, H: Handles<T::Kind>> Strategy<T, H> for PreFork {
         // the request's reads and writes retry) until the deadline.
         let force = shared.shutdown().force_fd();
         let mut exited = Vec::new();
-        sup.workers
-            .wait(core.drain_deadline(), Some(&force), |w, exit| {
-                exited.push((w, exit))
-            });
+        // Every worker is retiring: each hears its drain signal again every `DRAIN_POKE`.
+        sup.workers.wait_poking(
+            core.drain_deadline(),
+            Some(&force),
+            Some(worker::DRAIN_SIGNAL),
+            |w, exit| exited.push((w, exit)),
+        );
         sup.after_exits(exited, &shared, true);
         let cut = sup.workers.len();
         for w in sup.workers.iter() {
@@ -409,6 +415,17 @@ impl Supervisor {
         if n > 0 {
             log::info!("{why}: retiring {n} worker(s)");
         }
+    }
+
+    /// Sends the drain signal to every retiring worker, so one that went idle since the last closes
+    /// its connection; returns whether there were any.
+    fn poke_retiring(&self) -> bool {
+        let mut any = false;
+        for w in self.workers.iter().filter(|w| w.meta.retiring) {
+            sys::kill(w.pid, worker::DRAIN_SIGNAL);
+            any = true;
+        }
+        any
     }
 
     /// Reaps every worker that has exited and schedules replacements for the ones that were not
