@@ -30,6 +30,12 @@
 //! durations, workers) at `http://127.0.0.1:9100/metrics` for Prometheus — under every strategy, the
 //! forked children's requests included.
 //!
+//! Zero-downtime upgrade: `SIGUSR2` starts the program anew (a new build deployed over it) with the
+//! same flags, hands it the listening socket (and the metrics endpoint's), and once it is ready this
+//! process stops accepting and drains; `--pid-file PATH` then names the new process. Under systemd
+//! (`Type=notify`) it reports `READY=1`, `STOPPING=1`, watchdog pings and `MAINPID=` after an
+//! upgrade without a flag.
+//!
 //! The first line on stdout is `listening on <bound address>`, so scripts can find the port; `SIGINT`
 //! or `SIGTERM` shuts it down gracefully and it exits 0. Bad flags print usage and exit 2.
 
@@ -49,7 +55,7 @@ use socketserver::transport::{Datagram, Stream};
 use socketserver::{
     Concurrency, DatagramRequest, InheritedSocket, PreFork, Reactor, Sequential, Server,
     SocketKind, StreamOptions, StreamRequest, Tcp, Transport, Udp, UnixDatagram, UnixStream,
-    activation, signals,
+    signals,
 };
 
 #[derive(Parser, Debug)]
@@ -76,6 +82,14 @@ struct Args {
     /// Replace a stale Unix socket file (one nothing answers on) at --addr.
     #[arg(long)]
     replace_stale: bool,
+    /// Write the server's pid to PATH once it is ready (atomically); removed when it exits. Refused
+    /// while PATH names another running process.
+    #[arg(long, value_name = "PATH")]
+    pid_file: Option<std::path::PathBuf>,
+    /// How long a `SIGUSR2` upgrade waits for the new process to be ready, in milliseconds (default
+    /// 60000); past it the new process is ended and this one serves on.
+    #[arg(long, value_name = "MS")]
+    upgrade_timeout_ms: Option<u64>,
     /// How long shutdown waits for in-flight requests before cutting them, in milliseconds.
     #[arg(long)]
     shutdown_timeout_ms: Option<u64>,
@@ -288,16 +302,25 @@ where
         };
         server = server.stream_options(options);
     }
-    common::serve_with_metrics(server, args.metrics.metrics_addr)
+    common::serve_with(
+        server,
+        common::Ops {
+            metrics: args.metrics.metrics_addr,
+            pid_file: args.pid_file.clone(),
+            upgrade_as: Some("echo"),
+            upgrade_timeout: args.upgrade_timeout_ms.map(Duration::from_millis),
+        },
+    )
 }
 
 fn main() -> anyhow::Result<()> {
     let args: Args = common::parse_args();
-    // Before any thread starts: taking the activation sockets removes environment variables.
-    let activated = if args.listen.listen_fd.is_none() && args.listen.addr.is_none() {
-        activation::listen_fds().context("socket activation")?
+    // Sockets passed by systemd, or by an upgrading predecessor (started with these same flags,
+    // --addr included), are served instead of binding.
+    let activated = if args.listen.listen_fd.is_none() {
+        common::activated("echo")?
     } else {
-        Vec::new()
+        None
     };
     common::init_logging();
     let listener = if let Some(fd) = args.listen.listen_fd {
@@ -306,7 +329,7 @@ fn main() -> anyhow::Result<()> {
         let socket = unsafe { InheritedSocket::from_raw_fd(fd) }
             .with_context(|| format!("--listen-fd {fd}"))?;
         Listener::inherited(socket, &args)?
-    } else if let Some(socket) = activated.into_iter().next() {
+    } else if let Some(socket) = activated {
         Listener::inherited(socket, &args)?
     } else if args.listen.systemd {
         anyhow::bail!(

@@ -116,6 +116,12 @@ struct TcpRrArgs {
     /// Client threads multiplexing the connections (0 = min(conns, CPUs, 4))
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// When the server closes a connection before any byte of a request's reply (a server draining
+    /// for a restart or an upgrade closes keep-alive connections between requests), open a new one
+    /// and send the request again, as HTTP clients do; counted as `reconnects`, not as errors. A
+    /// reply cut short is still an error.
+    #[arg(long)]
+    reconnect: bool,
 }
 
 #[derive(Args, Debug)]
@@ -597,6 +603,8 @@ struct Stats {
     ok: u64,
     errors: u64,
     first_error: Option<String>,
+    /// Connections reopened after the server closed them between requests (`--reconnect`).
+    reconnects: u64,
 }
 
 impl Stats {
@@ -610,6 +618,7 @@ impl Stats {
         self.hist.merge(&o.hist);
         self.ok += o.ok;
         self.errors += o.errors;
+        self.reconnects += o.reconnects;
         if self.first_error.is_none() {
             self.first_error = o.first_error;
         }
@@ -730,7 +739,8 @@ fn tcp_rr(addr: SocketAddr, a: &TcpRrArgs, io_timeout: Duration, r: &mut Report)
         .into_iter()
         .map(|g| {
             let budget = Arc::clone(&budget);
-            thread::spawn(move || rr_worker(g, size, end, &budget, io_timeout))
+            let reconnect = a.reconnect.then_some(addr);
+            thread::spawn(move || rr_worker(g, size, end, &budget, io_timeout, reconnect))
         })
         .collect();
     let total = join_all(handles);
@@ -744,6 +754,9 @@ fn tcp_rr(addr: SocketAddr, a: &TcpRrArgs, io_timeout: Duration, r: &mut Report)
     r.int("requests", total.ok);
     r.num("rps", total.ok as f64 / elapsed.max(1e-9));
     total.hist.add_to(r);
+    if a.reconnect {
+        r.int("reconnects", total.reconnects);
+    }
     r.failed_completely = total.ok == 0;
     r.error(total.errors, total.first_error);
     Ok(())
@@ -755,9 +768,10 @@ fn rr_worker(
     end: Instant,
     budget: &Budget,
     io_timeout: Duration,
+    reconnect: Option<SocketAddr>,
 ) -> Stats {
     let mut st = Stats::default();
-    if let Err(e) = rr_loop(streams, size, end, budget, io_timeout, &mut st) {
+    if let Err(e) = rr_loop(streams, size, end, budget, io_timeout, reconnect, &mut st) {
         st.fail(format!("{e:#}"));
     }
     st
@@ -769,6 +783,7 @@ fn rr_loop(
     end: Instant,
     budget: &Budget,
     io_timeout: Duration,
+    reconnect: Option<SocketAddr>,
     st: &mut Stats,
 ) -> Result<()> {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create")?;
@@ -851,7 +866,14 @@ fn rr_loop(
                     st.ok += 1;
                     if budget.take() {
                         c.begin();
-                        if let Err(e) = start_write(&epoll, c, i) {
+                        let started = match (start_write(&epoll, c, i), reconnect) {
+                            // The server closed the connection after the last reply.
+                            (Err(_), Some(addr)) => {
+                                reopen(&epoll, c, i, addr, io_timeout).map(|()| st.reconnects += 1)
+                            }
+                            (result, _) => result,
+                        };
+                        if let Err(e) = started {
                             st.fail(format!("{e:#}"));
                             retire(&epoll, c, &mut inflight);
                         }
@@ -860,8 +882,19 @@ fn rr_loop(
                     }
                 }
                 Err(e) => {
-                    st.fail(format!("{e:#}"));
-                    retire(&epoll, c, &mut inflight);
+                    // Closed between requests (nothing of the reply came): a new connection, the
+                    // same request.
+                    let reopened = match reconnect.filter(|_| c.recvd == 0) {
+                        Some(addr) => reopen(&epoll, c, i, addr, io_timeout),
+                        None => Err(e),
+                    };
+                    match reopened {
+                        Ok(()) => st.reconnects += 1,
+                        Err(e) => {
+                            st.fail(format!("{e:#}"));
+                            retire(&epoll, c, &mut inflight);
+                        }
+                    }
                 }
             }
         }
@@ -880,6 +913,27 @@ fn rr_loop(
         }
     }
     Ok(())
+}
+
+/// Replaces `c`'s connection with a new one to `addr` and sends its request again from the start.
+fn reopen(
+    epoll: &Epoll,
+    c: &mut RrConn,
+    i: usize,
+    addr: SocketAddr,
+    io_timeout: Duration,
+) -> Result<()> {
+    let _ = epoll.delete(&c.stream);
+    let stream = connect(addr, io_timeout).context("reconnecting")?;
+    stream.set_nonblocking(true)?;
+    c.stream = stream;
+    c.sent = 0;
+    c.recvd = 0;
+    c.want_write = false;
+    epoll
+        .add(&c.stream, EpollEvent::new(EpollFlags::EPOLLIN, i as u64))
+        .context("epoll_ctl add")?;
+    start_write(epoll, c, i)
 }
 
 fn start_write(epoll: &Epoll, c: &mut RrConn, i: usize) -> Result<()> {

@@ -90,6 +90,8 @@ mod error;
 pub mod framing;
 pub mod handler;
 mod layer;
+pub mod notify;
+mod pidfile;
 mod privdrop;
 pub mod proxy_protocol;
 pub mod reactor;
@@ -102,6 +104,7 @@ mod state;
 mod sys;
 pub mod testing;
 pub mod transport;
+pub mod upgrade;
 
 pub use addr::Addr;
 pub use concurrency::{

@@ -32,6 +32,7 @@ static ROUTED: Mutex<Vec<Routed>> = Mutex::new(Vec::new());
 enum Routed {
     Shutdown(ShutdownHandle),
     Reload(ReloadHandle),
+    Upgrade(std::sync::Arc<crate::sys::EventFd>),
 }
 
 /// Makes `SIGINT` and `SIGTERM` request a graceful shutdown through `handle`; a second signal cuts the
@@ -89,4 +90,54 @@ pub fn reload_on_sighup(handle: &ReloadHandle) -> io::Result<()> {
     let mut routed = ROUTED.lock();
     routed.push(Routed::Reload(handle.clone()));
     signal::route(&[Signal::SIGHUP], handle.poke(), None, &[])
+}
+
+/// Makes `SIGUSR2` start `upgrade` (see [`upgrade`](crate::upgrade)): the successor is started and,
+/// once it is ready, the upgrade's servers drain and their `serve_forever` returns; if it fails, the
+/// servers serve on and the failure is logged — and a later `SIGUSR2` tries again. The upgrade runs
+/// on a thread of its own, so serving goes on meanwhile.
+///
+/// # Errors
+/// `sigaction(2)`, `eventfd(2)` or starting the thread failing.
+///
+/// # Examples
+///
+/// ```
+/// use socketserver::upgrade::Upgrade;
+/// use socketserver::{signals, StreamRequest, ThreadingTcpServer};
+///
+/// let server = ThreadingTcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?;
+/// signals::upgrade_on_sigusr2(Upgrade::new()?.listener("echo", &server)?)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn upgrade_on_sigusr2(upgrade: crate::upgrade::Upgrade) -> io::Result<()> {
+    use std::os::fd::AsFd;
+    let trigger = std::sync::Arc::new(crate::sys::EventFd::new(false)?);
+    let waiting = trigger.clone();
+    std::thread::Builder::new()
+        .name("socketserver-upgrade".into())
+        .spawn(move || {
+            loop {
+                let mut fds = [crate::sys::readable(waiting.as_fd())];
+                if crate::sys::poll(&mut fds, None).is_err() || !waiting.take() {
+                    continue;
+                }
+                match upgrade.run() {
+                    Ok(pid) => {
+                        log::info!("upgrade: handed over to process {pid}");
+                        return;
+                    }
+                    Err(e) => log::error!("{e}; serving on"),
+                }
+            }
+        })
+        .map_err(|e| crate::sys::context(e, "starting the upgrade thread"))?;
+    let mut routed = ROUTED.lock();
+    routed.push(Routed::Upgrade(trigger.clone()));
+    signal::route(
+        &[Signal::SIGUSR2],
+        signal::Poke::eventfd(trigger.as_fd()),
+        None,
+        &[],
+    )
 }

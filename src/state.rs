@@ -2,7 +2,7 @@
 //! hook hears it — Go's `http.ConnState`.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A connection's state. A hook set with [`Server::conn_state`](crate::Server::conn_state) hears
 /// each change:
@@ -62,17 +62,6 @@ impl fmt::Display for ConnState {
 /// The connection-state hook's shape (`Server::conn_state`).
 pub(crate) type StateHook = std::sync::Arc<dyn Fn(&crate::Addr, ConnState) + Send + Sync>;
 
-/// How long a connection must have waited between requests, with nothing of a next one arrived,
-/// before a drain closes it. Long enough that a client streaming into a handler that marks every
-/// chunk a boundary (the echo server) is not cut between two chunks; short beside any real idle
-/// keep-alive connection. A handler that goes idle during a drain waits this long for a next
-/// request before its connection closes.
-pub(crate) const IDLE_GRACE_MS: u64 = 100;
-
-/// While a server drains, how often it looks again for connections that went idle (and, for forked
-/// children, sends their drain signal again: a signal handler cannot wait for the grace to pass).
-pub(crate) const DRAIN_POKE: std::time::Duration = std::time::Duration::from_millis(IDLE_GRACE_MS);
-
 /// Whether a stream connection's handler is inside a request or between two, shared by the
 /// request (which says so) and whoever drains the server (which closes the idle ones).
 ///
@@ -80,11 +69,17 @@ pub(crate) const DRAIN_POKE: std::time::Duration = std::time::Duration::from_mil
 /// opposite orders — the drain marks the phase draining, then looks whether it is idle; the handler
 /// marks it idle, then (at its next read) looks whether it is draining — so at least one of them
 /// sees the other, and an idle connection is never left waiting for a request that cannot come.
+///
+/// What no server can avoid, Go's included: a request that arrives just as its idle connection is
+/// closed is lost (its client sees the connection close without an answer, as HTTP clients expect
+/// of keep-alive connections, and retries). Here that window also spans the instant between a read
+/// that took a request's first bytes and the phase turning busy.
 #[derive(Debug, Default)]
 pub(crate) struct Phase {
     idle: AtomicBool,
-    /// When it last went idle ([`sys::monotonic_ms`](crate::sys::monotonic_ms)).
-    idle_since: AtomicU64,
+    /// Bytes of a first request have arrived. Until then the connection is new, not idle: its client
+    /// has just connected, and its request is on its way (Go's `StateNew`), so a drain lets it come.
+    started: AtomicBool,
     draining: AtomicBool,
     /// Cut at the drain deadline: the state hook has heard `Cut`, and hears nothing more.
     cut: AtomicBool,
@@ -93,37 +88,26 @@ pub(crate) struct Phase {
 impl Phase {
     /// The handler waits for the next request; returns whether it was busy until now.
     pub(crate) fn set_idle(&self) -> bool {
-        let was_busy = !self.idle.load(Ordering::SeqCst);
-        if was_busy {
-            self.idle_since
-                .store(crate::sys::monotonic_ms(), Ordering::SeqCst);
-            self.idle.store(true, Ordering::SeqCst);
-        }
-        was_busy
+        !self.idle.swap(true, Ordering::SeqCst)
     }
 
     /// Bytes of a request arrived; returns whether it was idle until now.
     pub(crate) fn set_busy(&self) -> bool {
+        self.started.store(true, Ordering::Relaxed);
         self.idle.swap(false, Ordering::SeqCst)
     }
 
+    /// Between two requests: idle, after a first one.
     pub(crate) fn is_idle(&self) -> bool {
-        self.idle.load(Ordering::SeqCst)
+        self.idle.load(Ordering::SeqCst) && self.started.load(Ordering::Relaxed)
     }
 
-    /// How much of [`IDLE_GRACE_MS`] is left for a next request to start arriving.
-    pub(crate) fn grace_left(&self) -> std::time::Duration {
-        let since = self.idle_since.load(Ordering::SeqCst);
-        let idle_for = crate::sys::monotonic_ms().saturating_sub(since);
-        std::time::Duration::from_millis(IDLE_GRACE_MS.saturating_sub(idle_for))
-    }
-
-    /// A drain is on: the connection is to end at a boundary. Returns whether it may close now —
-    /// idle for [`IDLE_GRACE_MS`] at least — so the drain shuts its reading side and the handler's
-    /// waiting read returns end of stream.
+    /// A drain is on: the connection is to end at a boundary. Returns whether it is at one now — then
+    /// the drain shuts its reading side (unless a next request is already arriving), so the
+    /// handler's waiting read returns end of stream.
     pub(crate) fn drain(&self) -> bool {
         self.draining.store(true, Ordering::SeqCst);
-        self.is_idle() && self.grace_left().is_zero()
+        self.is_idle()
     }
 
     /// The drain deadline cut the connection.
@@ -135,9 +119,9 @@ impl Phase {
         self.cut.load(Ordering::SeqCst)
     }
 
-    /// Whether the handler's next read is to end the connection unless a request starts arriving
-    /// within [`grace_left`](Self::grace_left): it is between requests, and a drain is on — of this
-    /// server, or (in a forked child) of this process.
+    /// Whether the handler's next read is to end the connection (unless a next request is already
+    /// arriving): it is between requests, and a drain is on — of this server, or (in a forked child)
+    /// of this process.
     pub(crate) fn closing(&self) -> bool {
         self.is_idle()
             && (self.draining.load(Ordering::SeqCst) || crate::sys::signal::draining_child())

@@ -1,77 +1,68 @@
 //! A drain does not wait on idle connections (Go's `Shutdown`): with 100 idle keep-alive clients and
 //! one request in flight, `SIGTERM` closes the idle connections at once, lets the request in flight
-//! finish whole, and the server exits as soon as it has — not at the drain deadline (60 s here).
-//! Under every strategy that serves connections for long: Threading, Pool, Forking, PreFork and
-//! Reactor, each in the echo example's own process. The timings are printed, not asserted (run with
-//! `--nocapture` to see them).
+//! finish — its response whole — and the server exits as soon as it has, not at the drain deadline
+//! (60 s here). The blocking strategies serve `http_hello` in its own process; `Reactor` serves a
+//! line protocol in this one. The timings are printed, not asserted (`--nocapture` shows them).
 
 mod util;
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
-use std::time::Instant;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use util::{Bounded, ServerProc, TIMEOUT, connect, spawn_bounded};
+use socketserver::framing::Lines;
+use socketserver::reactor::{Conn, MessageHandler};
+use socketserver::{Reactor, Server, Tcp};
+use util::{
+    ServerProc, Serving, TIMEOUT, connect, eventually, read_http_response, unread_by_server,
+};
 
 const IDLE: usize = 100;
-/// More than the loopback socket buffers on both sides hold: the echo is still being written when
-/// the signal comes, so the request is in flight.
-const IN_FLIGHT_BYTES: usize = 32 << 20;
 
-fn pattern(i: usize) -> u8 {
-    (i % 251) as u8
-}
-
-/// A client that made one request and keeps its connection open.
-fn idle_client(server: &ServerProc) -> TcpStream {
-    let mut conn = connect(server.socket_addr());
+/// A keep-alive client that made one request and keeps its connection open.
+fn idle_http_client(server: &ServerProc) -> BufReader<TcpStream> {
+    let conn = connect(server.socket_addr());
     conn.set_read_timeout(Some(TIMEOUT)).unwrap();
-    conn.write_all(b"hi").unwrap();
-    let mut back = [0; 2];
-    conn.read_exact(&mut back).unwrap();
-    assert_eq!(&back, b"hi");
+    let mut conn = BufReader::new(conn);
+    conn.get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_http_response(&mut conn).1, b"hello\n");
     conn
 }
 
-/// A request in flight: the client sends [`IN_FLIGHT_BYTES`] from a thread and reads nothing yet.
-fn request_in_flight(server: &ServerProc) -> (TcpStream, Bounded<()>) {
-    let conn = connect(server.socket_addr());
-    let mut writer = conn.try_clone().unwrap();
-    let sender = spawn_bounded(move || {
-        let data: Vec<u8> = (0..IN_FLIGHT_BYTES).map(pattern).collect();
-        writer
-            .write_all(&data)
-            .expect("the request in flight was cut");
-    });
-    conn.set_read_timeout(Some(TIMEOUT)).unwrap();
-    assert_eq!(conn.peek(&mut [0]).expect("an echo"), 1);
-    (conn, sender)
+/// Whether the server closed `conn` (end of stream, or a reset), waiting up to [`TIMEOUT`].
+fn closed(conn: &mut impl Read) -> bool {
+    let mut byte = [0; 1];
+    !matches!(conn.read(&mut byte), Ok(1..))
 }
 
-fn idle_connections_close_at_once(concurrency: &str, sizing: &[&str]) {
+fn http_idle_connections_close_at_once(concurrency: &str, sizing: &[&str]) {
     let log = tempfile::NamedTempFile::new().unwrap();
-    let mut cmd = std::process::Command::new(util::example_bin("echo"));
-    cmd.args(["--addr", "127.0.0.1:0", "--concurrency", concurrency])
-        .args(["--shutdown-timeout-ms", "60000"])
+    let mut cmd = std::process::Command::new(util::example_bin("http_hello"));
+    cmd.args(["--concurrency", concurrency])
+        .args(["--shutdown-timeout-ms", "60000", "--max-per-peer", "0"])
         .args(sizing)
         .env("RUST_LOG", "info")
         .stderr(log.reopen().unwrap());
     let mut server = ServerProc::start(cmd);
-    let mut idle: Vec<TcpStream> = (0..IDLE).map(|_| idle_client(&server)).collect();
-    let (mut slow, sender) = request_in_flight(&server);
+    let mut idle: Vec<_> = (0..IDLE).map(|_| idle_http_client(&server)).collect();
+    // In flight: a request whose body is half sent, read by its handler.
+    let mut slow = idle_http_client(&server);
+    slow.get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nfirst")
+        .unwrap();
+    assert!(eventually(TIMEOUT, || unread_by_server(slow.get_ref()) == Some(0)));
 
     let signalled = Instant::now();
     kill(Pid::from_raw(server.pid()), Signal::SIGTERM).unwrap();
-    // Every idle connection ends while the request in flight is still going (nothing of its echo
-    // has been read yet, so its handler cannot have finished).
     for conn in &mut idle {
-        let mut byte = [0; 1];
-        let n = conn
-            .read(&mut byte)
-            .unwrap_or_else(|e| panic!("{concurrency}: an idle connection was not closed: {e}"));
-        assert_eq!(n, 0, "{concurrency}: an idle connection was sent data");
+        assert!(
+            closed(conn),
+            "{concurrency}: an idle connection was not closed"
+        );
     }
     let idle_closed = signalled.elapsed();
     assert!(
@@ -79,22 +70,20 @@ fn idle_connections_close_at_once(concurrency: &str, sizing: &[&str]) {
         "{concurrency}: the server did not wait for the request in flight"
     );
 
-    // The request in flight finishes, whole.
-    let mut echo = vec![0; IN_FLIGHT_BYTES];
-    slow.read_exact(&mut echo)
-        .unwrap_or_else(|e| panic!("{concurrency}: the echo broke off: {e}"));
-    assert!(
-        (0..IN_FLIGHT_BYTES).all(|i| echo[i] == pattern(i)),
-        "{concurrency}: the echo differs"
-    );
-    sender.wait(TIMEOUT);
-    slow.shutdown(Shutdown::Write).unwrap();
+    // The request in flight finishes: its response comes whole, then the connection closes.
+    slow.get_mut().write_all(b"half!").unwrap();
     let finished = Instant::now();
-    let mut rest = Vec::new();
-    let _ = slow.read_to_end(&mut rest);
-    assert!(rest.is_empty());
-
-    // The server exits once it has: far sooner than the 60 s deadline (TIMEOUT is 20 s).
+    let (status, body) = read_http_response(&mut slow);
+    assert_eq!(
+        (status.as_str(), body.as_slice()),
+        ("HTTP/1.1 200 OK", &b"hello\n"[..])
+    );
+    assert!(
+        closed(&mut slow),
+        "{concurrency}: the connection stayed open"
+    );
+    // http_hello closes a connection gracefully (it lingers until the client closes too).
+    drop(slow);
     let status = server
         .wait_exit(TIMEOUT)
         .unwrap_or_else(|| panic!("{concurrency}: the server waited for the drain deadline"));
@@ -108,31 +97,95 @@ fn idle_connections_close_at_once(concurrency: &str, sizing: &[&str]) {
     assert!(log.contains(&want), "{concurrency}: {log}");
     println!(
         "{concurrency}: {IDLE} idle connections closed {idle_closed:?} after SIGTERM; \
-         the server exited {exited:?} after the request in flight finished"
+         the server exited {exited:?} after the request in flight was completed"
     );
 }
 
 #[test]
 fn threading() {
-    idle_connections_close_at_once("threading", &[]);
+    http_idle_connections_close_at_once("threading", &[]);
 }
 
 #[test]
 fn pool() {
-    idle_connections_close_at_once("pool", &["--workers", "110"]);
+    http_idle_connections_close_at_once("pool", &["--workers", "110"]);
 }
 
 #[test]
 fn forking() {
-    idle_connections_close_at_once("forking", &["--max-children", "110"]);
+    http_idle_connections_close_at_once("forking", &["--max-children", "110"]);
 }
 
 #[test]
 fn prefork() {
-    idle_connections_close_at_once("prefork", &["--workers", "110"]);
+    http_idle_connections_close_at_once("prefork", &["--workers", "110"]);
+}
+
+/// Lines in, lines out; `big` is answered with a 1 MiB line.
+struct LineEcho;
+
+impl MessageHandler for LineEcho {
+    type Codec = Lines;
+
+    fn codec(&self) -> Lines {
+        Lines::with_max_line_len(2 << 20)
+    }
+
+    fn on_message(&self, conn: &mut Conn<'_, Lines>, line: Vec<u8>) -> anyhow::Result<()> {
+        if line == b"big" {
+            conn.send(&vec![b'x'; 1 << 20])?;
+        } else {
+            conn.send(&line)?;
+        }
+        Ok(())
+    }
 }
 
 #[test]
 fn reactor() {
-    idle_connections_close_at_once("reactor", &[]);
+    let server = Server::new(Reactor::new(), Tcp::bind("127.0.0.1:0").unwrap(), LineEcho)
+        .unwrap()
+        .shutdown_timeout(Duration::from_secs(60));
+    let mut serving = Serving::start(server);
+    let mut idle: Vec<BufReader<TcpStream>> = (0..IDLE)
+        .map(|_| {
+            let conn = connect(serving.addr);
+            conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+            let mut conn = BufReader::new(conn);
+            conn.get_mut().write_all(b"hi\n").unwrap();
+            let mut line = String::new();
+            conn.read_line(&mut line).unwrap();
+            assert_eq!(line, "hi\n");
+            conn
+        })
+        .collect();
+    // In flight: half a message, which the loop has read.
+    let slow = connect(serving.addr);
+    slow.set_read_timeout(Some(TIMEOUT)).unwrap();
+    (&slow).write_all(b"bi").unwrap();
+    assert!(eventually(TIMEOUT, || unread_by_server(&slow) == Some(0)));
+
+    let signalled = Instant::now();
+    serving.stop.shutdown(); // what SIGTERM does, through `signals::shutdown_on_signals`
+    for conn in &mut idle {
+        assert!(closed(conn), "reactor: an idle connection was not closed");
+    }
+    let idle_closed = signalled.elapsed();
+    (&slow).write_all(b"g\n").unwrap();
+    let finished = Instant::now();
+    let mut reply = Vec::new();
+    let mut slow = BufReader::new(slow);
+    slow.read_until(b'\n', &mut reply).unwrap();
+    assert_eq!(reply.len(), (1 << 20) + 1, "the reply was not whole");
+    assert!(closed(&mut slow), "reactor: the connection stayed open");
+    let summary = serving.join();
+    let exited = finished.elapsed();
+    assert_eq!(
+        (summary.in_flight_at_shutdown, summary.drained, summary.cut),
+        (IDLE + 1, IDLE + 1, 0)
+    );
+    println!(
+        "reactor: {IDLE} idle connections closed {idle_closed:?} after shutdown; \
+         serve_forever returned {exited:?} after the message in flight was completed"
+    );
 }

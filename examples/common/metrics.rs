@@ -14,26 +14,51 @@ use std::thread::JoinHandle;
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use socketserver::stats::{BUCKET_BOUNDS_SECONDS, Stats};
-use socketserver::{ShutdownHandle, StreamRequest, ThreadingTcpServer};
+use socketserver::{
+    InheritedSocket, Server, ShutdownHandle, StreamHandler, StreamRequest, Tcp, Threading,
+    ThreadingTcpServer,
+};
 
 /// The longest request line or header line read from a scraper.
 const MAX_LINE: usize = 8 * 1024;
 /// The most header lines read from a scraper.
 const MAX_HEADERS: usize = 100;
 
-/// A running `/metrics` endpoint; [`Endpoint::stop`] shuts it down.
+/// The `/metrics` endpoint: bound (or taken over from a predecessor) first, serving once started.
 pub struct Endpoint {
+    server: ThreadingTcpServer<Scrape>,
     pub addr: SocketAddr,
+}
+
+/// A running endpoint; [`Running::stop`] shuts it down.
+pub struct Running {
     stop: ShutdownHandle,
     thread: JoinHandle<()>,
 }
 
+/// The endpoint's handler: one scrape per connection.
+pub struct Scrape {
+    stats: Stats,
+    prometheus: PrometheusHandle,
+}
+
+impl StreamHandler for Scrape {
+    fn handle(&self, req: &mut StreamRequest) -> anyhow::Result<()> {
+        scrape(req, &self.stats, &self.prometheus)
+    }
+}
+
 impl Endpoint {
-    /// Serves `stats` at `http://addr/metrics` from a thread of its own.
+    /// Binds `addr` — or serves `inherited`, the endpoint's socket handed over by an upgrading
+    /// predecessor — for `stats`.
     ///
     /// # Errors
     /// The recorder cannot be installed (one per process), or `addr` cannot be bound.
-    pub fn start(addr: SocketAddr, stats: Stats) -> anyhow::Result<Endpoint> {
+    pub fn bind(
+        addr: SocketAddr,
+        inherited: Option<InheritedSocket>,
+        stats: Stats,
+    ) -> anyhow::Result<Endpoint> {
         let prometheus = PrometheusBuilder::new()
             .set_buckets_for_metric(
                 Matcher::Full("socketserver_request_duration_seconds".into()),
@@ -41,15 +66,30 @@ impl Endpoint {
             )?
             .install_recorder()
             .context("installing the Prometheus recorder")?;
-        let mut server = ThreadingTcpServer::bind(addr, move |req: &mut StreamRequest| {
-            scrape(req, &stats, &prometheus)
-        })
-        .with_context(|| format!("--metrics-addr {addr}"))?
-        .handle_error(|peer, e| log::debug!("metrics request from {peer:?}: {e}"));
+        let transport = match inherited {
+            Some(socket) => socket.into_tcp().context("the inherited metrics socket")?,
+            None => Tcp::bind(addr).with_context(|| format!("--metrics-addr {addr}"))?,
+        };
+        let server = Server::new(Threading::new(), transport, Scrape { stats, prometheus })?
+            .handle_error(|peer, e| log::debug!("metrics request from {peer:?}: {e}"));
         let addr = server
             .local_addr()
             .as_inet()
             .context("the metrics endpoint has no inet address")?;
+        Ok(Endpoint { server, addr })
+    }
+
+    /// The endpoint's server, to hand its socket to an upgrade.
+    pub fn server(&self) -> &ThreadingTcpServer<Scrape> {
+        &self.server
+    }
+
+    /// Serves on a thread of its own.
+    ///
+    /// # Errors
+    /// The thread cannot be started.
+    pub fn start(self) -> anyhow::Result<Running> {
+        let mut server = self.server;
         let stop = server.shutdown_handle();
         let thread = std::thread::Builder::new()
             .name("metrics".into())
@@ -58,9 +98,11 @@ impl Endpoint {
                     log::error!("metrics endpoint: {e}");
                 }
             })?;
-        Ok(Endpoint { addr, stop, thread })
+        Ok(Running { stop, thread })
     }
+}
 
+impl Running {
     /// Shuts the endpoint down and waits for it.
     pub fn stop(self) {
         self.stop.shutdown();

@@ -4,6 +4,7 @@
 
 use std::io::Write;
 
+use anyhow::Context;
 use clap::Parser;
 use clap::error::ContextKind;
 use socketserver::{Concurrency, Server, Transport, signals};
@@ -51,34 +52,103 @@ where
     C: Concurrency<T, H>,
     T: Transport,
 {
-    serve_with_metrics(server, None)
+    serve_with(server, Ops::default())
 }
 
-/// As [`serve`], and with `metrics` (`--metrics-addr`) the server's figures at
-/// `http://<metrics>/metrics`; the endpoint's bound address is the second stdout line,
-/// `metrics on <addr>`. The endpoint stops after the server has drained, so a last scrape sees the
-/// final counts.
-pub fn serve_with_metrics<C, T, H>(
-    mut server: Server<C, T, H>,
-    metrics: Option<std::net::SocketAddr>,
-) -> anyhow::Result<()>
+/// The sockets this process was started with (systemd's socket activation, or an upgrading
+/// predecessor's hand-over), claimed once.
+static ACTIVATED: std::sync::Mutex<Option<Vec<socketserver::InheritedSocket>>> =
+    std::sync::Mutex::new(None);
+
+fn claim_activated() -> anyhow::Result<()> {
+    let mut claimed = ACTIVATED.lock().unwrap_or_else(|e| e.into_inner());
+    if claimed.is_none() {
+        *claimed = Some(socketserver::activation::listen_fds().context("socket activation")?);
+    }
+    Ok(())
+}
+
+/// Takes the activation socket named `name`, if there is one.
+fn take_activated(name: &str) -> Option<socketserver::InheritedSocket> {
+    let mut claimed = ACTIVATED.lock().unwrap_or_else(|e| e.into_inner());
+    let sockets = claimed.as_mut()?;
+    let i = sockets.iter().position(|s| s.name() == Some(name))?;
+    Some(sockets.remove(i))
+}
+
+/// The socket a server named `name` serves, if the process was started with sockets: the one named
+/// `name` (an upgrade names them), else the first not meant for the metrics endpoint (systemd names
+/// them after the unit, or not at all).
+///
+/// # Errors
+/// The activation variables are malformed, or a socket is unusable.
+pub fn activated(name: &str) -> anyhow::Result<Option<socketserver::InheritedSocket>> {
+    claim_activated()?;
+    if let Some(socket) = take_activated(name) {
+        return Ok(Some(socket));
+    }
+    let mut claimed = ACTIVATED.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(sockets) = claimed.as_mut() else {
+        return Ok(None);
+    };
+    let i = sockets.iter().position(|s| s.name() != Some("metrics"));
+    Ok(i.map(|i| sockets.remove(i)))
+}
+
+/// What an example server may add to serving: `--metrics-addr`, `--pid-file`, an upgrade on
+/// `SIGUSR2`.
+#[derive(Default)]
+pub struct Ops {
+    /// Serve the figures at `http://<addr>/metrics`.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Write the PID file here once ready.
+    pub pid_file: Option<std::path::PathBuf>,
+    /// `SIGUSR2` upgrades: the server's socket is handed over as this name.
+    pub upgrade_as: Option<&'static str>,
+    /// How long an upgrade waits for the successor to be ready (default 60 s).
+    pub upgrade_timeout: Option<std::time::Duration>,
+}
+
+/// As [`serve`], with `ops`. Under systemd (`NOTIFY_SOCKET` set), every example server reports
+/// `READY=1`, `STOPPING=1` and watchdog pings without a flag. With `ops.metrics` the endpoint's
+/// bound address is the second stdout line, `metrics on <addr>`; it stops after the server has
+/// drained, so a last scrape sees the final counts.
+pub fn serve_with<C, T, H>(server: Server<C, T, H>, ops: Ops) -> anyhow::Result<()>
 where
     C: Concurrency<T, H>,
     T: Transport,
 {
-    let endpoint = metrics
-        .map(|addr| metrics::Endpoint::start(addr, server.stats()))
+    let mut server = server.notify(socketserver::notify::Notifier::from_env()?);
+    if let Some(path) = &ops.pid_file {
+        server = server
+            .pid_file(path)
+            .with_context(|| format!("--pid-file {}", path.display()))?;
+    }
+    let endpoint = ops
+        .metrics
+        .map(|addr| metrics::Endpoint::bind(addr, take_activated("metrics"), server.stats()))
         .transpose()?;
+    if let Some(name) = ops.upgrade_as {
+        let mut upgrade = socketserver::upgrade::Upgrade::new()?.listener(name, &server)?;
+        if let Some(timeout) = ops.upgrade_timeout {
+            upgrade = upgrade.ready_timeout(timeout);
+        }
+        if let Some(endpoint) = &endpoint {
+            upgrade = upgrade.listener("metrics", endpoint.server())?;
+        }
+        signals::upgrade_on_sigusr2(upgrade)?;
+    }
     println!("listening on {}", server.local_addr());
     if let Some(endpoint) = &endpoint {
         println!("metrics on {}", endpoint.addr);
     }
     std::io::stdout().flush()?;
+    let running = endpoint.map(metrics::Endpoint::start).transpose()?;
     signals::shutdown_on_signals(&server.shutdown_handle())?;
     let summary = server.serve_forever()?;
     log::info!("shut down: {summary:?}");
-    if let Some(endpoint) = endpoint {
-        endpoint.stop();
+    if let Some(running) = running {
+        running.stop();
     }
     Ok(())
 }

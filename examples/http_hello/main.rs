@@ -234,7 +234,13 @@ fn run<C: Concurrency<Tcp, Hello>>(concurrency: C, args: &Args) -> anyhow::Resul
         )
         .max_connections_per_peer(args.peers.limit())
         .shutdown_timeout(Duration::from_millis(args.shutdown_timeout_ms));
-    common::serve_with_metrics(server, args.metrics.metrics_addr)
+    common::serve_with(
+        server,
+        common::Ops {
+            metrics: args.metrics.metrics_addr,
+            ..common::Ops::default()
+        },
+    )
 }
 
 fn main() -> anyhow::Result<()> {
@@ -246,7 +252,12 @@ fn main() -> anyhow::Result<()> {
         Strategy::Threading => run(c.threading(), &args),
         Strategy::Forking => run(c.forking(), &args),
         Strategy::Pool => run(c.pool(), &args),
-        Strategy::Prefork => run(c.prefork(), &args),
+        Strategy::Prefork => {
+            // SIGHUP replaces the workers gracefully.
+            let prefork = c.prefork();
+            socketserver::signals::reload_on_sighup(&prefork.reload_handle())?;
+            run(prefork, &args)
+        }
         Strategy::Reactor => cli::refuse(
             "--concurrency reactor needs an event-loop handler; this server's handler blocks \
              (use sequential, threading, forking, pool or prefork)",

@@ -113,11 +113,17 @@ where
             Mode::Once(_) => None,
         };
         let now = Instant::now();
-        let wait = [deadline, backoff_until.filter(|_| backing_off), recheck]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|t| t.saturating_duration_since(now));
+        let heartbeat = core.heartbeat_at().filter(|_| mode == Mode::Forever);
+        let wait = [
+            deadline,
+            backoff_until.filter(|_| backing_off),
+            recheck,
+            heartbeat,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|t| t.saturating_duration_since(now));
         sys::poll(&mut fds, wait)?;
         if sys::is_ready(&fds[0]) {
             core.shutdown().mark();

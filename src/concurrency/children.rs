@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::state::DRAIN_POKE;
 use crate::sys::signal::Blocked;
 use crate::sys::{self, ChildExit, Forked, PollFd};
 
@@ -23,7 +22,12 @@ pub(crate) const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// The signals a serving process may route to handlers (shutdown, reload): blocked around `fork(2)` so
 /// that a new child never runs the parent's handlers before it has reset them.
-const HANDLED: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+const HANDLED: [Signal; 4] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGUSR2,
+];
 
 /// One child process, with what its owner keeps about it.
 #[derive(Debug)]
@@ -135,18 +139,6 @@ impl<M> Children<M> {
         &mut self,
         deadline: Instant,
         force: Option<&impl AsFd>,
-        on_exit: impl FnMut(Child<M>, ChildExit),
-    ) -> usize {
-        self.wait_poking(deadline, force, None, on_exit)
-    }
-
-    /// As [`wait`](Self::wait), sending `drain` (if any) to every child at once and every
-    /// [`DRAIN_POKE`] after: the children's drain signal.
-    pub(crate) fn wait_poking(
-        &mut self,
-        deadline: Instant,
-        force: Option<&impl AsFd>,
-        drain: Option<Signal>,
         mut on_exit: impl FnMut(Child<M>, ChildExit),
     ) -> usize {
         let mut reaped = 0;
@@ -155,14 +147,9 @@ impl<M> Children<M> {
             if now >= deadline {
                 break;
             }
-            let mut wait = deadline - now;
-            if let Some(sig) = drain {
-                self.signal_all(sig);
-                wait = wait.min(DRAIN_POKE);
-            }
             let mut fds = vec![force.map_or_else(|| sys::readable_raw(-1), sys::readable)];
             self.watch(&mut fds);
-            if sys::poll(&mut fds, Some(wait)).is_err() || sys::is_ready(&fds[0]) {
+            if sys::poll(&mut fds, Some(deadline - now)).is_err() || sys::is_ready(&fds[0]) {
                 break;
             }
             reaped += self.reap(&mut on_exit);

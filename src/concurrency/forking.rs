@@ -194,9 +194,9 @@ impl Workers for Forking {
         };
         let release_listener = &mut spawn.release_listener;
         let forked = self.children.spawn(request, |blocked| {
-            // The parent's handlers are reset. While the parent drains it sends `SIGHUP`, which
-            // closes the connection if the handler waits between requests (at its next boundary
-            // otherwise); `SIGTERM`, at the drain deadline, ends the child.
+            // The parent's handlers are reset. The parent's drain sends `SIGHUP`, which closes the
+            // connection if the handler waits between requests (at its next boundary otherwise);
+            // `SIGTERM`, at the drain deadline, ends the child.
             match signal::route(&[DRAIN_SIGNAL], Poke::nothing(), None, &[]) {
                 Ok(()) => signal::drain_on(&[DRAIN_SIGNAL]),
                 Err(e) => log::warn!("child {}: no idle drain: {e}", std::process::id()),
@@ -255,12 +255,11 @@ impl Workers for Forking {
         };
         // Children waiting between requests close their connections and exit now, the others at
         // their next boundary.
+        self.children.signal_all(DRAIN_SIGNAL);
         let force = shared.shutdown().force_fd();
-        let drain = Some(DRAIN_SIGNAL);
-        self.children
-            .wait_poking(deadline, Some(&force), drain, |c, exit| {
-                report_exit(&c, exit, shared)
-            });
+        self.children.wait(deadline, Some(&force), |c, exit| {
+            report_exit(&c, exit, shared)
+        });
         let cut = self.children.len();
         for c in self.children.iter() {
             shared.emit(Event::Cut {

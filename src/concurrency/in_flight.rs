@@ -17,7 +17,6 @@ use parking_lot::Mutex;
 
 use crate::addr::Addr;
 use crate::serving::{Cutter, Drained, Event, Shared};
-use crate::state::DRAIN_POKE;
 use crate::sys::{self, EventFd, PollFd};
 
 /// How long requests whose connections were cut get to return before the drain gives up on them (a
@@ -130,8 +129,7 @@ impl InFlight {
     }
 
     /// Sleeps until no request is left, `deadline` passes, or `force` (a forced shutdown) becomes
-    /// readable, closing idle connections every [`DRAIN_POKE`] meanwhile; returns whether none is
-    /// left.
+    /// readable; returns whether none is left.
     pub(crate) fn wait_idle(&self, deadline: Instant, force: Option<&impl AsFd>) -> bool {
         self.waiting.store(true, Ordering::SeqCst);
         let idle = loop {
@@ -143,12 +141,9 @@ impl InFlight {
             if now >= deadline {
                 break false;
             }
-            // Connections that went idle since the last look close now (once idle for the grace).
-            self.close_idle();
             let force = force.map_or_else(|| sys::readable_raw(-1), sys::readable);
             let mut fds = [self.poll_fd(), force];
-            let wait = (deadline - now).min(DRAIN_POKE);
-            if sys::poll(&mut fds, Some(wait)).is_err() || sys::is_ready(&fds[1]) {
+            if sys::poll(&mut fds, Some(deadline - now)).is_err() || sys::is_ready(&fds[1]) {
                 break self.count() == 0;
             }
             if let Some(fd) = self.finished.get() {

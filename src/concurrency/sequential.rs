@@ -10,7 +10,7 @@ use super::in_flight::InFlight;
 use super::sealed::{Strategy, Workers};
 use super::{Concurrency, NotStarted, PerRequest, Spawn, accept_loop};
 use crate::handler::sealed::Handles;
-use crate::serving::{Core, Drained, Job, ServeSummary, Shape, Shared};
+use crate::serving::{Core, Drained, Event, Job, ServeSummary, Shape, Shared};
 use crate::sys::{self, EventFd, PollFd};
 use crate::transport::Transport;
 
@@ -149,5 +149,9 @@ fn watch(shared: &Shared, in_flight: &InFlight, stop: &EventFd) -> Drained {
     if in_flight_now == 0 {
         return Drained::default();
     }
+    shared.emit(Event::Draining {
+        in_flight: in_flight_now,
+        timeout: shared.drain_timeout(),
+    });
     in_flight.drain(shared.drain_deadline(), shared)
 }

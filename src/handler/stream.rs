@@ -359,7 +359,10 @@ impl StreamRequest {
         }
         let reader = self.rfile.get_ref();
         if reader.phase.set_idle() {
-            crate::sys::signal::set_idle_fd(Some(reader.conn.fd().as_raw_fd()));
+            if reader.phase.is_idle() {
+                // Between two requests (not before the first): a forked child's drain may close it.
+                crate::sys::signal::set_idle_fd(Some(reader.conn.fd().as_raw_fd()));
+            }
             reader.tell(ConnState::Idle);
         }
     }
@@ -650,10 +653,9 @@ impl Reader {
 
 impl Read for Reader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // Between requests with the server draining: the connection ends unless a next request
-        // starts arriving within the idle grace (a request that came in as the drain began is read).
-        if self.phase.closing() && !crate::sys::wait_input(self.conn.fd(), self.phase.grace_left())
-        {
+        // Between requests with the server draining, and nothing of a next request here: the
+        // connection ends now (bytes already arriving are read: a request that came in just then).
+        if self.phase.closing() && !crate::sys::has_input(self.conn.fd()) {
             return Ok(0);
         }
         let conn = &self.conn;

@@ -3,7 +3,7 @@
 //! and the test driver ([`testing::MessageDriver`](crate::testing::MessageDriver)) run the same code.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::conn::Conn;
 use super::id::ConnId;
@@ -16,7 +16,7 @@ use crate::error::{RequestError, guarded};
 use crate::framing::{Decoder, FrameBuf};
 use crate::layer::Progress;
 use crate::serving::{Event, Outcome, Shared, Ticket};
-use crate::state::{ConnState, IDLE_GRACE_MS};
+use crate::state::ConnState;
 use crate::transport::Duplex;
 
 /// The connections of one loop and the handler that serves them.
@@ -93,9 +93,7 @@ impl<H: MessageHandler> Engine<H> {
         let Some(peer) = self.conns.slab.get_mut(id) else {
             return;
         };
-        let now = Instant::now();
-        peer.last_active = now;
-        peer.last_read = now;
+        peer.last_active = Instant::now();
         peer.input.extend_from_slice(bytes);
         if peer.state != ConnState::Active {
             peer.state = ConnState::Active;
@@ -197,7 +195,11 @@ impl<H: MessageHandler> Engine<H> {
                         peer.state = ConnState::Idle;
                         self.shared.state(&peer.addr, ConnState::Idle);
                     }
+                    let close = peer.input.is_empty() && peer.close_at_boundary;
                     peer.release_input_if_empty();
+                    if close {
+                        self.conns.close_gracefully(id);
+                    }
                     return;
                 }
                 Err(e) => {
@@ -214,21 +216,17 @@ impl<H: MessageHandler> Engine<H> {
         }
     }
 
-    /// The server is draining: closes `id` (once its output is out) if it is between messages and
-    /// has sent nothing for the idle grace — as the blocking strategies close a connection whose
-    /// handler waits for a next request — and marks it to be looked at again otherwise. A connection
-    /// in the middle of a message, or streaming, goes on until it pauses.
-    pub(crate) fn close_at_boundary(&mut self, id: ConnId, now: Instant) {
+    /// The server began draining: closes `id` (once its output is out) if it is between messages,
+    /// or as soon as the message it is in the middle of has arrived and been handled.
+    pub(crate) fn close_at_boundary(&mut self, id: ConnId) {
         let Some(peer) = self.conns.slab.get_mut(id) else {
             return;
         };
-        if peer.closing || peer.closed {
-            return;
-        }
         peer.close_at_boundary = true;
-        let quiet =
-            now.saturating_duration_since(peer.last_read) >= Duration::from_millis(IDLE_GRACE_MS);
-        if peer.input.is_empty() && !peer.held && quiet {
+        // A new connection's first message is on its way (Go's `StateNew`); bytes waiting in the
+        // socket are a message the loop has not read yet. Either closes at its next boundary.
+        let between = peer.state != ConnState::New && peer.input.is_empty() && !peer.held;
+        if between && !crate::sys::has_input(peer.io.fd()) {
             self.conns.close_gracefully(id);
         }
     }

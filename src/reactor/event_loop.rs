@@ -14,7 +14,6 @@ use super::timers::IdleTimers;
 use crate::error::RequestError;
 use crate::serving::stats::Gauge;
 use crate::serving::{Admitted, Core, Drained, Event, Next, ServeSummary};
-use crate::state::DRAIN_POKE;
 use crate::sys::epoll::{self, Epoll, HUP_OR_ERROR, READABLE, WRITABLE};
 use crate::transport::{Incoming, Stream, Transport};
 
@@ -135,6 +134,7 @@ where
                 self.write_timers.next_deadline(),
                 self.layer_deadlines.peek().map(|Reverse((at, _))| *at),
                 self.backoff_until,
+                self.core.heartbeat_at(),
             ]
             .into_iter()
             .flatten()
@@ -360,20 +360,18 @@ where
         self.update_listening();
     }
 
-    /// While draining: closes every connection between messages that has sent nothing for the idle
-    /// grace (after its queued output).
-    fn close_quiet_connections(&mut self) {
-        let now = Instant::now();
+    /// The drain began: closes every connection between messages (after its queued output), and
+    /// marks the others to close at their next boundary.
+    fn close_at_boundaries(&mut self) {
         let mut cursor = 0;
         while let Some(id) = self.engine.conns.slab.nth_id_from(&mut cursor) {
-            self.engine.close_at_boundary(id, now);
+            self.engine.close_at_boundary(id);
         }
         self.settle();
     }
 
-    /// Closes the listener; closes each connection once it is between messages, quiet for the idle
-    /// grace and its output flushed, until the shutdown timeout; then cuts the rest. Returns the
-    /// run's summary.
+    /// Closes the listener; closes each connection once it is between messages and its output is
+    /// flushed, until the shutdown timeout; then cuts the rest. Returns the run's summary.
     fn shut_down(&mut self) -> Option<ServeSummary> {
         self.shutting_down = true;
         let _ = self
@@ -390,7 +388,7 @@ where
         }
         let in_flight = self.open_connections();
         self.core.draining(in_flight);
-        self.close_quiet_connections();
+        self.close_at_boundaries();
         let deadline = self.core.drain_deadline();
         let mut forced = false;
         while self.open_connections() > 0 && !forced {
@@ -398,12 +396,11 @@ where
             if now >= deadline
                 || self
                     .epoll
-                    .wait(&mut self.events, Some((deadline - now).min(DRAIN_POKE)))
+                    .wait(&mut self.events, Some(deadline - now))
                     .is_err()
             {
                 break;
             }
-            self.close_quiet_connections();
             for i in 0..self.events.len() {
                 let event = self.events[i];
                 let token = epoll::token(&event);

@@ -65,11 +65,9 @@ pub(crate) struct Peer<C> {
     pub(crate) last_written: Instant,
     /// No more reading: close once the output is flushed (peer EOF, `Conn::close`, a failure, shutdown).
     pub(crate) closing: bool,
-    /// The server is draining: the connection closes (once its output is out) when it is between
-    /// messages and has sent nothing for the idle grace.
+    /// The server is draining: the connection closes (once its output is out) at its next boundary
+    /// between messages.
     pub(crate) close_at_boundary: bool,
-    /// When bytes last arrived from it.
-    pub(crate) last_read: Instant,
     /// Being torn down: its `on_close` is running or done; nothing more is queued to it.
     pub(crate) closed: bool,
     /// Listed for a flush in the loop's pending work.
@@ -112,7 +110,6 @@ impl<C> Peer<C> {
             last_written: now,
             closing: false,
             close_at_boundary: false,
-            last_read: now,
             closed: false,
             dirty: false,
             last_active: now,

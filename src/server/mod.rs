@@ -137,6 +137,53 @@ where
     /// ```
     pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = serving::DEFAULT_SHUTDOWN_TIMEOUT;
 
+    /// Tells systemd how the server is doing (`READY=1`, `STOPPING=1`, watchdog pings, …) through
+    /// `notifier` — usually [`Notifier::from_env()`](crate::notify::Notifier::from_env), which is
+    /// `None` when the process was not started by systemd. See [`notify`](crate::notify).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::notify::Notifier;
+    /// use socketserver::{StreamRequest, ThreadingTcpServer};
+    /// let server = ThreadingTcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?
+    ///     .notify(Notifier::from_env()?);
+    /// # drop(server);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn notify(mut self, notifier: impl Into<Option<crate::notify::Notifier>>) -> Self {
+        self.core.set_notifier(notifier.into());
+        self
+    }
+
+    /// Writes this process's pid to `path` once the server is ready, atomically, and removes the
+    /// file when it stops (unless another process has taken it over since, as an upgrade's successor
+    /// does). Refused while the file names another running process.
+    ///
+    /// # Errors
+    /// `AlreadyExists` naming the running process; the file existing but unreadable.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::{StreamRequest, ThreadingTcpServer};
+    /// let dir = tempfile::tempdir()?;
+    /// let server = ThreadingTcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?
+    ///     .pid_file(dir.path().join("echo.pid"))?;
+    /// # drop(server);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn pid_file(mut self, path: impl AsRef<std::path::Path>) -> io::Result<Self> {
+        let claimed = crate::pidfile::PidFile::claim(path.as_ref(), crate::upgrade::predecessor())?;
+        self.core.set_pid_file(claimed);
+        Ok(self)
+    }
+
+    /// The listening socket, while it is open (what an upgrade hands over).
+    pub(crate) fn listener_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.core.listener()
+    }
+
     /// The address the server is bound to (Python's `server_address`), with the real port after binding
     /// port 0.
     ///

@@ -22,6 +22,8 @@ use crate::addr::Addr;
 use crate::error::RequestError;
 use crate::handler::{Env, StreamOptions, sealed::Handles};
 use crate::layer::Layers;
+use crate::notify::Notifier;
+use crate::pidfile::PidFile;
 use crate::shutdown::ShutdownHandle;
 use crate::transport::sealed::KindOf;
 use crate::transport::{Accept, Duplex, Kind, Request, Transport};
@@ -118,6 +120,11 @@ impl Shared {
         &self.env.shutdown
     }
 
+    /// How long a drain waits for requests in flight.
+    pub(crate) fn drain_timeout(&self) -> Duration {
+        self.drain_timeout
+    }
+
     /// The deadline of a drain that starts now.
     pub(crate) fn drain_deadline(&self) -> Instant {
         Instant::now() + self.drain_timeout
@@ -211,7 +218,8 @@ pub(crate) struct Cutter {
 impl Cutter {
     /// A drain began: closes the connection now if its handler waits between requests with nothing
     /// of a next one arrived (its read returns end of stream, and the request ends well), or at its
-    /// next boundary otherwise.
+    /// next boundary otherwise — as Go's `Shutdown` does, and HTTP servers ending keep-alive during a
+    /// drain: a client opens a new connection for its next request.
     pub(crate) fn close_if_idle(&self) {
         if self.phase.as_ref().is_some_and(|phase| phase.drain())
             && !crate::sys::has_input(self.conn.fd())
@@ -267,6 +275,19 @@ pub(crate) struct Core<T, H> {
     /// `Accepted` as counted when the last summary was made, so each summary counts its own run.
     counted: u64,
     closed: bool,
+    /// systemd's notifications, and when the watchdog is next due.
+    notify: Option<Notify>,
+    /// Written once ready, removed at the end.
+    pid_file: Option<PidFile>,
+    /// Whether this server has been ready once (an upgrade's successor counts its servers).
+    announced: bool,
+}
+
+/// A server's systemd notifier and its watchdog schedule.
+#[derive(Debug)]
+struct Notify {
+    notifier: Notifier,
+    next_ping: Option<Instant>,
 }
 
 impl<T: Transport, H> Core<T, H> {
@@ -305,6 +326,9 @@ impl<T: Transport, H> Core<T, H> {
             backoff: Duration::ZERO,
             counted: 0,
             closed: false,
+            notify: None,
+            pid_file: None,
+            announced: false,
         })
     }
 }
@@ -356,6 +380,17 @@ impl<T, H> Core<T, H> {
         self.on_timeout = Some(hook);
     }
 
+    pub(crate) fn set_notifier(&mut self, notifier: Option<Notifier>) {
+        self.notify = notifier.map(|notifier| Notify {
+            notifier,
+            next_ping: None,
+        });
+    }
+
+    pub(crate) fn set_pid_file(&mut self, pid_file: PidFile) {
+        self.pid_file = Some(pid_file);
+    }
+
     pub(crate) fn set_service_hook(&mut self, hook: PlainHook) {
         self.service = Some(hook);
     }
@@ -404,6 +439,59 @@ impl<T, H> Core<T, H> {
         if let Some(hook) = self.service.as_mut() {
             hook();
         }
+        self.heartbeat();
+    }
+
+    // ---- systemd ----
+
+    /// Tells systemd (if it listens) `state`; a failure is logged, never fatal.
+    fn tell_systemd(&self, state: &str) {
+        if let Some(n) = &self.notify
+            && let Err(e) = n.notifier.send(state)
+        {
+            log::warn!("{e}");
+        }
+    }
+
+    /// The loop is alive: pings systemd's watchdog if a ping is due (every half its interval),
+    /// with the live figures as the status line.
+    pub(crate) fn heartbeat(&mut self) {
+        let Some(n) = self.notify.as_mut() else {
+            return;
+        };
+        let Some(interval) = n.notifier.watchdog_interval() else {
+            return;
+        };
+        let now = Instant::now();
+        if n.next_ping.is_some_and(|due| now < due) {
+            return;
+        }
+        n.next_ping = Some(now + interval / 2);
+        let s = self.shared.events.stats().snapshot();
+        let state = format!(
+            "WATCHDOG=1\nSTATUS=serving on {} ({}): {} open, {} served, {} failed",
+            self.local_addr,
+            s.strategy,
+            s.open,
+            s.requests.finished,
+            s.requests.failed + s.requests.panicked
+        );
+        self.tell_systemd(&state);
+    }
+
+    /// When the serving loop must wake for its next watchdog ping, if there is a watchdog.
+    pub(crate) fn heartbeat_at(&self) -> Option<Instant> {
+        let n = self.notify.as_ref()?;
+        n.notifier.watchdog_interval()?;
+        Some(n.next_ping.unwrap_or_else(Instant::now))
+    }
+
+    /// A reload began (`PreFork`): systemd's `RELOADING=1`.
+    pub(crate) fn reloading(&self) {
+        self.tell_systemd(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading",
+            crate::notify::monotonic_usec()
+        ));
     }
 
     /// Python's `handle_timeout`: `handle_request` saw no request in time.
@@ -414,11 +502,30 @@ impl<T, H> Core<T, H> {
     }
 
     /// A serving loop starts; `how` describes it for the log (" with 4 workers").
-    pub(crate) fn serving(&self, how: &dyn std::fmt::Display) {
+    pub(crate) fn serving(&mut self, how: &dyn std::fmt::Display) {
         self.shared.emit(Event::Serving {
             local: &self.local_addr,
             how,
         });
+        self.ready();
+    }
+
+    /// Ready to serve (again, after a reload): the PID file names this process, systemd hears
+    /// `READY=1`, and an upgrading predecessor learns it (once per server).
+    pub(crate) fn ready(&mut self) {
+        if !std::mem::replace(&mut self.announced, true) {
+            crate::upgrade::server_ready();
+        }
+        if let Some(pid_file) = &self.pid_file
+            && let Err(e) = pid_file.write()
+        {
+            log::error!("{e}");
+        }
+        let strategy = self.shared.events.stats().snapshot().strategy;
+        self.tell_systemd(&format!(
+            "READY=1\nSTATUS=serving on {} ({strategy})",
+            self.local_addr
+        ));
     }
 
     // ---- the end ----
@@ -428,7 +535,11 @@ impl<T, H> Core<T, H> {
     /// [`finish`](Self::finish); a second close has nothing to drain.
     pub(crate) fn close_listener(&mut self) -> bool {
         self.transport = None;
-        !std::mem::replace(&mut self.closed, true)
+        let first = !std::mem::replace(&mut self.closed, true);
+        if first {
+            self.tell_systemd("STOPPING=1\nSTATUS=draining");
+        }
+        first
     }
 
     /// Whether [`close_listener`](Self::close_listener) has run.
@@ -464,6 +575,9 @@ impl<T, H> Core<T, H> {
             cut: drained.cut,
         };
         self.counted = accepted;
+        if let Some(pid_file) = &self.pid_file {
+            pid_file.remove();
+        }
         self.shared.emit(Event::Stopped {
             local: &self.local_addr,
             summary: &summary,

@@ -14,6 +14,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd as NixEventFd};
 
 pub(crate) mod epoll;
 pub(crate) mod signal;
+pub(crate) mod spawn;
 
 /// Wraps an `io::Error` so that it says which operation failed on what, keeping its `ErrorKind`.
 ///
@@ -202,16 +203,6 @@ pub(crate) fn monotonic_ms() -> u64 {
         .saturating_add(ts.tv_nsec as u64 / 1_000_000)
 }
 
-/// Waits up to `timeout` for stream socket `fd` to have bytes (or end of stream) to read; returns
-/// whether it does (`true` too if the wait itself fails, so the caller reads and sees why).
-pub(crate) fn wait_input(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
-    let mut fds = [readable(fd)];
-    match poll(&mut fds, Some(timeout)) {
-        Ok(n) => n > 0,
-        Err(_) => true,
-    }
-}
-
 /// Whether bytes are waiting to be read on stream socket `fd` (or it has reached end of stream),
 /// without taking any and without blocking: `recv(2)` with `MSG_PEEK | MSG_DONTWAIT`.
 pub(crate) fn has_input(fd: BorrowedFd<'_>) -> bool {
@@ -222,6 +213,21 @@ pub(crate) fn has_input(fd: BorrowedFd<'_>) -> bool {
         nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
     )
     .is_ok()
+}
+
+/// Whether process `pid` exists (`kill(pid, 0)`: it may belong to another user — `EPERM` — and
+/// still exist).
+pub(crate) fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(errno) => errno == nix::errno::Errno::EPERM,
+    }
 }
 
 /// Sends `sig` to our child `pid`; a child that is already gone is not an error.
@@ -441,6 +447,26 @@ pub(crate) fn claim_activation_fds(first: RawFd, count: usize) -> Option<Vec<io:
         })
         .collect();
     Some(claimed)
+}
+
+/// Takes ownership of descriptor `fd`, where an upgrading predecessor put the write end of its
+/// readiness pipe for this process (see `upgrade`). Once per process: a second call fails.
+///
+/// # Errors
+/// `AlreadyExists` on a second call; `EBADF` if `fd` is not open.
+pub(crate) fn claim_upgrade_ready_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static CLAIMED: AtomicBool = AtomicBool::new(false);
+    if CLAIMED.swap(true, Ordering::SeqCst) {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the upgrade readiness descriptor was claimed already",
+        ));
+    }
+    // SAFETY: the predecessor handed this descriptor to this process for it to own (the caller
+    // checked that the variables naming it come from our parent); `CLAIMED` ensures it is wrapped
+    // once, and nothing else in the crate touches it.
+    unsafe { claim_inherited_fd(fd) }
 }
 
 /// Takes ownership of descriptor `fd`, handed to this process by its parent (systemd's `LISTEN_FDS`, a

@@ -8,7 +8,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicUsize, Ordering};
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 
@@ -87,8 +87,6 @@ static CHILD_DRAINING: AtomicBool = AtomicBool::new(false);
 /// In a forked child: its connection's descriptor while the handler waits between two requests,
 /// else -1 — what the drain signal's handler shuts the reading side of.
 static CHILD_IDLE_FD: AtomicI32 = AtomicI32::new(-1);
-/// In a forked child: when its connection went idle ([`super::monotonic_ms`]).
-static CHILD_IDLE_SINCE: AtomicU64 = AtomicU64::new(0);
 
 /// Whether this forked child's drain signal came (always `false` outside forked children).
 pub(crate) fn draining_child() -> bool {
@@ -99,23 +97,18 @@ pub(crate) fn draining_child() -> bool {
 /// children, whose connections are drained by their own server instead.
 pub(crate) fn set_idle_fd(fd: Option<RawFd>) {
     if IN_CHILD.load(Ordering::Relaxed) {
-        if fd.is_some() {
-            CHILD_IDLE_SINCE.store(super::monotonic_ms(), Ordering::SeqCst);
-        }
         CHILD_IDLE_FD.store(fd.unwrap_or(-1), Ordering::SeqCst);
     }
 }
 
-/// The drain of a forked child, from its signal handler (the server sends the signal again every
-/// `DRAIN_POKE` while the child lives): marks it draining, then, if the handler
-/// has waited between requests for the idle grace with nothing arrived, shuts the reading side of
-/// its connection, so that read returns end of stream. The handler marks the connection idle
-/// before it looks at the flag, so one of the two always sees the other.
+/// The drain of a forked child, from its signal handler: marks it draining, then, if its handler
+/// waits between requests, shuts the reading side of its connection, so that read returns end of
+/// stream. The handler marks the connection idle before it looks at the flag, so one of the two
+/// always sees the other.
 fn drain_child() {
     CHILD_DRAINING.store(true, Ordering::SeqCst);
     let fd = CHILD_IDLE_FD.load(Ordering::SeqCst);
-    let idle_for = super::monotonic_ms().saturating_sub(CHILD_IDLE_SINCE.load(Ordering::SeqCst));
-    if fd >= 0 && idle_for >= crate::state::IDLE_GRACE_MS {
+    if fd >= 0 {
         // SAFETY: recv(2) and shutdown(2) are async-signal-safe and take any descriptor number; the
         // byte outlives the call; errno is saved and restored so the interrupted code does not see
         // ours.
@@ -220,8 +213,8 @@ pub(crate) fn route(
 }
 
 /// Makes every delivery of each of `signals` (routed already, in a forked child) also drain the
-/// child's connection: closed if its handler has waited between requests for the idle grace, at its
-/// next boundary otherwise.
+/// child's connection: closed now if its handler waits between requests, at its next boundary
+/// otherwise.
 pub(crate) fn drain_on(signals: &[Signal]) {
     for &sig in signals {
         if let Some(route) = ROUTES.get(sig as usize) {

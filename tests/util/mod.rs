@@ -211,6 +211,32 @@ pub fn accept_queue(port: u16) -> Option<usize> {
     })
 }
 
+/// Bytes the server has not yet read on the loopback connection whose client side is `client`: the
+/// `rx_queue` of the server's end in `/proc/net/tcp` (`None` if the connection is not there). Zero
+/// once the server's handler has taken everything the client sent — the kernel's side of "the
+/// request has reached the handler", which needs no timing to read.
+#[allow(dead_code)] // not every test binary needs it
+pub fn unread_by_server(client: &TcpStream) -> Option<usize> {
+    let hex = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => {
+            let ip = u32::from_le_bytes(v4.ip().octets());
+            Some(format!("{ip:08X}:{:04X}", v4.port()))
+        }
+        SocketAddr::V6(_) => None,
+    };
+    let server_end = hex(client.peer_addr().ok()?)?;
+    let client_end = hex(client.local_addr().ok()?)?;
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (local, remote, queues) = (fields.get(1)?, fields.get(2)?, fields.get(4)?);
+        if *local != server_end || *remote != client_end {
+            return None;
+        }
+        usize::from_str_radix(queues.split(':').nth(1)?, 16).ok()
+    })
+}
+
 /// Asserts that `holds` keeps holding for `window`, checking it every few milliseconds and failing
 /// as soon as it does not. For a server that must *not* act (a capped server leaving a connection in
 /// the backlog), where no event marks the end of the wait: the check is of the server's own state
@@ -445,4 +471,29 @@ pub fn run_with_input(mut cmd: Command, input: &[u8], timeout: Duration) -> std:
     };
     let _ = writer.join();
     output
+}
+
+/// Reads one HTTP/1.1 response with a `Content-Length` body from `conn`: its status line and body.
+/// Panics (failing the test) on a malformed or cut-off response.
+#[allow(dead_code)] // not every test binary speaks HTTP
+pub fn read_http_response(conn: &mut impl std::io::BufRead) -> (String, Vec<u8>) {
+    let mut status = String::new();
+    conn.read_line(&mut status).expect("a status line");
+    assert!(status.starts_with("HTTP/1."), "not a response: {status:?}");
+    let mut length = 0;
+    for _ in 0..100 {
+        let mut header = String::new();
+        conn.read_line(&mut header).expect("a header line");
+        if header == "\r\n" {
+            let mut body = vec![0; length];
+            conn.read_exact(&mut body).expect("the whole body");
+            return (status.trim_end().to_string(), body);
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().expect("a Content-Length");
+        }
+    }
+    panic!("more than 100 header lines");
 }

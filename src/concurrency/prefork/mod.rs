@@ -16,7 +16,6 @@ use crate::error::RequestError;
 use crate::handler::sealed::Handles;
 use crate::serving::stats::Gauge;
 use crate::serving::{Core, Drained, Event, ServeSummary, Shape, Shared};
-use crate::state::DRAIN_POKE;
 use crate::sys::signal::Poke;
 use crate::sys::{self, ChildExit, EventFd, SharedCounters};
 use crate::transport::Transport;
@@ -215,14 +214,19 @@ impl<T: Transport, H: Handles<T::Kind>> Strategy<T, H> for PreFork {
         let Some(sup) = self.running.as_mut() else {
             return Ok(());
         };
-        core.serving(&format_args!(" with {} pre-forked workers", sup.target));
         let mut fds = Vec::with_capacity(2 + 2 * sup.target);
         let mut starvation = Starvation::default();
+        // Ready (for systemd, for an upgrade) once the workers are up: first start, and reloads.
+        let mut announce = true;
         loop {
             if core.shutdown().is_shutdown() {
                 return Ok(());
             }
             sup.top_up(core);
+            if announce {
+                announce = false;
+                core.serving(&format_args!(" with {} pre-forked workers", sup.target));
+            }
             fds.clear();
             fds.push(sys::readable(core.shutdown().wake_fd()));
             fds.push(sys::readable(self.reload.wake_fd()));
@@ -237,9 +241,7 @@ impl<T: Transport, H: Handles<T::Kind>> Strategy<T, H> for PreFork {
             let recheck = starvation
                 .observe(Some(load), core.listener())
                 .or_else(|| Some(Instant::now() + Duration::from_secs(1)));
-            // Workers retiring after a reload hear their drain signal again every `DRAIN_POKE`.
-            let poke = sup.poke_retiring().then(|| Instant::now() + DRAIN_POKE);
-            let wait = [sup.respawn_at, recheck, poke]
+            let wait = [sup.respawn_at, recheck, core.heartbeat_at()]
                 .into_iter()
                 .flatten()
                 .min()
@@ -251,11 +253,15 @@ impl<T: Transport, H: Handles<T::Kind>> Strategy<T, H> for PreFork {
             }
             if fds.get(1).is_some_and(sys::is_ready) {
                 self.reload.wake.take();
+                core.reloading();
                 sup.retire_all("reload");
+                sup.top_up(core);
+                core.ready();
             }
             if fds.iter().skip(2).any(sys::is_ready) {
                 sup.reap(core.shared(), false);
             }
+            core.heartbeat();
         }
     }
 
@@ -275,13 +281,10 @@ impl<T: Transport, H: Handles<T::Kind>> Strategy<T, H> for PreFork {
         // the request's reads and writes retry) until the deadline.
         let force = shared.shutdown().force_fd();
         let mut exited = Vec::new();
-        // Every worker is retiring: each hears its drain signal again every `DRAIN_POKE`.
-        sup.workers.wait_poking(
-            core.drain_deadline(),
-            Some(&force),
-            Some(worker::DRAIN_SIGNAL),
-            |w, exit| exited.push((w, exit)),
-        );
+        sup.workers
+            .wait(core.drain_deadline(), Some(&force), |w, exit| {
+                exited.push((w, exit))
+            });
         sup.after_exits(exited, &shared, true);
         let cut = sup.workers.len();
         for w in sup.workers.iter() {
@@ -415,17 +418,6 @@ impl Supervisor {
         if n > 0 {
             log::info!("{why}: retiring {n} worker(s)");
         }
-    }
-
-    /// Sends the drain signal to every retiring worker, so one that went idle since the last closes
-    /// its connection; returns whether there were any.
-    fn poke_retiring(&self) -> bool {
-        let mut any = false;
-        for w in self.workers.iter().filter(|w| w.meta.retiring) {
-            sys::kill(w.pid, worker::DRAIN_SIGNAL);
-            any = true;
-        }
-        any
     }
 
     /// Reaps every worker that has exited and schedules replacements for the ones that were not

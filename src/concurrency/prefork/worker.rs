@@ -23,11 +23,6 @@ use crate::transport::Transport;
 /// the worker at once, which is how the supervisor cuts a worker that outlives the drain deadline.
 const RETIRE_ON: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
 
-/// What the supervisor sends a retiring worker again while it drains: like every retire signal, it
-/// closes the worker's connection if its handler has waited between requests for the idle grace.
-/// (`SIGHUP`, not `SIGTERM`: a second `SIGTERM` ends the worker at once.)
-pub(super) const DRAIN_SIGNAL: Signal = Signal::SIGHUP;
-
 /// What the supervisor tells a new worker.
 pub(super) struct Orders {
     /// The supervisor's pid: a worker whose parent is already someone else retires at once.
@@ -65,8 +60,8 @@ where
     // The worker's own stop: retire signals poke it, never the server's shared shutdown eventfd.
     let retire = ShutdownHandle::new()?;
     signal::route(&RETIRE_ON, retire.poke(), None, &[Signal::SIGTERM])?;
-    // Retiring also closes the connection if its handler waits between requests (`DRAIN_SIGNAL`
-    // repeats this while the worker drains).
+    // Retiring also closes the connection now if its handler waits between requests, and at its next
+    // boundary otherwise.
     signal::drain_on(&RETIRE_ON);
     // The signals blocked around the fork were held for exactly this moment: deliver them now.
     drop(blocked);

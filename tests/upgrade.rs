@@ -1,0 +1,357 @@
+//! Hot binary upgrade (`SIGUSR2`, the echo example): five upgrades in a row under load — connection
+//! churn and persistent request/response — lose nothing; the PID file names each new process; every
+//! old process exits 0; systemd hears `MAINPID=`; a successor that fails (exits at once, or is never
+//! ready) leaves the old process serving.
+//!
+//! The echo binary is copied to a directory of the test's own, and "deploying" a new version renames
+//! another file over it, as a package manager does; the upgrade starts whatever the path then holds.
+//! This test process is a child subreaper, so each successor — orphaned when its predecessor exits —
+//! becomes its child, and every old process's exit status reaches the test.
+
+mod util;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use util::{ServerProc, TIMEOUT, connect, eventually};
+
+/// A deployment: the program's path (renamed over to deploy), its PID file, and a notify socket.
+struct Deploy {
+    dir: tempfile::TempDir,
+    program: PathBuf,
+    pid_file: PathBuf,
+}
+
+impl Deploy {
+    fn new() -> Deploy {
+        let dir = tempfile::tempdir().unwrap();
+        let program = dir.path().join("echo");
+        let pid_file = dir.path().join("echo.pid");
+        let deploy = Deploy {
+            dir,
+            program,
+            pid_file,
+        };
+        deploy.install_echo();
+        deploy
+    }
+
+    /// Puts `source`'s contents at the program's path: a new file renamed over the old, so the
+    /// running process's own binary is never written to.
+    fn install(&self, write: impl FnOnce(&Path)) {
+        let staged = self.dir.path().join("echo.new");
+        write(&staged);
+        fs::set_permissions(&staged, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::rename(&staged, &self.program).unwrap();
+    }
+
+    fn install_echo(&self) {
+        self.install(|to| {
+            fs::copy(util::example_bin("echo"), to).unwrap();
+        });
+    }
+
+    fn install_script(&self, body: &str) {
+        self.install(|to| fs::write(to, format!("#!/bin/sh\n{body}\n")).unwrap());
+    }
+
+    fn pid(&self) -> Option<i32> {
+        fs::read_to_string(&self.pid_file).ok()?.trim().parse().ok()
+    }
+
+    /// What every process of the deployment logged (at `info`).
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
+    fn start(&self, args: &[&str], env: &[(&str, &str)]) -> ServerProc {
+        let log = fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("log"))
+            .unwrap();
+        let mut cmd = Command::new(&self.program);
+        cmd.args(["--addr", "127.0.0.1:0", "--pid-file"])
+            .arg(&self.pid_file)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let server = ServerProc::start(cmd);
+        assert!(
+            eventually(TIMEOUT, || self.pid() == Some(server.pid())),
+            "the PID file does not name the server"
+        );
+        server
+    }
+}
+
+impl Drop for Deploy {
+    /// Whatever process the PID file names is ended and reaped, however the test went.
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(pid), None);
+        }
+    }
+}
+
+fn become_subreaper() {
+    nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+}
+
+/// Waits (bounded) for `pid` — our child, or an orphan reparented to us — to exit; its status.
+fn exit_status(pid: i32) -> WaitStatus {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)).unwrap() {
+            WaitStatus::StillAlive => {}
+            status => return status,
+        }
+        assert!(Instant::now() < deadline, "process {pid} did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Upgrades the process the PID file names; returns the successor's pid once the old one exited 0.
+fn upgrade(deploy: &Deploy) -> i32 {
+    let old = deploy.pid().expect("a PID file");
+    kill(Pid::from_raw(old), Signal::SIGUSR2).unwrap();
+    assert!(
+        eventually(TIMEOUT, || deploy.pid().is_some_and(|p| p != old)),
+        "the PID file still names {old}"
+    );
+    assert_eq!(exit_status(old), WaitStatus::Exited(Pid::from_raw(old), 0));
+    deploy.pid().unwrap()
+}
+
+/// A load generator run in the background.
+fn loadgen(addr: &str, args: &[&str]) -> Child {
+    Command::new(util::example_bin("loadgen"))
+        .args(["--addr", addr])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The load generator's `RESULT {json}` line, once it finished (bounded).
+fn result_of(mut load: Child) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while load.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "loadgen did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut out = String::new();
+    load.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let mut err = String::new();
+    load.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    out.lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line: {out}{err}"))
+        .to_string()
+}
+
+/// The integer field `name` of a loadgen JSON result.
+fn field(json: &str, name: &str) -> u64 {
+    let key = format!("\"{name}\":");
+    let at = json
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name} in {json}"))
+        + key.len();
+    json[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap()
+}
+
+fn five_upgrades_under_load(concurrency: &str, sizing: &[&str]) {
+    become_subreaper();
+    let deploy = Deploy::new();
+    let mut args = vec![
+        "--concurrency",
+        concurrency,
+        "--shutdown-timeout-ms",
+        "10000",
+    ];
+    args.extend_from_slice(sizing);
+    let server = deploy.start(&args, &[]);
+    let addr = server.addr.clone();
+    let first = server.pid();
+    // Both run through every upgrade.
+    let rr = loadgen(
+        &addr,
+        &[
+            "tcp-rr",
+            "--conns",
+            "4",
+            "--size",
+            "64",
+            "--duration",
+            "8",
+            "--reconnect",
+        ],
+    );
+    let churn = loadgen(
+        &addr,
+        &[
+            "tcp-churn",
+            "--workers",
+            "2",
+            "--size",
+            "64",
+            "--duration",
+            "8",
+        ],
+    );
+    let mut pids = vec![first];
+    for _ in 0..5 {
+        pids.push(upgrade(&deploy));
+        deploy.install_echo(); // a "new build" for the next round
+    }
+    let rr = result_of(rr);
+    let churn = result_of(churn);
+    for (what, json) in [("tcp-rr", &rr), ("tcp-churn", &churn)] {
+        assert_eq!(field(json, "errors"), 0, "{concurrency} {what}: {json}");
+    }
+    assert!(field(&rr, "requests") > 0 && field(&churn, "connections") > 0);
+    let mut unique = pids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), 6, "{concurrency}: pids {pids:?}");
+    // The last one serves, and stops cleanly.
+    let last = *pids.last().unwrap();
+    let mut conn = connect(&addr);
+    conn.write_all(b"still here").unwrap();
+    let mut back = [0; 10];
+    conn.read_exact(&mut back).unwrap();
+    drop(conn);
+    kill(Pid::from_raw(last), Signal::SIGTERM).unwrap();
+    assert_eq!(
+        exit_status(last),
+        WaitStatus::Exited(Pid::from_raw(last), 0)
+    );
+    assert!(
+        !deploy.pid_file.exists(),
+        "the last process left its PID file"
+    );
+    println!(
+        "{concurrency}: pids {pids:?}; tcp-rr {} requests ({} reconnects), tcp-churn {} connections",
+        field(&rr, "requests"),
+        field(&rr, "reconnects"),
+        field(&churn, "connections")
+    );
+    drop(server); // the first process, long reaped
+}
+
+#[test]
+fn threading() {
+    five_upgrades_under_load("threading", &[]);
+}
+
+#[test]
+fn pool() {
+    five_upgrades_under_load("pool", &["--workers", "16"]);
+}
+
+#[test]
+fn forking() {
+    five_upgrades_under_load("forking", &[]);
+}
+
+#[test]
+fn prefork() {
+    five_upgrades_under_load("prefork", &["--workers", "16"]);
+}
+
+#[test]
+fn reactor() {
+    five_upgrades_under_load("reactor", &[]);
+}
+
+#[test]
+fn a_failing_successor_leaves_the_old_process_serving() {
+    become_subreaper();
+    let deploy = Deploy::new();
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify");
+    let systemd = UnixDatagram::bind(&notify_path).unwrap();
+    systemd.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let notify = notify_path.to_str().unwrap();
+    let server = deploy.start(
+        &["--upgrade-timeout-ms", "1000"],
+        &[("NOTIFY_SOCKET", notify)],
+    );
+    let old = server.pid();
+    let serves = || {
+        let mut conn = connect(&server.addr);
+        conn.write_all(b"ping").unwrap();
+        let mut back = [0; 4];
+        conn.read_exact(&mut back).unwrap();
+        back == *b"ping"
+    };
+    let mut message = [0; 512];
+    let n = systemd.recv(&mut message).unwrap();
+    assert!(message[..n].starts_with(b"READY=1"));
+
+    // A build that exits at once, then one that never gets ready (ended at the 1 s deadline).
+    for (body, outcome) in [
+        ("exit 3", "exited with status 3 before it was ready"),
+        ("exec sleep 30", "was not ready within 1s; ended it"),
+    ] {
+        deploy.install_script(body);
+        kill(Pid::from_raw(old), Signal::SIGUSR2).unwrap();
+        assert!(
+            eventually(TIMEOUT, || deploy.log().contains(outcome)),
+            "{body}: {}",
+            deploy.log()
+        );
+        // The old process serves on, still named by the PID file, with no successor left.
+        assert!(serves(), "{body}");
+        assert_eq!(deploy.pid(), Some(old), "{body}");
+        assert!(
+            util::children(old).is_empty(),
+            "{body}: the successor was left running"
+        );
+    }
+    assert!(deploy.log().contains("serving on"), "{}", deploy.log());
+
+    // A good build goes through, and systemd hears who the main process is now.
+    deploy.install_echo();
+    let new = upgrade(&deploy);
+    let deadline = Instant::now() + TIMEOUT;
+    let mut mainpid = None;
+    while mainpid.is_none() && Instant::now() < deadline {
+        let n = systemd.recv(&mut message).unwrap();
+        let text = String::from_utf8_lossy(&message[..n]).into_owned();
+        mainpid = text
+            .lines()
+            .find_map(|l| l.strip_prefix("MAINPID="))
+            .map(|p| p.parse::<i32>().unwrap());
+    }
+    assert_eq!(mainpid, Some(new));
+    kill(Pid::from_raw(new), Signal::SIGTERM).unwrap();
+    assert_eq!(exit_status(new), WaitStatus::Exited(Pid::from_raw(new), 0));
+    drop(server);
+}
