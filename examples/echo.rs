@@ -9,7 +9,9 @@
 //! cargo run --release --example echo -- --transport unix-dgram --addr @echo   # abstract address
 //! ```
 //!
-//! With `--concurrency prefork`, `SIGHUP` replaces the worker processes gracefully.
+//! With `--concurrency prefork`, `SIGHUP` replaces the worker processes gracefully, `SIGTTIN` and
+//! `SIGTTOU` add and remove one, `--min-spare`/`--max-spare` size the pool by its idle workers, and
+//! `--worker-timeout-secs` replaces a worker stuck on one request.
 //! `--concurrency reactor` serves stream transports from one epoll event loop (datagram transports:
 //! exit 2).
 //!
@@ -279,10 +281,11 @@ fn serve_datagram<T: Transport<Kind = Datagram>>(t: T, args: &Args) -> anyhow::R
     }
 }
 
-/// A pre-fork strategy whose workers `SIGHUP` replaces.
+/// A pre-fork strategy whose workers `SIGHUP` replaces, and `SIGTTIN`/`SIGTTOU` grow and shrink.
 fn prefork(c: &ConcurrencyArgs) -> anyhow::Result<PreFork> {
     let strategy = c.prefork();
     signals::reload_on_sighup(&strategy.reload_handle())?;
+    signals::resize_on_ttin_ttou(&strategy.size_handle())?;
     Ok(strategy)
 }
 

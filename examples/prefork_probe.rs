@@ -38,6 +38,21 @@ struct Args {
     /// How long shutdown waits for in-flight requests, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     shutdown_timeout_ms: u64,
+    /// Add a random 0..=N to each worker's --max-requests.
+    #[arg(long, default_value_t = 0)]
+    max_requests_jitter: u64,
+    /// Stop and replace a worker busy on one request for longer than this, in milliseconds.
+    #[arg(long)]
+    worker_timeout_ms: Option<u64>,
+    /// Spare-worker sizing: at least this many idle workers (with --max-spare).
+    #[arg(long, requires = "max_spare")]
+    min_spare: Option<usize>,
+    /// Spare-worker sizing: at most this many idle workers (with --min-spare).
+    #[arg(long, requires = "min_spare")]
+    max_spare: Option<usize>,
+    /// The most workers sizing or SIGTTIN grows to.
+    #[arg(long)]
+    max_workers: Option<usize>,
 }
 
 fn handle(req: &mut StreamRequest) -> anyhow::Result<()> {
@@ -46,6 +61,10 @@ fn handle(req: &mut StreamRequest) -> anyhow::Result<()> {
         match line.trim_end() {
             "pid" => writeln!(req.wfile, "{}", std::process::id())?,
             "crash" => std::process::exit(3),
+            // Stuck: not even the socket is looked at again (what worker_timeout is for).
+            "hang" => loop {
+                std::thread::sleep(Duration::from_secs(1));
+            },
             "stop" => {
                 req.server().shutdown();
                 writeln!(req.wfile, "stopping")?;
@@ -61,8 +80,18 @@ fn handle(req: &mut StreamRequest) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     common::init_logging();
     let args: Args = common::parse_args();
-    let prefork = PreFork::new(args.workers as usize).max_requests(args.max_requests);
+    let mut prefork = PreFork::new(args.workers as usize)
+        .max_requests(args.max_requests)
+        .max_requests_jitter(args.max_requests_jitter)
+        .worker_timeout(args.worker_timeout_ms.map(Duration::from_millis));
+    if let (Some(min), Some(max)) = (args.min_spare, args.max_spare) {
+        prefork = prefork.spare(min, max);
+    }
+    if let Some(max) = args.max_workers {
+        prefork = prefork.max_workers(max);
+    }
     signals::reload_on_sighup(&prefork.reload_handle())?;
+    signals::resize_on_ttin_ttou(&prefork.size_handle())?;
     let mut server = Server::new(prefork, Tcp::bind(args.addr.as_str())?, handle)?
         .shutdown_timeout(Duration::from_millis(args.shutdown_timeout_ms));
     let mut unrelated = Command::new("sh").args(["-c", "exit 7"]).spawn()?;

@@ -28,7 +28,10 @@
 
 use std::env;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
+use std::sync::OnceLock;
+
+use parking_lot::Mutex;
 
 use crate::sys;
 use crate::transport::InheritedSocket;
@@ -266,4 +269,59 @@ pub fn listen_fds() -> io::Result<Vec<InheritedSocket>> {
             Ok(InheritedSocket::from_fd(owned)?.with_name(name))
         })
         .collect()
+}
+
+/// Tells the successor which descriptor to write its readiness byte to.
+pub(crate) const READY_FD_VAR: &str = "SOCKETSERVER_UPGRADE_READY_FD";
+/// Tells the successor how many of its servers must be serving before it is ready.
+pub(crate) const SERVERS_VAR: &str = "SOCKETSERVER_UPGRADE_SERVERS";
+/// Tells the successor which process it takes over from (its parent).
+pub(crate) const FROM_VAR: &str = "SOCKETSERVER_UPGRADE_FROM";
+// ---- a successor's side of an upgrade (see `crate::upgrade`) ----
+//
+// Here rather than in `upgrade`: taking over from a predecessor is taking inherited sockets, and
+// the serving policy, which tells the predecessor once this process serves, sits below `upgrade`.
+
+/// This process as an upgrade's successor: its readiness pipe and how many servers must be serving.
+struct Successor {
+    pipe: Option<OwnedFd>,
+    servers_left: usize,
+}
+
+static SUCCESSOR: OnceLock<Mutex<Successor>> = OnceLock::new();
+
+/// The process this one takes over from, if it was started by an upgrade (its parent): a PID file
+/// naming it may be taken over.
+pub(crate) fn predecessor() -> Option<u32> {
+    let from: u32 = std::env::var(FROM_VAR).ok()?.parse().ok()?;
+    (from == std::os::unix::process::parent_id()).then_some(from)
+}
+
+fn successor() -> &'static Mutex<Successor> {
+    SUCCESSOR.get_or_init(|| {
+        let pipe = predecessor().and_then(|_| {
+            let fd: i32 = std::env::var(READY_FD_VAR).ok()?.parse().ok()?;
+            sys::claim_upgrade_ready_fd(fd).ok()
+        });
+        let servers_left = std::env::var(SERVERS_VAR)
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1);
+        Mutex::new(Successor { pipe, servers_left })
+    })
+}
+
+/// A server of this process is serving: once as many are as sockets were handed over, tells the
+/// predecessor (if this process is a successor) that it is ready.
+pub(crate) fn server_ready() {
+    let mut s = successor().lock();
+    if s.pipe.is_none() {
+        return;
+    }
+    s.servers_left = s.servers_left.saturating_sub(1);
+    if s.servers_left == 0
+        && let Some(pipe) = s.pipe.take()
+    {
+        let _ = std::io::Write::write_all(&mut std::fs::File::from(pipe), b"1");
+    }
 }

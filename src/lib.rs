@@ -108,7 +108,7 @@ pub mod upgrade;
 
 pub use addr::Addr;
 pub use concurrency::{
-    Concurrency, Forking, Pool, PreFork, Reactor, ReloadHandle, Sequential, Threading,
+    Concurrency, Forking, Pool, PreFork, Reactor, ReloadHandle, Sequential, SizeHandle, Threading,
 };
 pub use error::RequestError;
 // The codecs a `MessageHandler` names, reachable the same way as `MessageHandler` and `Conn`.

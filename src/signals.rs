@@ -32,6 +32,7 @@ static ROUTED: Mutex<Vec<Routed>> = Mutex::new(Vec::new());
 enum Routed {
     Shutdown(ShutdownHandle),
     Reload(ReloadHandle),
+    Size(crate::concurrency::SizeHandle),
     Upgrade(std::sync::Arc<crate::sys::EventFd>),
 }
 
@@ -140,4 +141,27 @@ pub fn upgrade_on_sigusr2(upgrade: crate::upgrade::Upgrade) -> io::Result<()> {
         None,
         &[],
     )
+}
+
+/// Makes `SIGTTIN` grow a [`PreFork`](crate::PreFork) server by one worker and `SIGTTOU` shrink it by
+/// one, through `handle` (see [`SizeHandle`](crate::SizeHandle)), as gunicorn and Perl's
+/// `Net::Server` do. (Their default action would stop the process, as for a background job reading
+/// the terminal; routed, they never do.)
+///
+/// # Errors
+/// `sigaction(2)` failing.
+///
+/// # Examples
+///
+/// ```
+/// use socketserver::{signals, PreFork};
+/// let prefork = PreFork::new(4);
+/// signals::resize_on_ttin_ttou(&prefork.size_handle())?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn resize_on_ttin_ttou(handle: &crate::SizeHandle) -> io::Result<()> {
+    let mut routed = ROUTED.lock();
+    routed.push(Routed::Size(handle.clone()));
+    signal::route(&[Signal::SIGTTIN], handle.grow_poke(), None, &[])?;
+    signal::route(&[Signal::SIGTTOU], handle.shrink_poke(), None, &[])
 }

@@ -60,7 +60,7 @@ impl fmt::Display for ConnState {
 }
 
 /// The connection-state hook's shape (`Server::conn_state`).
-pub(crate) type StateHook = std::sync::Arc<dyn Fn(&crate::Addr, ConnState) + Send + Sync>;
+pub(crate) type StateHook = std::sync::Arc<dyn Fn(&crate::addr::Addr, ConnState) + Send + Sync>;
 
 /// Whether a stream connection's handler is inside a request or between two, shared by the
 /// request (which says so) and whoever drains the server (which closes the idle ones).

@@ -338,3 +338,104 @@ fn crash_looping_workers_are_replaced_with_back_off() {
         b"recovered\n"
     );
 }
+
+#[test]
+fn a_stuck_worker_is_replaced_after_its_worker_timeout() {
+    let probe = Probe::start(&["--workers", "2", "--worker-timeout-ms", "300"]);
+    let mut session = probe.session();
+    let stuck: i32 = session.ask("pid").parse().unwrap();
+    let before = probe.settled_workers(2);
+    assert!(before.contains(&stuck));
+    writeln!(session.stream, "hang").unwrap();
+    let hung = Instant::now();
+    // SIGTERM at the timeout (which a stuck handler does not notice), SIGKILL two seconds later; a
+    // replacement starts at once.
+    assert!(eventually(TIMEOUT, || !alive(stuck)
+        || zombie_children(probe.pid()).contains(&stuck)));
+    let gone = hung.elapsed();
+    assert!(gone >= Duration::from_millis(300), "stopped after {gone:?}");
+    assert!(
+        gone <= Duration::from_millis(300 + 2000 + 5000),
+        "stopped after {gone:?}"
+    );
+    let after = probe.settled_workers(2);
+    assert!(!after.contains(&stuck));
+    // Its connection closed with it; the others serve.
+    let mut rest = String::new();
+    session.stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let _ = session.reader.read_to_string(&mut rest);
+    assert_ne!(probe.worker_pid_of_next_request(), stuck);
+    println!("a stuck worker was gone {gone:?} after it hung (worker_timeout 300 ms, grace 2 s)");
+}
+
+#[test]
+fn spare_workers_follow_the_load_up_and_down() {
+    let probe = Probe::start(&[
+        "--workers",
+        "2",
+        "--min-spare",
+        "2",
+        "--max-spare",
+        "3",
+        "--max-workers",
+        "12",
+    ]);
+    probe.settled_workers(2);
+    // Six connections keep six workers busy: two spare ones are started beside them.
+    let mut sessions: Vec<Session> = (0..6).map(|_| probe.session()).collect();
+    for s in &mut sessions {
+        s.ask("pid");
+    }
+    probe.settled_workers(8);
+    // Load gone: idle workers above the maximum are retired, down to three.
+    drop(sessions);
+    probe.settled_workers(3);
+    assert!(probe.zombie_workers().is_empty());
+}
+
+#[test]
+fn sigttin_and_sigttou_grow_and_shrink_by_one() {
+    let probe = Probe::start(&["--workers", "2"]);
+    probe.settled_workers(2);
+    signal(probe.pid(), Signal::SIGTTIN);
+    probe.settled_workers(3);
+    signal(probe.pid(), Signal::SIGTTOU);
+    probe.settled_workers(2);
+    signal(probe.pid(), Signal::SIGTTOU);
+    probe.settled_workers(1);
+    // Never below one; and the server still serves.
+    signal(probe.pid(), Signal::SIGTTOU);
+    probe.settled_workers(1);
+    probe.worker_pid_of_next_request();
+}
+
+#[test]
+fn jittered_recycling_spreads_worker_restarts() {
+    let probe = Probe::start(&[
+        "--workers",
+        "2",
+        "--max-requests",
+        "3",
+        "--max-requests-jitter",
+        "3",
+    ]);
+    let mut served: std::collections::HashMap<i32, u32> = std::collections::HashMap::new();
+    for _ in 0..60 {
+        *served
+            .entry(probe.worker_pid_of_next_request())
+            .or_default() += 1;
+    }
+    // A worker that is gone served between 3 and 6 requests; not all the same number.
+    assert!(eventually(TIMEOUT, || probe.zombie_workers().is_empty()));
+    let finished: Vec<u32> = served
+        .iter()
+        .filter(|&(&pid, _)| !alive(pid))
+        .map(|(_, &n)| n)
+        .collect();
+    assert!(finished.len() >= 8, "{served:?}");
+    assert!(finished.iter().all(|n| (3..=6).contains(n)), "{served:?}");
+    assert!(
+        finished.iter().any(|&n| n != finished[0]),
+        "no jitter: {served:?}"
+    );
+}

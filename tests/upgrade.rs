@@ -1,5 +1,5 @@
 //! Hot binary upgrade (`SIGUSR2`, the echo example): five upgrades in a row under load — connection
-//! churn and persistent request/response — lose nothing; the PID file names each new process; every
+//! churn and persistent request/response, from threads of this test — lose nothing; the PID file names each new process; every
 //! old process exits 0; systemd hears `MAINPID=`; a successor that fails (exits at once, or is never
 //! ready) leaves the old process serving.
 //!
@@ -15,7 +15,9 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -135,55 +137,87 @@ fn upgrade(deploy: &Deploy) -> i32 {
     deploy.pid().unwrap()
 }
 
-/// A load generator run in the background.
-fn loadgen(addr: &str, args: &[&str]) -> Child {
-    Command::new(util::example_bin("loadgen"))
-        .args(["--addr", addr])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+/// What a load thread saw.
+#[derive(Debug, Default)]
+struct Load {
+    ok: u64,
+    /// Connections the server closed between requests, reopened and the request sent again (what
+    /// HTTP clients do across a server's restart).
+    reconnects: u64,
+    errors: Vec<String>,
 }
 
-/// The load generator's `RESULT {json}` line, once it finished (bounded).
-fn result_of(mut load: Child) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while load.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "loadgen did not finish");
-        std::thread::sleep(Duration::from_millis(20));
+/// Runs `work` on a thread until `stop` is set; what it saw.
+fn load_thread(
+    stop: &Arc<AtomicBool>,
+    work: impl Fn(&mut Load) + Send + 'static,
+) -> util::Bounded<Load> {
+    let stop = stop.clone();
+    util::spawn_bounded(move || {
+        let mut load = Load::default();
+        while !stop.load(Ordering::Relaxed) && load.errors.len() < 10 {
+            work(&mut load);
+        }
+        load
+    })
+}
+
+/// Persistent request/response: 64 bytes out, the same back, on one connection for as long as the
+/// server keeps it; reopened (and the request sent again) when it is closed before any byte of a
+/// reply, which is how a draining server ends keep-alive. A reply cut short is an error.
+fn persistent(addr: String) -> impl Fn(&mut Load) + Send + 'static {
+    let conn = std::sync::Mutex::new(None::<std::net::TcpStream>);
+    move |load: &mut Load| {
+        let mut slot = conn.lock().unwrap();
+        let stream = match slot.as_mut() {
+            Some(s) => s,
+            None => match std::net::TcpStream::connect(&addr) {
+                Ok(s) => {
+                    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+                    slot.insert(s)
+                }
+                Err(e) => return load.errors.push(format!("connect: {e}")),
+            },
+        };
+        let msg = [b'r'; 64];
+        let mut back = [0u8; 64];
+        let mut got = 0;
+        let sent = stream.write_all(&msg);
+        while sent.is_ok() && got < back.len() {
+            match stream.read(&mut back[got..]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        match got {
+            64 if back == msg => load.ok += 1,
+            0 => {
+                // Closed between requests: a new connection next time round, the same request.
+                *slot = None;
+                load.reconnects += 1;
+            }
+            n => load.errors.push(format!("a reply cut after {n} bytes")),
+        }
     }
-    let mut out = String::new();
-    load.stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    let mut err = String::new();
-    load.stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    out.lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .unwrap_or_else(|| panic!("no RESULT line: {out}{err}"))
-        .to_string()
 }
 
-/// The integer field `name` of a loadgen JSON result.
-fn field(json: &str, name: &str) -> u64 {
-    let key = format!("\"{name}\":");
-    let at = json
-        .find(&key)
-        .unwrap_or_else(|| panic!("no {name} in {json}"))
-        + key.len();
-    json[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap()
+/// Connection churn: connect, 64 bytes out and back, close.
+fn churn(addr: String) -> impl Fn(&mut Load) + Send + 'static {
+    move |load: &mut Load| {
+        let result = (|| -> std::io::Result<bool> {
+            let mut s = std::net::TcpStream::connect(&addr)?;
+            s.set_read_timeout(Some(TIMEOUT))?;
+            s.write_all(&[b'c'; 64])?;
+            let mut back = [0u8; 64];
+            s.read_exact(&mut back)?;
+            Ok(back == [b'c'; 64])
+        })();
+        match result {
+            Ok(true) => load.ok += 1,
+            Ok(false) => load.errors.push("an echo mismatch".into()),
+            Err(e) => load.errors.push(format!("churn: {e}")),
+        }
+    }
 }
 
 fn five_upgrades_under_load(concurrency: &str, sizing: &[&str]) {
@@ -199,43 +233,26 @@ fn five_upgrades_under_load(concurrency: &str, sizing: &[&str]) {
     let server = deploy.start(&args, &[]);
     let addr = server.addr.clone();
     let first = server.pid();
-    // Both run through every upgrade.
-    let rr = loadgen(
-        &addr,
-        &[
-            "tcp-rr",
-            "--conns",
-            "4",
-            "--size",
-            "64",
-            "--duration",
-            "8",
-            "--reconnect",
-        ],
-    );
-    let churn = loadgen(
-        &addr,
-        &[
-            "tcp-churn",
-            "--workers",
-            "2",
-            "--size",
-            "64",
-            "--duration",
-            "8",
-        ],
-    );
+    // Both kinds of load run through every upgrade.
+    let stop = Arc::new(AtomicBool::new(false));
+    let loads: Vec<_> = (0..4)
+        .map(|_| load_thread(&stop, persistent(addr.clone())))
+        .chain((0..2).map(|_| load_thread(&stop, churn(addr.clone()))))
+        .collect();
     let mut pids = vec![first];
     for _ in 0..5 {
         pids.push(upgrade(&deploy));
         deploy.install_echo(); // a "new build" for the next round
     }
-    let rr = result_of(rr);
-    let churn = result_of(churn);
-    for (what, json) in [("tcp-rr", &rr), ("tcp-churn", &churn)] {
-        assert_eq!(field(json, "errors"), 0, "{concurrency} {what}: {json}");
+    stop.store(true, Ordering::Relaxed);
+    let loads: Vec<Load> = loads.into_iter().map(|l| l.wait(TIMEOUT)).collect();
+    for load in &loads {
+        assert!(load.errors.is_empty(), "{concurrency}: {load:?}");
+        assert!(load.ok > 0, "{concurrency}: {load:?}");
     }
-    assert!(field(&rr, "requests") > 0 && field(&churn, "connections") > 0);
+    let requests: u64 = loads[..4].iter().map(|l| l.ok).sum();
+    let reconnects: u64 = loads[..4].iter().map(|l| l.reconnects).sum();
+    let connections: u64 = loads[4..].iter().map(|l| l.ok).sum();
     let mut unique = pids.clone();
     unique.sort_unstable();
     unique.dedup();
@@ -257,10 +274,8 @@ fn five_upgrades_under_load(concurrency: &str, sizing: &[&str]) {
         "the last process left its PID file"
     );
     println!(
-        "{concurrency}: pids {pids:?}; tcp-rr {} requests ({} reconnects), tcp-churn {} connections",
-        field(&rr, "requests"),
-        field(&rr, "reconnects"),
-        field(&churn, "connections")
+        "{concurrency}: pids {pids:?}; persistent: {requests} requests ({reconnects} reconnects), \
+         churn: {connections} connections; no error"
     );
     drop(server); // the first process, long reaped
 }

@@ -62,6 +62,21 @@ pub struct ConcurrencyArgs {
     /// Recycle each prefork worker after this many requests.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_requests: Option<u64>,
+    /// Add a random 0..=N to each prefork worker's --max-requests, so they do not restart together.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_requests_jitter: u64,
+    /// Stop (and replace) a prefork worker busy on one request for longer than this.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub worker_timeout_secs: Option<u64>,
+    /// Size prefork by its idle workers: start one when fewer than N are idle (needs --max-spare).
+    #[arg(long, value_name = "N", requires = "max_spare")]
+    pub min_spare: Option<u32>,
+    /// Size prefork by its idle workers: retire one when more than N are idle (needs --min-spare).
+    #[arg(long, value_name = "N", requires = "min_spare")]
+    pub max_spare: Option<u32>,
+    /// The most prefork workers sizing or SIGTTIN grows to (default 256).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_workers: Option<u32>,
 }
 
 impl ConcurrencyArgs {
@@ -83,11 +98,22 @@ impl ConcurrencyArgs {
             .map_or_else(Pool::default, |n| Pool::new(n as usize))
     }
 
-    /// `PreFork`, with `--workers` and `--max-requests`.
+    /// `PreFork`, with `--workers`, `--max-requests` (and its jitter), `--worker-timeout-secs`, the
+    /// spare-worker sizing and `--max-workers`.
     pub fn prefork(&self) -> PreFork {
-        self.workers
+        let mut prefork = self
+            .workers
             .map_or_else(PreFork::default, |n| PreFork::new(n as usize))
             .max_requests(self.max_requests)
+            .max_requests_jitter(self.max_requests_jitter)
+            .worker_timeout(self.worker_timeout_secs.map(std::time::Duration::from_secs));
+        if let (Some(min), Some(max)) = (self.min_spare, self.max_spare) {
+            prefork = prefork.spare(min as usize, max as usize);
+        }
+        if let Some(max) = self.max_workers {
+            prefork = prefork.max_workers(max as usize);
+        }
+        prefork
     }
 }
 

@@ -22,11 +22,13 @@ pub(crate) const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// The signals a serving process may route to handlers (shutdown, reload): blocked around `fork(2)` so
 /// that a new child never runs the parent's handlers before it has reset them.
-const HANDLED: [Signal; 4] = [
+const HANDLED: [Signal; 6] = [
     Signal::SIGINT,
     Signal::SIGTERM,
     Signal::SIGHUP,
     Signal::SIGUSR2,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
 ];
 
 /// One child process, with what its owner keeps about it.

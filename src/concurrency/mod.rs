@@ -53,7 +53,7 @@ mod threading;
 pub(crate) use accept_loop::{Mode, run as run_accept_loop};
 pub use forking::Forking;
 pub use pool::Pool;
-pub use prefork::{PreFork, ReloadHandle};
+pub use prefork::{PreFork, ReloadHandle, SizeHandle};
 pub use reactor::Reactor;
 pub use sequential::Sequential;
 pub use threading::Threading;

@@ -174,7 +174,8 @@ where
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn pid_file(mut self, path: impl AsRef<std::path::Path>) -> io::Result<Self> {
-        let claimed = crate::pidfile::PidFile::claim(path.as_ref(), crate::upgrade::predecessor())?;
+        let claimed =
+            crate::pidfile::PidFile::claim(path.as_ref(), crate::activation::predecessor())?;
         self.core.set_pid_file(claimed);
         Ok(self)
     }

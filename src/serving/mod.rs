@@ -514,7 +514,7 @@ impl<T, H> Core<T, H> {
     /// `READY=1`, and an upgrading predecessor learns it (once per server).
     pub(crate) fn ready(&mut self) {
         if !std::mem::replace(&mut self.announced, true) {
-            crate::upgrade::server_ready();
+            crate::activation::server_ready();
         }
         if let Some(pid_file) = &self.pid_file
             && let Err(e) = pid_file.write()

@@ -28,7 +28,7 @@ pub(super) struct Orders {
     /// The supervisor's pid: a worker whose parent is already someone else retires at once.
     pub(super) supervisor: libc::pid_t,
     pub(super) max_requests: Option<u64>,
-    /// The worker's "inside a request" flag in memory the supervisor reads.
+    /// The worker's "inside a request since" timestamp in memory the supervisor reads.
     pub(super) busy: Option<(Arc<SharedCounters>, usize)>,
 }
 
@@ -89,9 +89,12 @@ struct WorkerLoop {
 }
 
 impl WorkerLoop {
+    /// Marks the worker inside a request (since now: the supervisor's `worker_timeout` reads it)
+    /// or idle (`0`).
     fn set_busy(&self, busy: bool) {
         if let Some(flag) = self.busy.as_ref().and_then(|(c, slot)| c.get(*slot)) {
-            flag.store(u64::from(busy), Ordering::SeqCst);
+            let since = if busy { sys::monotonic_ms().max(1) } else { 0 };
+            flag.store(since, Ordering::SeqCst);
         }
     }
 }
