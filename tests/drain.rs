@@ -17,7 +17,9 @@ use std::net::{Shutdown, TcpStream};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use util::{ServerProc, TIMEOUT, connect, eventually, read_http_response, unread_by_server};
+use util::{
+    ServerProc, TIMEOUT, eventually, http_keep_alive_client, read_http_response, unread_by_server,
+};
 
 const STRATEGIES: [&str; 5] = ["sequential", "threading", "forking", "pool", "prefork"];
 
@@ -42,13 +44,7 @@ struct InFlight {
 }
 
 fn request_in_flight(server: &ServerProc) -> InFlight {
-    let conn = connect(server.socket_addr());
-    conn.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let mut conn = BufReader::new(conn);
-    conn.get_mut()
-        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
-    assert_eq!(read_http_response(&mut conn).1, b"hello\n");
+    let mut conn = http_keep_alive_client(server);
     conn.get_mut()
         .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nfirst")
         .unwrap();
@@ -151,14 +147,7 @@ fn a_prefork_reload_lets_the_request_in_flight_finish() {
         "no reload: {}",
         log_of(&log)
     );
-    let fresh = connect(server.socket_addr());
-    fresh.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let mut fresh = BufReader::new(fresh);
-    fresh
-        .get_mut()
-        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
-    assert_eq!(read_http_response(&mut fresh).1, b"hello\n");
+    let fresh = http_keep_alive_client(&server);
     request.finish("prefork reload");
     drop(fresh);
     assert_eq!(server.terminate().code(), Some(0));

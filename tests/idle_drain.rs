@@ -16,22 +16,11 @@ use socketserver::framing::Lines;
 use socketserver::reactor::{Conn, MessageHandler};
 use socketserver::{Reactor, Server, Tcp};
 use util::{
-    ServerProc, Serving, TIMEOUT, connect, eventually, read_http_response, unread_by_server,
+    ServerProc, Serving, TIMEOUT, connect, eventually, http_keep_alive_client, read_http_response,
+    unread_by_server,
 };
 
 const IDLE: usize = 100;
-
-/// A keep-alive client that made one request and keeps its connection open.
-fn idle_http_client(server: &ServerProc) -> BufReader<TcpStream> {
-    let conn = connect(server.socket_addr());
-    conn.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let mut conn = BufReader::new(conn);
-    conn.get_mut()
-        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
-    assert_eq!(read_http_response(&mut conn).1, b"hello\n");
-    conn
-}
 
 /// Whether the server closed `conn` (end of stream, or a reset), waiting up to [`TIMEOUT`].
 fn closed(conn: &mut impl Read) -> bool {
@@ -48,9 +37,9 @@ fn http_idle_connections_close_at_once(concurrency: &str, sizing: &[&str]) {
         .env("RUST_LOG", "info")
         .stderr(log.reopen().unwrap());
     let mut server = ServerProc::start(cmd);
-    let mut idle: Vec<_> = (0..IDLE).map(|_| idle_http_client(&server)).collect();
+    let mut idle: Vec<_> = (0..IDLE).map(|_| http_keep_alive_client(&server)).collect();
     // In flight: a request whose body is half sent, read by its handler.
-    let mut slow = idle_http_client(&server);
+    let mut slow = http_keep_alive_client(&server);
     slow.get_mut()
         .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nfirst")
         .unwrap();

@@ -497,3 +497,17 @@ pub fn read_http_response(conn: &mut impl std::io::BufRead) -> (String, Vec<u8>)
     }
     panic!("more than 100 header lines");
 }
+
+/// A keep-alive HTTP client of `server` that has made one `GET /` and read its `hello` response, its
+/// connection left open (reads time out after [`TIMEOUT`]).
+#[allow(dead_code)] // not every test binary speaks HTTP
+pub fn http_keep_alive_client(server: &ServerProc) -> BufReader<TcpStream> {
+    let conn = connect(server.socket_addr());
+    conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut conn = BufReader::new(conn);
+    conn.get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_http_response(&mut conn).1, b"hello\n");
+    conn
+}
