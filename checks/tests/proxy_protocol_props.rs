@@ -1,11 +1,11 @@
 //! Property tests for `socketserver::proxy_protocol`.
 
 use std::io::{self, BufRead, Read};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use proptest::prelude::*;
 use socketserver::proxy_protocol::{
-    Command, Parsed, ProxyError, ProxyHeader, V2_SIGNATURE, Version, parse, parse_with_limit,
+    Cidr, Command, Parsed, ProxyError, ProxyHeader, V2_SIGNATURE, Version, parse, parse_with_limit,
     read_header,
 };
 
@@ -216,5 +216,29 @@ proptest! {
     fn non_signature_first_byte_is_rejected_immediately(first in any::<u8>()) {
         prop_assume!(first != b'P' && first != V2_SIGNATURE[0]);
         prop_assert_eq!(parse(&[first]), Err(ProxyError::NotProxy));
+    }
+}
+
+proptest! {
+    /// Any IPv4 network written IPv4-mapped is that network: equal, and containing the same
+    /// peers, whether they come as IPv4 or IPv4-mapped.
+    #[test]
+    fn mapped_and_plain_ipv4_networks_agree(
+        net_bits in any::<u32>(),
+        prefix in 0u8..=32,
+        peer in any::<u32>(),
+    ) {
+        let network = Ipv4Addr::from_bits(net_bits & (u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)));
+        let plain = Cidr::new(network.into(), prefix).unwrap();
+        let mapped = Cidr::new(network.to_ipv6_mapped().into(), 96 + prefix).unwrap();
+        prop_assert_eq!(plain, mapped);
+        let parsed: Cidr = format!("{}/{}", network.to_ipv6_mapped(), 96 + prefix).parse().unwrap();
+        prop_assert_eq!(parsed, plain);
+        let peer = Ipv4Addr::from_bits(peer);
+        let inside = prefix == 0 || (peer.to_bits() ^ network.to_bits()) >> (32 - prefix) == 0;
+        for candidate in [IpAddr::V4(peer), IpAddr::V6(peer.to_ipv6_mapped())] {
+            prop_assert_eq!(plain.contains(candidate), inside);
+            prop_assert_eq!(mapped.contains(candidate), inside);
+        }
     }
 }
