@@ -30,7 +30,8 @@
 //!
 //! `--metrics-addr 127.0.0.1:9100` serves the server's live figures (connections, requests, failures,
 //! durations, workers) at `http://127.0.0.1:9100/metrics` for Prometheus — under every strategy, the
-//! forked children's requests included.
+//! forked children's requests included. It needs the `prometheus` feature (`cargo run --release
+//! --features prometheus --example echo -- --metrics-addr 127.0.0.1:9100`).
 //!
 //! Zero-downtime upgrade: `SIGUSR2` starts the program anew (a new build deployed over it) with the
 //! same flags, hands it the listening socket (and the metrics endpoint's), and once it is ready this

@@ -192,9 +192,22 @@ impl PeerArgs {
 #[derive(Args, Clone, Debug)]
 pub struct MetricsArgs {
     /// Serve the server's live figures at http://HOST:PORT/metrics, in Prometheus's text format
-    /// (port 0: any free port; the bound address is printed as `metrics on <addr>`).
-    #[arg(long, value_name = "HOST:PORT")]
+    /// (port 0: any free port; the bound address is printed as `metrics on <addr>`). Needs the
+    /// example built with `--features prometheus`.
+    #[arg(long, value_name = "HOST:PORT", value_parser = metrics_addr)]
     pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// Why `--metrics-addr` is refused in a build without the exporter.
+pub const NO_PROMETHEUS: &str = "this build has no Prometheus exporter: build the example with \
+    `--features prometheus` (cargo run --release --features prometheus --example echo -- …)";
+
+/// `--metrics-addr`: an address, in a build that can serve it.
+fn metrics_addr(value: &str) -> Result<std::net::SocketAddr, String> {
+    if cfg!(not(feature = "prometheus")) {
+        return Err(NO_PROMETHEUS.to_string());
+    }
+    value.parse().map_err(|e| format!("{e}"))
 }
 
 /// `--listen-fd`: a descriptor number other than 0, 1 and 2.

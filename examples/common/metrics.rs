@@ -6,6 +6,9 @@
 //! `Threading` server of this crate, beside the main one. It runs in the parent process: under
 //! `Forking` and `PreFork` the children's counts are in memory the parent shares, so one scrape is
 //! the whole server's.
+//!
+//! Built with the `prometheus` feature only (`metrics_off.rs` stands in without it), so that the
+//! examples' default build compiles no exporter.
 
 use std::io::{BufRead, Read, Write};
 use std::net::SocketAddr;
@@ -14,6 +17,7 @@ use std::thread::JoinHandle;
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use socketserver::stats::{BUCKET_BOUNDS_SECONDS, Stats};
+use socketserver::upgrade::Upgrade;
 use socketserver::{
     InheritedSocket, Server, ShutdownHandle, StreamHandler, StreamRequest, Tcp, Threading,
     ThreadingTcpServer,
@@ -27,7 +31,7 @@ const MAX_HEADERS: usize = 100;
 /// The `/metrics` endpoint: bound (or taken over from a predecessor) first, serving once started.
 pub struct Endpoint {
     server: ThreadingTcpServer<Scrape>,
-    pub addr: SocketAddr,
+    addr: SocketAddr,
 }
 
 /// A running endpoint; [`Running::stop`] shuts it down.
@@ -79,9 +83,17 @@ impl Endpoint {
         Ok(Endpoint { server, addr })
     }
 
-    /// The endpoint's server, to hand its socket to an upgrade.
-    pub fn server(&self) -> &ThreadingTcpServer<Scrape> {
-        &self.server
+    /// The address it serves on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Adds the endpoint's socket, as `metrics`, to what `upgrade` hands its successor.
+    ///
+    /// # Errors
+    /// As [`Upgrade::listener`].
+    pub fn hand_over(&self, upgrade: Upgrade) -> std::io::Result<Upgrade> {
+        upgrade.listener("metrics", &self.server)
     }
 
     /// Serves on a thread of its own.

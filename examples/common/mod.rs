@@ -12,6 +12,10 @@ use socketserver::{Concurrency, Server, Transport, signals};
 pub mod cli;
 pub mod fileproto;
 pub mod kvproto;
+#[cfg(feature = "prometheus")]
+pub mod metrics;
+#[cfg(not(feature = "prometheus"))]
+#[path = "metrics_off.rs"]
 pub mod metrics;
 
 /// Parses the command line; on a bad flag prints the error and the usage once, and exits 2.
@@ -134,13 +138,13 @@ where
             upgrade = upgrade.ready_timeout(timeout);
         }
         if let Some(endpoint) = &endpoint {
-            upgrade = upgrade.listener("metrics", endpoint.server())?;
+            upgrade = endpoint.hand_over(upgrade)?;
         }
         signals::upgrade_on_sigusr2(upgrade)?;
     }
     println!("listening on {}", server.local_addr());
     if let Some(endpoint) = &endpoint {
-        println!("metrics on {}", endpoint.addr);
+        println!("metrics on {}", endpoint.addr());
     }
     std::io::stdout().flush()?;
     let running = endpoint.map(metrics::Endpoint::start).transpose()?;

@@ -25,7 +25,7 @@
 //!   sends before closing, so the client is not reset before it has read the response.
 //!
 //! `--metrics-addr HOST:PORT` serves the server's live figures at `http://HOST:PORT/metrics` for
-//! Prometheus.
+//! Prometheus (built with `--features prometheus`).
 //!
 //! The first line on stdout is `listening on <bound address>`; `SIGINT` or `SIGTERM` shuts it down
 //! gracefully (idle keep-alive connections are cut after `--shutdown-timeout-ms`) and it exits 0. Bad
