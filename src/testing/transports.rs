@@ -57,6 +57,24 @@ impl<T> Queue<T> {
 /// assert!(!probe.is_closed()); // not served yet
 /// # Ok::<(), std::io::Error>(())
 /// ```
+///
+/// `Reactor` serves sockets it can poll, and a `MockStream` has none, so that pair does not
+/// compile (it used to, and served nothing); drive a `MessageHandler` with
+/// [`MessageDriver`](crate::testing::MessageDriver) instead:
+///
+/// ```compile_fail
+/// # use socketserver::framing::RawBytes;
+/// # use socketserver::reactor::{Conn, MessageHandler};
+/// # struct Echo;
+/// # impl MessageHandler for Echo {
+/// #     type Codec = RawBytes;
+/// #     fn codec(&self) -> RawBytes { RawBytes }
+/// #     fn on_message(&self, c: &mut Conn<'_, RawBytes>, m: Vec<u8>) -> anyhow::Result<()> { Ok(c.send(&m)?) }
+/// # }
+/// use socketserver::{Reactor, Server, testing::MockStream};
+/// let server = Server::new(Reactor::new(), MockStream::new()?, Echo)?; // no `Concurrency` impl
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct MockStream {
     queue: Arc<Queue<MockConn>>,

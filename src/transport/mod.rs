@@ -95,6 +95,10 @@ pub(crate) mod sealed {
 
     /// A stream transport whose connections are operating-system sockets an event loop can watch:
     /// every stream transport but the mock one, which is why `Reactor` does not compile with it.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` has no sockets the `Reactor` can poll: serve a `MessageHandler` on Tcp or UnixStream",
+        note = "to test a `MessageHandler` without sockets, drive it with `socketserver::testing::MessageDriver`"
+    )]
     pub trait Pollable {}
 }
 
