@@ -9,6 +9,9 @@
 #
 #   bench/stats-callgrind.sh
 #   STRATEGY=reactor bench/stats-callgrind.sh
+#
+# With BASE set, the comparison is a change's instead: the echo example at commit BASE ("before",
+# no patch) against this checkout ("after"), e.g. `BASE=f1460aa bench/stats-callgrind.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STRATEGY=${STRATEGY:-threading}
@@ -19,8 +22,15 @@ off=$(mktemp -d)
 work=$(mktemp -d)
 trap 'git worktree remove --force "$off" >/dev/null 2>&1 || rm -rf "$off"; rm -rf "$work"' EXIT
 
-git worktree add --detach --quiet "$off" HEAD
-git -C "$off" apply "$PWD/bench/stats-off.patch"
+BASE=${BASE:-}
+if [[ -n $BASE ]]; then
+    git worktree add --detach --quiet "$off" "$BASE"
+    labels=(before after)
+else
+    git worktree add --detach --quiet "$off" HEAD
+    git -C "$off" apply "$PWD/bench/stats-off.patch"
+    labels=(off on)
+fi
 cargo build --quiet --release --example echo --example loadgen
 cargo build --quiet --release --example echo --manifest-path "$off/Cargo.toml" --target-dir "$off/target"
 
@@ -41,7 +51,7 @@ measure() { # LABEL ECHO_BINARY WORKLOAD...: prints LABEL, the count served and 
     wait "$pid" || true
     count=$(grep -o '"\(requests\|connections\)":[0-9]*' <<<"$result" | cut -d: -f2)
     ir=$(sed -n 's/^summary: //p' "$work/$label.out")
-    printf '%-4s %-10s served %7d  Ir %13d  Ir/unit %8.0f\n' "$label" "$1" "$count" "$ir" "$(awk -v a="$ir" -v b="$count" 'BEGIN { print a / b }')"
+    printf '%-6s %-10s served %7d  Ir %13d  Ir/unit %8.0f\n' "$label" "$1" "$count" "$ir" "$(awk -v a="$ir" -v b="$count" 'BEGIN { print a / b }')"
 }
 
 sizing=()
@@ -52,6 +62,6 @@ for workload in rr churn; do
     rr) args=(tcp-rr --conns 16 --size 64 --requests "$RR_REQUESTS" --duration 600) ;;
     churn) args=(tcp-churn --workers 4 --size 64 --duration "$CHURN_SECONDS") ;;
     esac
-    measure off "$off/target/release/examples/echo" "${args[@]}"
-    measure on target/release/examples/echo "${args[@]}"
+    measure "${labels[0]}" "$off/target/release/examples/echo" "${args[@]}"
+    measure "${labels[1]}" target/release/examples/echo "${args[@]}"
 done
