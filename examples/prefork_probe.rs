@@ -96,10 +96,11 @@ fn main() -> anyhow::Result<()> {
         .shutdown_timeout(Duration::from_millis(args.shutdown_timeout_ms));
     let mut unrelated = Command::new("sh").args(["-c", "exit 7"]).spawn()?;
 
+    // Before the first line: a signal sent as soon as it is read must shut the server down gracefully.
+    signals::shutdown_on_signals(&server.shutdown_handle())?;
     println!("listening on {}", server.local_addr());
     println!("unrelated {}", unrelated.id());
     std::io::stdout().flush()?;
-    signals::shutdown_on_signals(&server.shutdown_handle())?;
     let summary = server.serve_forever()?;
     log::info!("shut down: {summary:?}");
 

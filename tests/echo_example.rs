@@ -324,3 +324,44 @@ fn the_docs_run_the_example_not_the_shell_builtin() {
         }
     }
 }
+
+/// The contract every server example keeps, so scripts and tests drive any of them alike: the first
+/// stdout line is `listening on <bound address>`, and `SIGINT` or `SIGTERM` ends it with exit status
+/// 0 after a graceful shutdown — under the default strategy and under a forking one.
+#[test]
+fn every_server_example_announces_its_address_and_exits_0_on_sigint_and_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().expect("UTF-8 temp dir").to_string();
+    let state = dir.path().join("kv.sock");
+    let state = state.to_str().expect("UTF-8 temp path").to_string();
+    let examples: [(&str, Vec<&str>); 12] = [
+        ("echo", vec![]),
+        ("echo", vec!["--concurrency", "prefork"]),
+        ("fileserver", vec!["--root", &root]),
+        (
+            "fileserver",
+            vec!["--root", &root, "--concurrency", "forking"],
+        ),
+        ("timeserver", vec!["--addr", "127.0.0.1:0"]),
+        ("http_hello", vec![]),
+        ("http_hello", vec!["--concurrency", "prefork"]),
+        ("chat", vec![]),
+        ("kv", vec![]),
+        ("kv_state", vec!["--path", &state]),
+        ("whoami", vec![]),
+        ("prefork_probe", vec![]),
+    ];
+    for (bin, args) in &examples {
+        for sig in [Signal::SIGINT, Signal::SIGTERM] {
+            // `ServerProc::example` fails the test unless the first line is `listening on <addr>`.
+            let mut server = ServerProc::example(bin, args);
+            assert!(!server.addr.is_empty(), "{bin} {args:?}: an empty address");
+            let status = server.stop_with(sig);
+            assert_eq!(
+                status.code(),
+                Some(0),
+                "{bin} {args:?} on {sig}: {status:?}"
+            );
+        }
+    }
+}

@@ -142,13 +142,15 @@ where
         }
         signals::upgrade_on_sigusr2(upgrade)?;
     }
+    // Before the first line: a script that signals as soon as it reads it must get a graceful exit,
+    // not the signal's default action.
+    signals::shutdown_on_signals(&server.shutdown_handle())?;
     println!("listening on {}", server.local_addr());
     if let Some(endpoint) = &endpoint {
         println!("metrics on {}", endpoint.addr());
     }
     std::io::stdout().flush()?;
     let running = endpoint.map(metrics::Endpoint::start).transpose()?;
-    signals::shutdown_on_signals(&server.shutdown_handle())?;
     let summary = server.serve_forever()?;
     log::info!("shut down: {summary:?}");
     if let Some(running) = running {
