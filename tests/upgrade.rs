@@ -1,6 +1,7 @@
 //! Hot binary upgrade (`SIGUSR2`, the echo example): five upgrades in a row under load — connection
-//! churn and persistent request/response, from threads of this test — lose nothing; the PID file names each new process; every
-//! old process exits 0; systemd hears `MAINPID=`; a successor that fails (exits at once, or is never
+//! churn and persistent request/response, from threads of this test — lose nothing, under each of
+//! the six strategies (`Sequential` with churn only); the PID file names each new process; every old
+//! process exits 0; systemd hears `MAINPID=`; a successor that fails (exits at once, or is never
 //! ready) leaves the old process serving.
 //!
 //! The echo binary is copied to a directory of the test's own, and "deploying" a new version renames
@@ -220,7 +221,8 @@ fn churn(addr: String) -> impl Fn(&mut Load) + Send + 'static {
     }
 }
 
-fn five_upgrades_under_load(concurrency: &str, sizing: &[&str]) {
+/// Five upgrades in a row while `persistent` keep-alive clients and two churning clients run.
+fn five_upgrades_under_load(concurrency: &str, sizing: &[&str], persistent_clients: usize) {
     become_subreaper();
     let deploy = Deploy::new();
     let mut args = vec![
@@ -235,7 +237,7 @@ fn five_upgrades_under_load(concurrency: &str, sizing: &[&str]) {
     let first = server.pid();
     // Both kinds of load run through every upgrade.
     let stop = Arc::new(AtomicBool::new(false));
-    let loads: Vec<_> = (0..4)
+    let loads: Vec<_> = (0..persistent_clients)
         .map(|_| load_thread(&stop, persistent(addr.clone())))
         .chain((0..2).map(|_| load_thread(&stop, churn(addr.clone()))))
         .collect();
@@ -250,9 +252,10 @@ fn five_upgrades_under_load(concurrency: &str, sizing: &[&str]) {
         assert!(load.errors.is_empty(), "{concurrency}: {load:?}");
         assert!(load.ok > 0, "{concurrency}: {load:?}");
     }
-    let requests: u64 = loads[..4].iter().map(|l| l.ok).sum();
-    let reconnects: u64 = loads[..4].iter().map(|l| l.reconnects).sum();
-    let connections: u64 = loads[4..].iter().map(|l| l.ok).sum();
+    let (kept, churned) = loads.split_at(persistent_clients);
+    let requests: u64 = kept.iter().map(|l| l.ok).sum();
+    let reconnects: u64 = kept.iter().map(|l| l.reconnects).sum();
+    let connections: u64 = churned.iter().map(|l| l.ok).sum();
     let mut unique = pids.clone();
     unique.sort_unstable();
     unique.dedup();
@@ -280,29 +283,35 @@ fn five_upgrades_under_load(concurrency: &str, sizing: &[&str]) {
     drop(server); // the first process, long reaped
 }
 
+/// `Sequential` serves one connection at a time, so a keep-alive client would hold it: churn only.
+#[test]
+fn sequential() {
+    five_upgrades_under_load("sequential", &[], 0);
+}
+
 #[test]
 fn threading() {
-    five_upgrades_under_load("threading", &[]);
+    five_upgrades_under_load("threading", &[], 4);
 }
 
 #[test]
 fn pool() {
-    five_upgrades_under_load("pool", &["--workers", "16"]);
+    five_upgrades_under_load("pool", &["--workers", "16"], 4);
 }
 
 #[test]
 fn forking() {
-    five_upgrades_under_load("forking", &[]);
+    five_upgrades_under_load("forking", &[], 4);
 }
 
 #[test]
 fn prefork() {
-    five_upgrades_under_load("prefork", &["--workers", "16"]);
+    five_upgrades_under_load("prefork", &["--workers", "16"], 4);
 }
 
 #[test]
 fn reactor() {
-    five_upgrades_under_load("reactor", &[]);
+    five_upgrades_under_load("reactor", &[], 4);
 }
 
 #[test]
