@@ -7,11 +7,16 @@ mod util;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use util::{ServerProc, TIMEOUT, children, connect, eventually, round_trip, zombie_children};
+use util::{
+    ServerProc, TIMEOUT, children, connect, eventually, round_trip, stopped_children,
+    zombie_children,
+};
 
 /// A started `prefork_probe` and the pid of its unrelated child.
 struct Probe {
@@ -21,7 +26,11 @@ struct Probe {
 
 impl Probe {
     fn start(args: &[&str]) -> Probe {
-        let server = ServerProc::example("prefork_probe", args);
+        Probe::from(ServerProc::example("prefork_probe", args))
+    }
+
+    /// The probe `server` started, once it has named its unrelated child.
+    fn from(server: ServerProc) -> Probe {
         let line = server
             .next_line(TIMEOUT)
             .expect("the probe's second line, `unrelated <pid>`");
@@ -407,6 +416,36 @@ fn sigttin_and_sigttou_grow_and_shrink_by_one() {
     signal(probe.pid(), Signal::SIGTTOU);
     probe.settled_workers(1);
     probe.worker_pid_of_next_request();
+}
+
+/// `SIGTTIN`/`SIGTTOU` sent to the whole process group (`kill -TTIN -PGID`, or a terminal's job
+/// control) reach the workers too, where their default action would stop them, each holding its
+/// share of the listener's connections: workers ignore them, and only the supervisor resizes.
+#[test]
+fn job_control_signals_to_the_process_group_stop_no_worker() {
+    let mut cmd = Command::new(util::example_bin("prefork_probe"));
+    cmd.args(["--workers", "2"])
+        .env("RUST_LOG", "warn")
+        .process_group(0); // its own group, so the signal does not reach this test
+    let probe = Probe::from(ServerProc::start(cmd));
+    probe.settled_workers(2);
+    let group = Pid::from_raw(-probe.pid());
+    kill(group, Signal::SIGTTIN).unwrap();
+    probe.settled_workers(3);
+    kill(group, Signal::SIGTTOU).unwrap();
+    let workers = probe.settled_workers(2);
+    assert!(
+        stopped_children(probe.pid()).is_empty(),
+        "workers stopped by job control: {:?}",
+        stopped_children(probe.pid())
+    );
+    // Both serve at once: one connection held on each.
+    let mut held: Vec<Session> = (0..2).map(|_| probe.session()).collect();
+    let served: HashSet<i32> = held
+        .iter_mut()
+        .map(|s| s.ask("pid").parse().unwrap())
+        .collect();
+    assert_eq!(served, workers);
 }
 
 #[test]

@@ -224,7 +224,11 @@ pub(crate) fn drain_on(signals: &[Signal]) {
 }
 
 /// In a freshly forked child: every routed signal back to its default action, every route forgotten,
-/// so the parent's handlers never run here (they would poke the parent's shared eventfds).
+/// so the parent's handlers never run here (they would poke the parent's shared eventfds). The
+/// job-control signals the parent routes (`SIGTTIN`, `SIGTTOU`: resize a `PreFork` server) are
+/// ignored instead, as their default action would *stop* the child — a worker frozen with its share
+/// of the listener's connections — whenever they are sent to the whole process group. (A program
+/// the child executes inherits them ignored.)
 pub(crate) fn reset_in_child() {
     IN_CHILD.store(true, Ordering::SeqCst);
     CHILD_DRAINING.store(false, Ordering::SeqCst);
@@ -243,7 +247,11 @@ pub(crate) fn reset_in_child() {
             .repeat_flag
             .store(std::ptr::null_mut(), Ordering::SeqCst);
         if let Ok(sig) = Signal::try_from(sig as libc::c_int) {
-            let _ = install(sig, SigHandler::SigDfl, SaFlags::empty());
+            let action = match sig {
+                Signal::SIGTTIN | Signal::SIGTTOU => SigHandler::SigIgn,
+                _ => SigHandler::SigDfl,
+            };
+            let _ = install(sig, action, SaFlags::empty());
         }
     }
 }
@@ -251,7 +259,7 @@ pub(crate) fn reset_in_child() {
 fn install(sig: Signal, handler: SigHandler, flags: SaFlags) -> io::Result<()> {
     let action = SigAction::new(handler, flags, SigSet::empty());
     // SAFETY: the only handler installed here is `on_signal`, which performs async-signal-safe
-    // operations only; SIG_DFL is always sound.
+    // operations only; SIG_DFL and SIG_IGN are always sound.
     unsafe { nix::sys::signal::sigaction(sig, &action) }
         .map(drop)
         .map_err(|e| context(e.into(), format!("sigaction(2) for {sig}")))

@@ -266,6 +266,12 @@ pub fn zombie_children(pid: i32) -> Vec<i32> {
     children_where(pid, |state| state == "Z")
 }
 
+/// The pids of `pid`'s children stopped by a job-control signal (state `T`).
+#[allow(dead_code)] // not every test binary stops processes
+pub fn stopped_children(pid: i32) -> Vec<i32> {
+    children_where(pid, |state| state == "T")
+}
+
 /// The pids of all of `pid`'s living or zombie children.
 pub fn children(pid: i32) -> Vec<i32> {
     children_where(pid, |_| true)
