@@ -319,6 +319,7 @@ where
 
 fn main() -> anyhow::Result<()> {
     let args: Args = common::parse_args();
+    args.concurrency.check();
     // Sockets passed by systemd, or by an upgrading predecessor (started with these same flags,
     // --addr included), are served instead of binding.
     let activated = if args.listen.listen_fd.is_none() {

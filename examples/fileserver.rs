@@ -168,6 +168,7 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     common::init_logging();
     let args: Args = common::parse_args();
+    args.concurrency.check();
     let root = Root::open(&args.root)?;
     let handler = FileServer {
         root,

@@ -247,6 +247,7 @@ fn serve<T: Transport<Kind = Stream>>(t: T, kv: Kv, c: &ConcurrencyArgs) -> anyh
 
 fn main() -> anyhow::Result<()> {
     let args: Args = common::parse_args();
+    args.concurrency.check();
     let strategy = args.concurrency.concurrency;
     if strategy == Strategy::Reactor {
         cli::refuse(

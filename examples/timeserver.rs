@@ -49,6 +49,7 @@ struct Args {
 
 fn main() {
     let args: Args = common::parse_args();
+    args.concurrency.check();
     let result = if args.client {
         let addr = args.addr.as_deref().unwrap_or_default();
         ask(addr, args.timeout).map(|reply| println!("{reply}"))

@@ -365,3 +365,46 @@ fn every_server_example_announces_its_address_and_exits_0_on_sigint_and_sigterm(
         }
     }
 }
+
+/// A flag that tunes another strategy than the one chosen is refused with the reason (exit 2), not
+/// silently ignored.
+#[test]
+fn a_flag_for_another_strategy_is_refused() {
+    for (bin, args, expect) in [
+        (
+            "echo",
+            &["--max-requests", "5"][..],
+            "--max-requests tunes --concurrency prefork, not threading",
+        ),
+        (
+            "echo",
+            &["--concurrency", "forking", "--workers", "2"],
+            "--workers tunes --concurrency pool or prefork, not forking",
+        ),
+        (
+            "http_hello",
+            &["--concurrency", "pool", "--max-threads", "8"],
+            "--max-threads tunes --concurrency threading, not pool",
+        ),
+        (
+            "fileserver",
+            &["--root", "/", "--worker-timeout-secs", "3"],
+            "--worker-timeout-secs tunes --concurrency prefork",
+        ),
+    ] {
+        let out = Command::new(example_bin(bin))
+            .args(args)
+            .args(["--addr", "127.0.0.1:0"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bin} {args:?}: {stderr}");
+        assert!(stderr.contains(expect), "{bin} {args:?}: {stderr}");
+        assert!(
+            out.stdout.is_empty(),
+            "{bin} {args:?} served: {:?}",
+            out.stdout
+        );
+    }
+}

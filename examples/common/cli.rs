@@ -80,6 +80,68 @@ pub struct ConcurrencyArgs {
 }
 
 impl ConcurrencyArgs {
+    /// Refuses (exit 2) a flag that tunes a strategy other than the one chosen — `--max-requests`
+    /// without `--concurrency prefork`, say — instead of ignoring it.
+    pub fn check(&self) {
+        let chosen = self.concurrency;
+        let given: [(&str, bool, &[Strategy]); 9] = [
+            (
+                "--workers",
+                self.workers.is_some(),
+                &[Strategy::Pool, Strategy::Prefork],
+            ),
+            (
+                "--max-threads",
+                self.max_threads.is_some(),
+                &[Strategy::Threading],
+            ),
+            (
+                "--max-children",
+                self.max_children.is_some(),
+                &[Strategy::Forking],
+            ),
+            (
+                "--max-requests",
+                self.max_requests.is_some(),
+                &[Strategy::Prefork],
+            ),
+            (
+                "--max-requests-jitter",
+                self.max_requests_jitter > 0,
+                &[Strategy::Prefork],
+            ),
+            (
+                "--worker-timeout-secs",
+                self.worker_timeout_secs.is_some(),
+                &[Strategy::Prefork],
+            ),
+            (
+                "--min-spare",
+                self.min_spare.is_some(),
+                &[Strategy::Prefork],
+            ),
+            (
+                "--max-spare",
+                self.max_spare.is_some(),
+                &[Strategy::Prefork],
+            ),
+            (
+                "--max-workers",
+                self.max_workers.is_some(),
+                &[Strategy::Prefork],
+            ),
+        ];
+        for (flag, set, applies_to) in given {
+            if set && !applies_to.contains(&chosen) {
+                let names: Vec<String> = applies_to.iter().map(ToString::to_string).collect();
+                refuse(format!(
+                    "{flag} tunes --concurrency {}, not {chosen}",
+                    names.join(" or ")
+                ));
+            }
+        }
+    }
+
     /// `Threading`, with `--max-threads`.
     pub fn threading(&self) -> Threading {
         self.max_threads

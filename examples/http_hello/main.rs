@@ -245,6 +245,7 @@ fn run<C: Concurrency<Tcp, Hello>>(concurrency: C, args: &Args) -> anyhow::Resul
 
 fn main() -> anyhow::Result<()> {
     let args: Args = common::parse_args();
+    args.concurrency.check();
     common::init_logging();
     let c = &args.concurrency;
     match c.concurrency {
