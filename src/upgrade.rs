@@ -231,6 +231,24 @@ impl Upgrade {
     ///
     /// # Errors
     /// [`UpgradeError`]: the successor could not start, exited, or was not ready in time.
+    ///
+    /// # Examples
+    ///
+    /// A "new build" that exits at once: the upgrade fails, says why, and the server serves on.
+    ///
+    /// ```
+    /// use socketserver::upgrade::{Upgrade, UpgradeError};
+    /// use socketserver::{StreamRequest, ThreadingTcpServer};
+    ///
+    /// let server = ThreadingTcpServer::bind("127.0.0.1:0", |_r: &mut StreamRequest| Ok(()))?;
+    /// let upgrade = Upgrade::new()?
+    ///     .program("/bin/false", Vec::<String>::new())
+    ///     .listener("echo", &server)?;
+    /// let failed = upgrade.run().unwrap_err();
+    /// assert!(matches!(failed, UpgradeError::Exited { .. }), "{failed}");
+    /// assert!(!server.shutdown_handle().is_shutdown()); // still serving
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn run(&self) -> Result<u32, UpgradeError> {
         let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| UpgradeError::Spawn(sys::context(e.into(), "pipe2(2)")))?;
