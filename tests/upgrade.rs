@@ -49,21 +49,30 @@ impl Deploy {
 
     /// Puts `source`'s contents at the program's path: a new file renamed over the old, so the
     /// running process's own binary is never written to.
-    fn install(&self, write: impl FnOnce(&Path)) {
+    ///
+    /// The copy is made by a `cp` process, never by this one: a file this multi-threaded test
+    /// process held open for writing could be inherited, for an instant, by a child another test
+    /// forks at the same time, and an `execve` of the file meanwhile fails with `ETXTBSY`.
+    fn install(&self, source: &Path) {
         let staged = self.dir.path().join("echo.new");
-        write(&staged);
+        let status = std::process::Command::new("cp")
+            .arg(source)
+            .arg(&staged)
+            .status()
+            .unwrap();
+        assert!(status.success(), "cp {}: {status}", source.display());
         fs::set_permissions(&staged, fs::Permissions::from_mode(0o755)).unwrap();
         fs::rename(&staged, &self.program).unwrap();
     }
 
     fn install_echo(&self) {
-        self.install(|to| {
-            fs::copy(util::example_bin("echo"), to).unwrap();
-        });
+        self.install(&util::example_bin("echo"));
     }
 
     fn install_script(&self, body: &str) {
-        self.install(|to| fs::write(to, format!("#!/bin/sh\n{body}\n")).unwrap());
+        let source = self.dir.path().join("script.sh");
+        fs::write(&source, format!("#!/bin/sh\n{body}\n")).unwrap();
+        self.install(&source);
     }
 
     fn pid(&self) -> Option<i32> {
@@ -132,7 +141,8 @@ fn upgrade(deploy: &Deploy) -> i32 {
     kill(Pid::from_raw(old), Signal::SIGUSR2).unwrap();
     assert!(
         eventually(TIMEOUT, || deploy.pid().is_some_and(|p| p != old)),
-        "the PID file still names {old}"
+        "the PID file still names {old}; the log:\n{}",
+        deploy.log()
     );
     assert_eq!(exit_status(old), WaitStatus::Exited(Pid::from_raw(old), 0));
     deploy.pid().unwrap()
@@ -145,6 +155,11 @@ struct Load {
     /// Connections the server closed between requests, reopened and the request sent again (what
     /// HTTP clients do across a server's restart).
     reconnects: u64,
+    /// Requests whose reused connection was reset (or refused the write) before any byte of a reply,
+    /// sent again on a new one — as HTTP clients retry a request on a reused connection. Not yet
+    /// zero: a request that crosses the drain's close of an idle keep-alive connection meets a
+    /// close with unread data, which the kernel answers with a reset (no lingering close yet).
+    resets_retried: u64,
     errors: Vec<String>,
 }
 
@@ -164,18 +179,22 @@ fn load_thread(
 }
 
 /// Persistent request/response: 64 bytes out, the same back, on one connection for as long as the
-/// server keeps it; reopened (and the request sent again) when it is closed before any byte of a
-/// reply, which is how a draining server ends keep-alive. A reply cut short is an error.
+/// server keeps it. When the server ends the connection before any byte of a reply — a clean close
+/// (counted in `reconnects`) or, on a connection that has served before, a reset (`resets_retried`)
+/// — the request is sent again on a new connection. Anything else is an error: a reply cut short or
+/// wrong, a timeout, a reset of a fresh connection.
 fn persistent(addr: String) -> impl Fn(&mut Load) + Send + 'static {
-    let conn = std::sync::Mutex::new(None::<std::net::TcpStream>);
+    // The connection, and whether it has served a request.
+    let conn = std::sync::Mutex::new(None::<(std::net::TcpStream, bool)>);
     move |load: &mut Load| {
         let mut slot = conn.lock().unwrap();
-        let stream = match slot.as_mut() {
-            Some(s) => s,
+        let (stream, reused) = match slot.as_mut() {
+            Some((s, served)) => (s, *served),
             None => match std::net::TcpStream::connect(&addr) {
                 Ok(s) => {
                     s.set_read_timeout(Some(TIMEOUT)).unwrap();
-                    slot.insert(s)
+                    let (s, _) = slot.insert((s, false));
+                    (s, false)
                 }
                 Err(e) => return load.errors.push(format!("connect: {e}")),
             },
@@ -183,21 +202,40 @@ fn persistent(addr: String) -> impl Fn(&mut Load) + Send + 'static {
         let msg = [b'r'; 64];
         let mut back = [0u8; 64];
         let mut got = 0;
-        let sent = stream.write_all(&msg);
-        while sent.is_ok() && got < back.len() {
+        let mut failed = stream.write_all(&msg).err();
+        while failed.is_none() && got < back.len() {
             match stream.read(&mut back[got..]) {
-                Ok(0) | Err(_) => break,
+                Ok(0) => break,
                 Ok(n) => got += n,
+                Err(e) => failed = Some(e),
             }
         }
-        match got {
-            64 if back == msg => load.ok += 1,
-            0 => {
-                // Closed between requests: a new connection next time round, the same request.
+        let reset = |e: &std::io::Error| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            )
+        };
+        match (got, failed) {
+            (64, None) if back == msg => {
+                load.ok += 1;
+                if let Some((_, served)) = slot.as_mut() {
+                    *served = true;
+                }
+            }
+            (0, None) => {
                 *slot = None;
                 load.reconnects += 1;
             }
-            n => load.errors.push(format!("a reply cut after {n} bytes")),
+            (0, Some(e)) if reused && reset(&e) => {
+                *slot = None;
+                load.resets_retried += 1;
+            }
+            (n, failed) => {
+                *slot = None;
+                load.errors
+                    .push(format!("{n} bytes of a reply, then {failed:?}"));
+            }
         }
     }
 }
@@ -255,6 +293,7 @@ fn five_upgrades_under_load(concurrency: &str, sizing: &[&str], persistent_clien
     let (kept, churned) = loads.split_at(persistent_clients);
     let requests: u64 = kept.iter().map(|l| l.ok).sum();
     let reconnects: u64 = kept.iter().map(|l| l.reconnects).sum();
+    let resets: u64 = kept.iter().map(|l| l.resets_retried).sum();
     let connections: u64 = churned.iter().map(|l| l.ok).sum();
     let mut unique = pids.clone();
     unique.sort_unstable();
@@ -277,7 +316,8 @@ fn five_upgrades_under_load(concurrency: &str, sizing: &[&str], persistent_clien
         "the last process left its PID file"
     );
     println!(
-        "{concurrency}: pids {pids:?}; persistent: {requests} requests ({reconnects} reconnects), \
+        "{concurrency}: pids {pids:?}; persistent: {requests} requests ({reconnects} reconnects, \
+         {resets} retried after a reset), \
          churn: {connections} connections; no error"
     );
     drop(server); // the first process, long reaped
