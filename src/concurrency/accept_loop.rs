@@ -107,7 +107,7 @@ where
             fds.push(sys::readable(listener.as_fd()));
         }
         let first_worker_fd = fds.len();
-        workers.watch(&mut fds);
+        workers.watch(&mut fds, !has_capacity);
         let recheck = match mode {
             Mode::Forever => starvation.observe(workers.load(), core.listener()),
             Mode::Once(_) => None,

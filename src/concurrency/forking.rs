@@ -161,7 +161,8 @@ impl Workers for Forking {
         self.children.len() < self.max_children
     }
 
-    fn watch(&mut self, fds: &mut Vec<PollFd>) {
+    fn watch(&mut self, fds: &mut Vec<PollFd>, _capped: bool) {
+        // Always: an exited child is reaped at once, capped or not.
         self.children.watch(fds);
     }
 

@@ -93,8 +93,11 @@ pub(crate) mod sealed {
         /// Whether another request may start now.
         fn has_capacity(&mut self) -> bool;
 
-        /// Adds descriptors whose readiness means "a worker finished" to the poll set.
-        fn watch(&mut self, fds: &mut Vec<PollFd>);
+        /// Adds descriptors whose readiness means "a worker finished" to the poll set. `capped` is
+        /// what [`has_capacity`](Self::has_capacity) told the loop this turn (negated): the loop left
+        /// the listener out of the poll set on that answer, so a strategy must not decide again —
+        /// a worker finishing in between would leave the poll waiting on neither.
+        fn watch(&mut self, fds: &mut Vec<PollFd>, capped: bool);
 
         /// Collects finished workers; `ready` is the part of the poll set [`watch`](Self::watch)
         /// added, as `poll` left it (empty when called without a poll).

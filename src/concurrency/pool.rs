@@ -252,8 +252,8 @@ impl Workers for Pool {
         !self.at_cap()
     }
 
-    fn watch(&mut self, fds: &mut Vec<PollFd>) {
-        if let Some(running) = self.running.as_ref().filter(|_| self.at_cap()) {
+    fn watch(&mut self, fds: &mut Vec<PollFd>, capped: bool) {
+        if let Some(running) = self.running.as_ref().filter(|_| capped) {
             running.in_flight.watch(fds, running.capacity);
         }
     }

@@ -73,7 +73,7 @@ impl Workers for Sequential {
         true
     }
 
-    fn watch(&mut self, _fds: &mut Vec<PollFd>) {}
+    fn watch(&mut self, _fds: &mut Vec<PollFd>, _capped: bool) {}
 
     fn reap(&mut self, _ready: &[PollFd], _shared: &Shared) {}
 

@@ -254,8 +254,8 @@ impl Workers for Threading {
         !self.at_cap()
     }
 
-    fn watch(&mut self, fds: &mut Vec<PollFd>) {
-        if let Some(max) = self.max_threads.filter(|_| self.at_cap()) {
+    fn watch(&mut self, fds: &mut Vec<PollFd>, capped: bool) {
+        if let Some(max) = self.max_threads.filter(|_| capped) {
             self.in_flight.watch(fds, max);
         }
     }
