@@ -1,6 +1,7 @@
 //! Handlers that panic over and over leak nothing: no threads, no descriptors (in-process strategies;
-//! the forking strategy's children are checked in `tests/forking.rs`). Its own process, so that thread
-//! and descriptor counts are not disturbed by other tests.
+//! the forking strategy's children are checked in `tests/forking.rs`). Its own process, and its own
+//! runner (`harness = false`): the tests count this process's threads, so no other test thread may
+//! come or go while one runs.
 
 mod util;
 
@@ -63,20 +64,23 @@ fn panic_loop<C: Concurrency<Tcp, fn(&mut StreamRequest) -> anyhow::Result<()>>>
     assert_eq!(t.join().unwrap().unwrap().requests, 502);
 }
 
-/// The tests here count this process's threads: one at a time.
-static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-#[test]
 fn panics_in_a_loop_leak_nothing() {
-    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
-    std::panic::set_hook(Box::new(|_| {})); // 1,000 panic messages would only be noise here
+    // 1,000 messages from the handler's own panics would only be noise; any other panic is shown.
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let asked = info
+            .payload()
+            .downcast_ref::<String>()
+            .is_some_and(|m| m.starts_with("panic number"));
+        if !asked {
+            default(info);
+        }
+    }));
     panic_loop(Threading::new());
     panic_loop(Sequential::new());
 }
 
-#[test]
 fn idle_threads_exit_after_the_idle_timeout() {
-    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
     let server = Server::new(
         Threading::new().thread_idle_timeout(std::time::Duration::from_millis(100)),
         Tcp::bind("127.0.0.1:0").unwrap(),
@@ -98,4 +102,21 @@ fn idle_threads_exit_after_the_idle_timeout() {
         threads()
     );
     server.finish();
+}
+
+fn main() {
+    util::runner::run(&[
+        (
+            "panics_in_a_loop_leak_nothing",
+            panics_in_a_loop_leak_nothing,
+        ),
+        (
+            "idle_threads_exit_after_the_idle_timeout",
+            idle_threads_exit_after_the_idle_timeout,
+        ),
+        (
+            "the_runner_takes_libtest_flags",
+            util::runner::the_runner_takes_libtest_flags,
+        ),
+    ]);
 }

@@ -1,7 +1,8 @@
 //! `Pool`, in process, over real loopback sockets: echo over TCP and UDP, backpressure into the
 //! kernel's listen backlog, workers that outlive panicking handlers, and drain deadlines.
 //!
-//! The tests take a lock so that they run one at a time: they count this process's threads.
+//! Its own runner (`harness = false`): the tests count this process's threads, so they run one at a
+//! time, with no other test thread coming or going.
 
 mod util;
 
@@ -11,14 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use socketserver::{
     Concurrency, Pool, PoolTcpServer, PoolUdpServer, ServeSummary, Server, ShutdownHandle,
     StreamRequest, Tcp, Transport,
 };
 use util::{Bounded, TIMEOUT, accept_queue, connect, eventually, round_trip, spawn_bounded};
-
-static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Echoes lines until the client closes.
 fn echo_lines(req: &mut StreamRequest) -> anyhow::Result<()> {
@@ -60,9 +58,7 @@ fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
 }
 
-#[test]
 fn echoes_over_tcp_and_starts_workers_lazily() {
-    let _serial = SERIAL.lock();
     let server = PoolTcpServer::bind("127.0.0.1:0", echo_lines).unwrap();
     let (port, stop, serving) = serve(server);
     assert_eq!(
@@ -90,9 +86,7 @@ fn echoes_over_tcp_and_starts_workers_lazily() {
     assert_eq!(threads_named("pool-worker"), 0, "workers joined at drain");
 }
 
-#[test]
 fn echoes_over_udp() {
-    let _serial = SERIAL.lock();
     let server = PoolUdpServer::new(
         Pool::new(2),
         socketserver::Udp::bind("127.0.0.1:0").unwrap(),
@@ -116,9 +110,7 @@ fn echoes_over_udp() {
     assert_eq!(serving.wait(TIMEOUT).requests, 5);
 }
 
-#[test]
 fn a_full_queue_stops_accepting_until_a_worker_is_free() {
-    let _serial = SERIAL.lock();
     let (release, released) = crossbeam_channel::unbounded::<()>();
     let started = Arc::new(AtomicUsize::new(0));
     let counter = started.clone();
@@ -161,9 +153,7 @@ fn a_full_queue_stops_accepting_until_a_worker_is_free() {
     assert_eq!(serving.wait(TIMEOUT).requests, 4);
 }
 
-#[test]
 fn panicking_handlers_leave_the_workers_serving() {
-    let _serial = SERIAL.lock();
     let reported = Arc::new(AtomicUsize::new(0));
     let counter = reported.clone();
     let handler = |req: &mut StreamRequest| {
@@ -198,9 +188,7 @@ fn panicking_handlers_leave_the_workers_serving() {
     assert_eq!(serving.wait(TIMEOUT).requests, 52);
 }
 
-#[test]
 fn drain_deadline_cuts_running_and_queued_requests() {
-    let _serial = SERIAL.lock();
     let server = Server::new(
         Pool::new(1).queue_capacity(1),
         Tcp::bind("127.0.0.1:0").unwrap(),
@@ -231,9 +219,7 @@ fn drain_deadline_cuts_running_and_queued_requests() {
     }
 }
 
-#[test]
 fn drain_lets_queued_and_running_requests_finish_before_the_deadline() {
-    let _serial = SERIAL.lock();
     let (release, released) = crossbeam_channel::unbounded::<()>();
     let handler = move |req: &mut StreamRequest| {
         released.recv_timeout(TIMEOUT)?;
@@ -267,11 +253,43 @@ fn drain_lets_queued_and_running_requests_finish_before_the_deadline() {
     }
 }
 
-#[test]
 fn echo_example_runs_with_a_pool() {
-    let _serial = SERIAL.lock();
     let mut server =
         util::ServerProc::example("echo", &["--concurrency", "pool", "--workers", "2"]);
     assert_eq!(round_trip(&server.addr, b"pooled\n"), b"pooled\n");
     assert_eq!(server.terminate().code(), Some(0));
+}
+
+fn main() {
+    util::runner::run(&[
+        (
+            "echoes_over_tcp_and_starts_workers_lazily",
+            echoes_over_tcp_and_starts_workers_lazily,
+        ),
+        ("echoes_over_udp", echoes_over_udp),
+        (
+            "a_full_queue_stops_accepting_until_a_worker_is_free",
+            a_full_queue_stops_accepting_until_a_worker_is_free,
+        ),
+        (
+            "panicking_handlers_leave_the_workers_serving",
+            panicking_handlers_leave_the_workers_serving,
+        ),
+        (
+            "drain_deadline_cuts_running_and_queued_requests",
+            drain_deadline_cuts_running_and_queued_requests,
+        ),
+        (
+            "drain_lets_queued_and_running_requests_finish_before_the_deadline",
+            drain_lets_queued_and_running_requests_finish_before_the_deadline,
+        ),
+        (
+            "echo_example_runs_with_a_pool",
+            echo_example_runs_with_a_pool,
+        ),
+        (
+            "the_runner_takes_libtest_flags",
+            util::runner::the_runner_takes_libtest_flags,
+        ),
+    ]);
 }
