@@ -3,8 +3,9 @@
 //!
 //! Claimed when configured (refused if it names another live process), written atomically once the
 //! server is ready (a temporary file renamed over it, so a reader never sees it half-written), and
-//! removed when the server stops — only if it still names this process, so a successor that took it
-//! over during an upgrade keeps its own.
+//! removed when the server stops — only if it still names this process and no upgrade handed over
+//! to a successor, so a successor that took it over during an upgrade keeps its own (even one that
+//! has not rewritten it yet).
 
 use std::fs;
 use std::io::{self, Write};
@@ -70,8 +71,11 @@ impl PidFile {
         written.map_err(|e| sys::context(e, format!("writing PID file {}", self.path.display())))
     }
 
-    /// Removes the file if it still names this process.
+    /// Removes the file if it still names this process and no successor has taken it over.
     pub(crate) fn remove(&self) {
+        if crate::upgrade::handed_over() {
+            return;
+        }
         let ours = fs::read_to_string(&self.path)
             .ok()
             .and_then(|text| text.trim().parse::<u32>().ok())

@@ -34,12 +34,23 @@ use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::activation::{FROM_VAR, READY_FD_VAR, SERVERS_VAR};
 use crate::notify::Notifier;
 use crate::shutdown::ShutdownHandle;
 use crate::sys::{self, ChildExit};
+
+/// A successor of this process is ready: it owns the PID file now (see [`handed_over`]).
+static HANDED_OVER: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process handed over to a successor. Its PID file is the successor's from then on,
+/// even before the successor has rewritten it: removing the file at exit because it still names
+/// this process would race with that rewrite and could remove the successor's file.
+pub(crate) fn handed_over() -> bool {
+    HANDED_OVER.load(Ordering::SeqCst)
+}
 
 /// The most sockets one upgrade passes.
 const MAX_SOCKETS: usize = 32;
@@ -306,6 +317,7 @@ impl Upgrade {
             }
         }
         log::info!("upgrade: successor {pid} is ready; draining this process");
+        HANDED_OVER.store(true, Ordering::SeqCst);
         if let Ok(Some(notifier)) = Notifier::from_env()
             && let Err(e) = notifier.send(&format!("MAINPID={pid}\nSTATUS=handed over to {pid}"))
         {

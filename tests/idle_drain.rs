@@ -54,6 +54,7 @@ fn http_idle_connections_close_at_once(concurrency: &str, sizing: &[&str]) {
         );
     }
     let idle_closed = signalled.elapsed();
+    drop(idle); // clients close on end of stream (until they do, the server's ends linger)
     assert!(
         server.child.try_wait().unwrap().is_none(),
         "{concurrency}: the server did not wait for the request in flight"
@@ -160,6 +161,7 @@ fn reactor() {
         assert!(closed(conn), "reactor: an idle connection was not closed");
     }
     let idle_closed = signalled.elapsed();
+    drop(idle); // clients close on end of stream (until they do, the server's ends linger)
     (&slow).write_all(b"g\n").unwrap();
     let finished = Instant::now();
     let mut reply = Vec::new();

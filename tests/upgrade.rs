@@ -1,5 +1,6 @@
 //! Hot binary upgrade (`SIGUSR2`, the echo example): five upgrades in a row under load — connection
-//! churn and persistent request/response, from threads of this test — lose nothing, under each of
+//! churn and persistent request/response, from threads of this test — lose nothing and reset no
+//! connection, under each of
 //! the six strategies (`Sequential` with churn only); the PID file names each new process; every old
 //! process exits 0; systemd hears `MAINPID=`; a successor that fails (exits at once, or is never
 //! ready) leaves the old process serving.
@@ -156,9 +157,9 @@ struct Load {
     /// HTTP clients do across a server's restart).
     reconnects: u64,
     /// Requests whose reused connection was reset (or refused the write) before any byte of a reply,
-    /// sent again on a new one — as HTTP clients retry a request on a reused connection. Not yet
-    /// zero: a request that crosses the drain's close of an idle keep-alive connection meets a
-    /// close with unread data, which the kernel answers with a reset (no lingering close yet).
+    /// sent again on a new one — as HTTP clients retry a request on a reused connection. Must stay
+    /// zero: a request that crosses the drain's close of an idle keep-alive connection is read and
+    /// dropped while that connection lingers, so its client sees end of stream, never a reset.
     resets_retried: u64,
     errors: Vec<String>,
 }
@@ -294,6 +295,7 @@ fn five_upgrades_under_load(concurrency: &str, sizing: &[&str], persistent_clien
     let requests: u64 = kept.iter().map(|l| l.ok).sum();
     let reconnects: u64 = kept.iter().map(|l| l.reconnects).sum();
     let resets: u64 = kept.iter().map(|l| l.resets_retried).sum();
+    assert_eq!(resets, 0, "{concurrency}: connections reset: {kept:?}");
     let connections: u64 = churned.iter().map(|l| l.ok).sum();
     let mut unique = pids.clone();
     unique.sort_unstable();
@@ -364,7 +366,7 @@ fn a_failing_successor_leaves_the_old_process_serving() {
     systemd.set_read_timeout(Some(TIMEOUT)).unwrap();
     let notify = notify_path.to_str().unwrap();
     let server = deploy.start(
-        &["--upgrade-timeout-ms", "1000"],
+        &["--upgrade-timeout-ms", "3000"],
         &[("NOTIFY_SOCKET", notify)],
     );
     let old = server.pid();
@@ -379,10 +381,11 @@ fn a_failing_successor_leaves_the_old_process_serving() {
     let n = systemd.recv(&mut message).unwrap();
     assert!(message[..n].starts_with(b"READY=1"));
 
-    // A build that exits at once, then one that never gets ready (ended at the 1 s deadline).
+    // A build that exits at once, then one that never gets ready (ended at the 3 s deadline; a good
+    // debug build under a loaded machine may take more than 1 s to be ready).
     for (body, outcome) in [
         ("exit 3", "exited with status 3 before it was ready"),
-        ("exec sleep 30", "was not ready within 1s; ended it"),
+        ("exec sleep 30", "was not ready within 3s; ended it"),
     ] {
         deploy.install_script(body);
         kill(Pid::from_raw(old), Signal::SIGUSR2).unwrap();

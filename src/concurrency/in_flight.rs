@@ -154,6 +154,18 @@ impl InFlight {
         idle
     }
 
+    /// [`wait_idle`](Self::wait_idle) after [`close_idle`](Self::close_idle): the connections it
+    /// closed linger until their peers close too, for [`LINGER`](sys::LINGER) at most; then their
+    /// reads end, and the wait goes on for the requests still running.
+    pub(crate) fn wait_lingering(&self, deadline: Instant, force: &impl AsFd) -> bool {
+        let lingered = deadline.min(Instant::now() + sys::LINGER);
+        if self.wait_idle(lingered, Some(force)) {
+            return true;
+        }
+        self.end_linger();
+        self.wait_idle(deadline, Some(force))
+    }
+
     /// Shuts down every listed connection, so the reads and writes blocking their handlers fail at
     /// once; returns how many requests were running.
     pub(crate) fn cut(&self, shared: &Shared) -> usize {
@@ -177,6 +189,14 @@ impl InFlight {
         }
     }
 
+    /// Ends the lingering of the connections [`close_idle`](Self::close_idle) closed whose peers
+    /// have not closed in turn.
+    pub(crate) fn end_linger(&self) {
+        for (_, cutter) in self.conns.lock().open.values() {
+            cutter.end_linger();
+        }
+    }
+
     /// The drain of a strategy running requests in this process: closes the idle connections, waits
     /// until `deadline` (or a forced shutdown), then cuts what is left and gives it [`CUT_GRACE`] to
     /// return.
@@ -184,7 +204,7 @@ impl InFlight {
         self.close_idle();
         let in_flight = self.count();
         let force = shared.shutdown().force_fd();
-        if self.wait_idle(deadline, Some(&force)) {
+        if self.wait_lingering(deadline, &force) {
             return Drained {
                 in_flight,
                 finished: in_flight,

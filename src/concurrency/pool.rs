@@ -335,7 +335,8 @@ impl Workers for Pool {
         in_flight.close_idle();
         let before = in_flight.count();
         let Some(deadline) = deadline.filter(|_| self.block_on_close) else {
-            // Detached: the workers finish the queue on their own.
+            // Detached: the workers finish the queue on their own, and nothing lingers.
+            in_flight.end_linger();
             return Drained {
                 in_flight: before,
                 finished: before,
@@ -343,7 +344,7 @@ impl Workers for Pool {
             };
         };
         let force = shared.shutdown().force_fd();
-        let drained = if in_flight.wait_idle(deadline, Some(&force)) {
+        let drained = if in_flight.wait_lingering(deadline, &force) {
             Drained {
                 in_flight: before,
                 finished: before,

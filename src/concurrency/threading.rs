@@ -323,7 +323,9 @@ impl Workers for Threading {
         let drained = match deadline.filter(|_| self.block_on_close) {
             Some(deadline) => self.in_flight.drain(deadline, shared),
             None => {
+                // Detached: nothing lingers.
                 self.in_flight.close_idle();
+                self.in_flight.end_linger();
                 Drained {
                     in_flight: self.running(),
                     finished: self.running(),

@@ -228,6 +228,7 @@ impl StreamRequest {
                     timer: Timer::new("read", opts.read_timeout, opts.connection_timeout),
                     phase,
                     told: env.on_state.clone().map(|hook| (hook, peer.clone())),
+                    ended: false,
                 },
             ),
             wfile: BufWriter::with_capacity(
@@ -328,6 +329,13 @@ impl StreamRequest {
     /// ([`Server::conn_state`](crate::Server::conn_state)) hears [`ConnState::Idle`], then
     /// [`ConnState::Active`] when it reads again. If the next request is already buffered (a
     /// pipelining client), the connection stays active.
+    ///
+    /// A drain (shutdown, a signal, an upgrade) ends an idle connection at once instead of waiting
+    /// for its next request, and closes it the way Apache and nginx do, lingering: the peer is sent
+    /// end of stream, and the handler's waiting read returns end of stream once the peer has closed
+    /// too, or after 2 s. A request the peer sent in between crossed the drain: it is read and
+    /// dropped, so the peer sees a clean close, never a reset, and can send it again on a new
+    /// connection, as HTTP clients do.
     ///
     /// # Examples
     ///
@@ -625,6 +633,8 @@ pub struct Reader {
     phase: Arc<Phase>,
     /// The connection-state hook and the peer it is told about, when there is a hook.
     told: Option<(StateHook, Addr)>,
+    /// A drain ended the connection and its lingering is over: every read returns end of stream.
+    ended: bool,
 }
 
 impl fmt::Debug for Reader {
@@ -649,28 +659,80 @@ impl Reader {
             hook(peer, state);
         }
     }
+
+    /// A drain ended the connection between two requests and sent its peer end of stream: reads
+    /// and drops whatever the peer still sends — a request that crossed the drain's end of stream —
+    /// until the peer closes too, or [`LINGER`](crate::sys::LINGER) passes, or the drain ends the
+    /// lingering early. Then every read returns end of stream. Closing the socket with bytes of that
+    /// request unread would make the kernel answer with a reset instead of a clean close (Apache's
+    /// `lingering_close`, nginx's `lingering_timeout`).
+    fn linger(&mut self) -> io::Result<usize> {
+        if std::mem::replace(&mut self.ended, true) {
+            return Ok(0);
+        }
+        let deadline = Instant::now() + crate::sys::LINGER;
+        let mut sink = [0u8; 1024];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.conn.set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            match self.conn.read(&mut sink) {
+                Ok(1..) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(0) | Err(_) => break,
+            }
+        }
+        Ok(0)
+    }
 }
 
 impl Read for Reader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.phase.is_shut() {
+            return self.linger();
+        }
         // Between requests with the server draining, and nothing of a next request here: the
         // connection ends now (bytes already arriving are read: a request that came in just then).
-        if self.phase.closing() && !crate::sys::has_input(self.conn.fd()) {
-            return Ok(0);
+        if self.phase.closing() && !crate::sys::has_input(self.conn.fd()) && self.phase.shut() {
+            let _ = self.conn.shutdown(Shutdown::Write);
+            return self.linger();
         }
         let conn = &self.conn;
-        let n = loop {
+        let result = loop {
             self.timer.arm(|t| conn.set_read_timeout(t))?;
             match conn.read(buf) {
                 // A signal (a drain, a reload) interrupted the read: the kernel does not restart reads
                 // on a socket with a receive timeout, even under `SA_RESTART`. The handler must not see
-                // it, so read again (`arm` keeps the connection's deadline).
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                result => break result.map_err(|e| self.timer.explain(e))?,
+                // it, so read again (`arm` keeps the connection's deadline) — unless the signal was a
+                // forked child's drain that took this idle connection.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    if crate::sys::signal::child_shut() {
+                        break Err(e);
+                    }
+                }
+                result => break result,
             }
         };
+        // The drain took the connection while this read waited, in this process or (a forked
+        // child's) by its signal: what came is a request that will not be answered.
+        if crate::sys::signal::leave_idle() {
+            self.phase.set_shut();
+        }
+        if self.phase.is_shut() {
+            return match result {
+                // Bytes of an unanswered request, or a signal: linger.
+                Ok(1..) => self.linger(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.linger(),
+                // The peer closed too, or lingering ran out (a forked child's drain set the bound).
+                Ok(0) | Err(_) => {
+                    self.ended = true;
+                    Ok(0)
+                }
+            };
+        }
+        let n = result.map_err(|e| self.timer.explain(e))?;
         if n > 0 && self.phase.set_busy() {
-            crate::sys::signal::set_idle_fd(None);
             self.tell(ConnState::Active);
         }
         Ok(n)

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use super::engine::{Engine, Flush};
 use super::id::ConnId;
+use super::linger::Lingering;
 use super::message::MessageHandler;
 use super::timers::IdleTimers;
 use crate::error::RequestError;
@@ -82,6 +83,8 @@ struct EventLoop<'c, T, H: MessageHandler> {
     /// After an accept failure (`EMFILE`), accepting resumes at this time.
     backoff_until: Option<Instant>,
     shutting_down: bool,
+    /// Connections the drain closed, until their peers close too.
+    lingering: Lingering,
 }
 
 impl<'c, T, H> EventLoop<'c, T, H>
@@ -118,6 +121,7 @@ where
             listener,
             backoff_until: None,
             shutting_down: false,
+            lingering: Lingering::default(),
             core,
         })
     }
@@ -356,6 +360,12 @@ where
             // Dropping `peer` closes the socket, which also leaves the epoll set; deleting first keeps
             // the set exact even if the descriptor was duplicated elsewhere.
             let _ = self.epoll.delete(peer.fd);
+            // A drain's close lingers: a message crossing it must not meet a reset.
+            if self.shutting_down && !peer.cut {
+                let until = Instant::now() + crate::sys::LINGER;
+                self.lingering
+                    .start(&self.epoll, peer.io.clone(), peer.fd, until);
+            }
         }
         self.update_listening();
     }
@@ -391,14 +401,14 @@ where
         self.close_at_boundaries();
         let deadline = self.core.drain_deadline();
         let mut forced = false;
-        while self.open_connections() > 0 && !forced {
+        let mut lingered = self.lingering.expire(&self.epoll, Instant::now());
+        while (self.open_connections() > 0 || !self.lingering.is_empty()) && !forced {
             let now = Instant::now();
-            if now >= deadline
-                || self
-                    .epoll
-                    .wait(&mut self.events, Some(deadline - now))
-                    .is_err()
-            {
+            if now >= deadline {
+                break;
+            }
+            let wake = lingered.map_or(deadline, |l| l.min(deadline));
+            if self.epoll.wait(&mut self.events, Some(wake - now)).is_err() {
                 break;
             }
             for i in 0..self.events.len() {
@@ -406,12 +416,16 @@ where
                 let token = epoll::token(&event);
                 if token == FORCE {
                     forced = true;
+                } else if let Some(fd) = Lingering::fd_of(token) {
+                    self.lingering.ready(&self.epoll, fd);
                 } else if token != WAKE && token != LISTENER {
                     self.ready(ConnId::from_token(token), epoll::readiness(&event));
                 }
                 self.settle();
             }
+            lingered = self.lingering.expire(&self.epoll, Instant::now());
         }
+        self.lingering.clear(&self.epoll);
         if watching_force {
             let _ = self.epoll.delete(force.as_fd().as_raw_fd());
         }

@@ -14,11 +14,13 @@
 //! - `peer` — one connection's state; `output` — its bounded, lazily allocated send queue.
 //! - `slab` — generation-checked storage, so stale ids and events never hit a reused slot.
 //! - `timers` — idle deadlines, checked lazily so activity costs nothing.
+//! - `linger` — the connections a drain closed, kept until their peers close too (no reset).
 
 mod conn;
 pub(crate) mod engine;
 pub(crate) mod event_loop;
 mod id;
+mod linger;
 mod message;
 mod output;
 mod peer;

@@ -220,10 +220,23 @@ impl Cutter {
     /// of a next one arrived (its read returns end of stream, and the request ends well), or at its
     /// next boundary otherwise — as Go's `Shutdown` does, and HTTP servers ending keep-alive during a
     /// drain: a client opens a new connection for its next request.
+    ///
+    /// Closing is lingering: the peer is sent end of stream, and the handler's waiting read drops
+    /// what still comes until the peer closes too ([`end_linger`](Self::end_linger) bounds it).
     pub(crate) fn close_if_idle(&self) {
-        if self.phase.as_ref().is_some_and(|phase| phase.drain())
+        if let Some(phase) = &self.phase
+            && phase.drain()
             && !crate::sys::has_input(self.conn.fd())
+            && phase.shut()
         {
+            let _ = self.conn.shutdown(Shutdown::Write);
+        }
+    }
+
+    /// Ends the lingering of a connection [`close_if_idle`](Self::close_if_idle) closed, whose peer
+    /// has not closed in turn: its handler's read returns end of stream now.
+    pub(crate) fn end_linger(&self) {
+        if self.phase.as_ref().is_some_and(|phase| phase.is_shut()) {
             let _ = self.conn.shutdown(Shutdown::Read);
         }
     }

@@ -203,6 +203,11 @@ pub(crate) fn monotonic_ms() -> u64 {
         .saturating_add(ts.tv_nsec as u64 / 1_000_000)
 }
 
+/// How long a connection a drain ended between two requests waits for its peer to close too,
+/// reading and dropping what still comes (a lingering close): long enough for a request already on
+/// its way to arrive and for the peer to see end of stream, short enough not to hold a drain.
+pub(crate) const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Whether bytes are waiting to be read on stream socket `fd` (or it has reached end of stream),
 /// without taking any and without blocking: `recv(2)` with `MSG_PEEK | MSG_DONTWAIT`.
 pub(crate) fn has_input(fd: BorrowedFd<'_>) -> bool {

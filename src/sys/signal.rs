@@ -101,17 +101,34 @@ pub(crate) fn set_idle_fd(fd: Option<RawFd>) {
     }
 }
 
+/// [`CHILD_IDLE_FD`] once the drain took the idle connection.
+const CHILD_SHUT: RawFd = -2;
+
+/// Whether this forked child's drain took its idle connection (always `false` elsewhere).
+pub(crate) fn child_shut() -> bool {
+    IN_CHILD.load(Ordering::Relaxed) && CHILD_IDLE_FD.load(Ordering::SeqCst) == CHILD_SHUT
+}
+
+/// A read on a forked child's connection returned: the connection is no longer idle. Returns
+/// whether the drain had taken it first — one atomic swap against the signal handler's
+/// compare-and-swap, so exactly one of the two owns the bytes that came.
+pub(crate) fn leave_idle() -> bool {
+    IN_CHILD.load(Ordering::Relaxed) && CHILD_IDLE_FD.swap(-1, Ordering::SeqCst) == CHILD_SHUT
+}
+
 /// The drain of a forked child, from its signal handler: marks it draining, then, if its handler
-/// waits between requests, shuts the reading side of its connection, so that read returns end of
-/// stream. The handler marks the connection idle before it looks at the flag, so one of the two
-/// always sees the other.
+/// waits between requests with nothing of a next one arrived, takes the connection: sends the peer
+/// end of stream (`SHUT_WR`) and bounds the wait for the peer's own end to [`LINGER`](super::LINGER)
+/// (`SO_RCVTIMEO`, which the interrupted read picks up as it restarts). The reader sees the
+/// connection taken and lingers (`Reader::linger`). The handler marks the connection idle before it
+/// looks at the flag, so one of the two always sees the other.
 fn drain_child() {
     CHILD_DRAINING.store(true, Ordering::SeqCst);
     let fd = CHILD_IDLE_FD.load(Ordering::SeqCst);
     if fd >= 0 {
-        // SAFETY: recv(2) and shutdown(2) are async-signal-safe and take any descriptor number; the
-        // byte outlives the call; errno is saved and restored so the interrupted code does not see
-        // ours.
+        // SAFETY: recv(2), setsockopt(2) and shutdown(2) are async-signal-safe and take any
+        // descriptor number; the byte and the timeval outlive the calls; errno is saved and restored
+        // so the interrupted code does not see ours.
         unsafe {
             let saved = *libc::__errno_location();
             let mut byte = 0u8;
@@ -122,8 +139,23 @@ fn drain_child() {
                 libc::MSG_PEEK | libc::MSG_DONTWAIT,
             );
             // Bytes of a next request already here are read, and the connection closes after it.
-            if peeked < 0 {
-                libc::shutdown(fd, libc::SHUT_RD);
+            if peeked < 0
+                && CHILD_IDLE_FD
+                    .compare_exchange(fd, CHILD_SHUT, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                let linger = libc::timeval {
+                    tv_sec: super::LINGER.as_secs() as libc::time_t,
+                    tv_usec: super::LINGER.subsec_micros() as libc::suseconds_t,
+                };
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&linger as *const libc::timeval).cast(),
+                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+                );
+                libc::shutdown(fd, libc::SHUT_WR);
             }
             *libc::__errno_location() = saved;
         }
