@@ -33,6 +33,13 @@
 //! forked children's requests included. It needs the `prometheus` feature (`cargo run --release
 //! --features prometheus --example echo -- --metrics-addr 127.0.0.1:9100`).
 //!
+//! TLS (built with `--features tls`): `--tls-cert PATH --tls-key PATH` serves the stream echo over
+//! TLS under every strategy, the reactor included (a datagram transport: exit 2);
+//! `--tls-client-ca PATH` requires client certificates signed by that CA, `--tls-alpn h2,http/1.1`
+//! offers ALPN, and `SIGHUP` re-reads the certificate files for new connections (under `prefork`
+//! as part of replacing the workers). `openssl s_client -connect 127.0.0.1:PORT -CAfile ca.pem -quiet`
+//! talks to it.
+//!
 //! Zero-downtime upgrade: `SIGUSR2` starts the program anew (a new build deployed over it) with the
 //! same flags, hands it the listening socket (and the metrics endpoint's), and once it is ready this
 //! process stops accepting and drains; `--pid-file PATH` then names the new process. Under systemd
@@ -50,7 +57,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use common::cli::{
-    self, ConcurrencyArgs, ListenArgs, MetricsArgs, PeerArgs, Strategy, TransportArgs,
+    self, ConcurrencyArgs, ListenArgs, MetricsArgs, PeerArgs, Strategy, TlsArgs, TransportArgs,
 };
 use socketserver::framing::RawBytes;
 use socketserver::reactor::{Conn, MessageHandler};
@@ -76,6 +83,8 @@ struct Args {
     peers: PeerArgs,
     #[command(flatten)]
     metrics: MetricsArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Start each stream connection with a `pid <PID>` line from the serving process, then echo.
     #[arg(long)]
     pid_banner: bool,
@@ -198,6 +207,16 @@ impl Listener {
         })
     }
 
+    /// The transport, as `--transport` names it.
+    fn transport(&self) -> cli::Transport {
+        match self {
+            Listener::Tcp(_) => cli::Transport::Tcp,
+            Listener::Udp(_) => cli::Transport::Udp,
+            Listener::Unix(_) => cli::Transport::Unix,
+            Listener::UnixDgram(_) => cli::Transport::UnixDgram,
+        }
+    }
+
     /// Serves on a socket the parent bound, after checking it is what `--transport` (if given) says.
     fn inherited(socket: InheritedSocket, args: &Args) -> anyhow::Result<Listener> {
         let (kind, what) = (socket.kind(), format!("{socket:?}"));
@@ -208,12 +227,7 @@ impl Listener {
             SocketKind::UnixDatagram => Listener::UnixDgram(socket.into_unix_datagram()?),
             other => anyhow::bail!("{what}: {other} is not served by this example"),
         };
-        let actual = match listener {
-            Listener::Tcp(_) => cli::Transport::Tcp,
-            Listener::Udp(_) => cli::Transport::Udp,
-            Listener::Unix(_) => cli::Transport::Unix,
-            Listener::UnixDgram(_) => cli::Transport::UnixDgram,
-        };
+        let actual = listener.transport();
         if let Some(want) = args.transport.transport.filter(|t| *t != actual) {
             anyhow::bail!("the inherited socket is {kind}, but --transport {want:?} was given");
         }
@@ -227,44 +241,41 @@ where
     T: Transport<Kind = Stream>,
     Reactor: Concurrency<T, ReactorEcho>,
 {
-    let handler = if args.pid_banner {
+    let handler: StreamEcho = if args.pid_banner {
         echo_stream_with_pid
     } else {
         echo_stream
     };
     let c = &args.concurrency;
-    let peers = args.peers.limit();
     match c.concurrency {
-        Strategy::Sequential => run(
-            Server::new(Sequential::new(), t, handler)?.max_connections_per_peer(peers),
-            args,
-        ),
-        Strategy::Threading => run(
-            Server::new(c.threading(), t, handler)?.max_connections_per_peer(peers),
-            args,
-        ),
-        Strategy::Forking => run(
-            Server::new(c.forking(), t, handler)?.max_connections_per_peer(peers),
-            args,
-        ),
-        Strategy::Pool => run(
-            Server::new(c.pool(), t, handler)?.max_connections_per_peer(peers),
-            args,
-        ),
-        Strategy::Prefork => run(
-            Server::new(prefork(c)?, t, handler)?.max_connections_per_peer(peers),
-            args,
-        ),
+        Strategy::Sequential => run_blocking(Server::new(Sequential::new(), t, handler)?, args),
+        Strategy::Threading => run_blocking(Server::new(c.threading(), t, handler)?, args),
+        Strategy::Forking => run_blocking(Server::new(c.forking(), t, handler)?, args),
+        Strategy::Pool => run_blocking(Server::new(c.pool(), t, handler)?, args),
+        Strategy::Prefork => run_blocking(Server::new(prefork(c)?, t, handler)?, args),
         Strategy::Reactor => {
             let handler = ReactorEcho {
                 pid_banner: args.pid_banner,
             };
-            run(
-                Server::new(Reactor::new(), t, handler)?.max_connections_per_peer(peers),
-                args,
-            )
+            let server = Server::new(Reactor::new(), t, handler)?
+                .max_connections_per_peer(args.peers.limit());
+            run(args.tls.serve_over(server, c.concurrency)?, args)
         }
     }
+}
+
+/// The blocking stream echo: a plain function, for every strategy but the reactor.
+type StreamEcho = fn(&mut StreamRequest) -> anyhow::Result<()>;
+
+/// Serves the blocking stream echo with the per-peer limit, and over TLS with `--tls-cert`.
+fn run_blocking<C, T>(server: Server<C, T, StreamEcho>, args: &Args) -> anyhow::Result<()>
+where
+    C: Concurrency<T, StreamEcho>,
+    T: Transport<Kind = Stream>,
+{
+    let server = server.max_connections_per_peer(args.peers.limit());
+    let server = args.tls.serve_over(server, args.concurrency.concurrency)?;
+    run(server, args)
 }
 
 /// Serves a datagram transport under the chosen strategy.
@@ -320,6 +331,8 @@ where
 fn main() -> anyhow::Result<()> {
     let args: Args = common::parse_args();
     args.concurrency.check();
+    args.tls
+        .check(args.concurrency.concurrency, args.transport.transport, true);
     // Sockets passed by systemd, or by an upgrading predecessor (started with these same flags,
     // --addr included), are served instead of binding.
     let activated = if args.listen.listen_fd.is_none() {
@@ -343,6 +356,12 @@ fn main() -> anyhow::Result<()> {
     } else {
         Listener::bind(&args)?
     };
+    // An inherited socket's transport is known only now.
+    args.tls.check(
+        args.concurrency.concurrency,
+        Some(listener.transport()),
+        true,
+    );
     match listener {
         Listener::Tcp(t) => serve_stream(t, &args),
         Listener::Udp(t) => serve_datagram(t, &args),

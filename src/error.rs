@@ -57,6 +57,12 @@ pub enum RequestError {
     /// running the handler. The error's kind says which: `InvalidData` (wrapping a
     /// [`ProxyError`](crate::proxy_protocol::ProxyError)), `UnexpectedEof` or `TimedOut`.
     ProxyHeader(io::Error),
+    /// The TLS layer refused the connection: its handshake failed (a plain-text client, no common
+    /// protocol or cipher, a client certificate refused under mutual TLS), timed out
+    /// ([`TlsBuilder::handshake_timeout`](crate::tls::TlsBuilder::handshake_timeout)), or the client
+    /// left before it completed. The connection was closed without running the handler.
+    #[cfg(feature = "tls")]
+    Tls(io::Error),
 }
 
 impl fmt::Display for RequestError {
@@ -75,6 +81,8 @@ impl fmt::Display for RequestError {
             ),
             RequestError::ChildFailed(how) => write!(f, "forked child {how}"),
             RequestError::ProxyHeader(e) => write!(f, "PROXY protocol header refused: {e}"),
+            #[cfg(feature = "tls")]
+            RequestError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
         }
     }
 }
@@ -89,6 +97,8 @@ impl std::error::Error for RequestError {
             | RequestError::Spawn(e)
             | RequestError::Stalled(e)
             | RequestError::ProxyHeader(e) => Some(e),
+            #[cfg(feature = "tls")]
+            RequestError::Tls(e) => Some(e),
             _ => None,
         }
     }
@@ -107,8 +117,8 @@ impl RequestError {
         RequestError::Panicked(msg)
     }
 
-    /// Whether this is a timeout of the connection's read or write (a slow or silent client), or of a
-    /// trusted proxy's PROXY protocol header.
+    /// Whether this is a timeout of the connection's read or write (a slow or silent client), of a
+    /// trusted proxy's PROXY protocol header, or of a TLS handshake.
     ///
     /// # Examples
     ///
@@ -128,6 +138,8 @@ impl RequestError {
                 })
             }),
             RequestError::ProxyHeader(e) => e.kind() == io::ErrorKind::TimedOut,
+            #[cfg(feature = "tls")]
+            RequestError::Tls(e) => e.kind() == io::ErrorKind::TimedOut,
             RequestError::Stalled(_) => true,
             _ => false,
         }

@@ -103,6 +103,8 @@ mod state;
 #[allow(unsafe_code)]
 mod sys;
 pub mod testing;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod transport;
 pub mod upgrade;
 

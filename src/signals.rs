@@ -33,7 +33,8 @@ enum Routed {
     Shutdown(ShutdownHandle),
     Reload(ReloadHandle),
     Size(crate::concurrency::SizeHandle),
-    Upgrade(std::sync::Arc<crate::sys::EventFd>),
+    /// The eventfd a thread of its own waits on (an upgrade, a TLS reload).
+    Woken(std::sync::Arc<crate::sys::EventFd>),
 }
 
 /// Makes `SIGINT` and `SIGTERM` request a graceful shutdown through `handle`; a second signal cuts the
@@ -93,6 +94,57 @@ pub fn reload_on_sighup(handle: &ReloadHandle) -> io::Result<()> {
     signal::route(&[Signal::SIGHUP], handle.poke(), None, &[])
 }
 
+/// Makes `SIGHUP` reload `tls`'s certificates ([`Tls::reload`](crate::tls::Tls::reload)): what a
+/// certbot renewal hook sends. New connections get the new certificates, open ones keep theirs; a file
+/// that cannot be read or parsed is logged as an error and the old certificates stay in use. The
+/// reload runs on a thread of its own, never in the signal handler. (The `tls` feature.)
+///
+/// Not for a [`PreFork`](crate::PreFork) server: its workers were forked with the certificates of
+/// their time. Route `SIGHUP` to [`reload_on_sighup`] instead, whose reload reads the certificates
+/// again before it forks new workers.
+///
+/// # Errors
+/// `sigaction(2)`, `eventfd(2)` or starting the thread failing.
+///
+/// # Examples
+///
+/// ```no_run
+/// use socketserver::{signals, tls::Tls};
+/// let tls = Tls::builder().cert("cert.pem", "key.pem").build()?;
+/// signals::reload_tls_on_sighup(&tls)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[cfg(feature = "tls")]
+pub fn reload_tls_on_sighup(tls: &crate::tls::Tls) -> io::Result<()> {
+    use std::os::fd::AsFd;
+    let trigger = std::sync::Arc::new(crate::sys::EventFd::new(false)?);
+    let waiting = trigger.clone();
+    let tls = tls.clone();
+    std::thread::Builder::new()
+        .name("socketserver-tls-reload".into())
+        .spawn(move || {
+            loop {
+                let mut fds = [crate::sys::readable(waiting.as_fd())];
+                if crate::sys::poll(&mut fds, None).is_err() || !waiting.take() {
+                    continue;
+                }
+                match tls.reload() {
+                    Ok(()) => log::info!("TLS: certificates reloaded"),
+                    Err(e) => log::error!("TLS: reload failed, the old certificates stay: {e}"),
+                }
+            }
+        })
+        .map_err(|e| crate::sys::context(e, "starting the TLS reload thread"))?;
+    let mut routed = ROUTED.lock();
+    routed.push(Routed::Woken(trigger.clone()));
+    signal::route(
+        &[Signal::SIGHUP],
+        signal::Poke::eventfd(trigger.as_fd()),
+        None,
+        &[],
+    )
+}
+
 /// Makes `SIGUSR2` start `upgrade` (see [`upgrade`](crate::upgrade)): the successor is started and,
 /// once it is ready, the upgrade's servers drain and their `serve_forever` returns; if it fails, the
 /// servers serve on and the failure is logged — and a later `SIGUSR2` tries again. The upgrade runs
@@ -134,7 +186,7 @@ pub fn upgrade_on_sigusr2(upgrade: crate::upgrade::Upgrade) -> io::Result<()> {
         })
         .map_err(|e| crate::sys::context(e, "starting the upgrade thread"))?;
     let mut routed = ROUTED.lock();
-    routed.push(Routed::Upgrade(trigger.clone()));
+    routed.push(Routed::Woken(trigger.clone()));
     signal::route(
         &[Signal::SIGUSR2],
         signal::Poke::eventfd(trigger.as_fd()),

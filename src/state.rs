@@ -86,6 +86,9 @@ pub(crate) struct Phase {
     draining: AtomicBool,
     /// Cut at the drain deadline: the state hook has heard `Cut`, and hears nothing more.
     cut: AtomicBool,
+    /// The connection as its handler reads and writes it, once the layers ran (TLS wraps it): a
+    /// drain ends an idle connection through it, so its peer hears TLS's `close_notify` first.
+    layered: std::sync::OnceLock<std::sync::Arc<dyn crate::transport::Duplex>>,
 }
 
 /// Inside a request (and before the first).
@@ -138,6 +141,16 @@ impl Phase {
     /// phase).
     pub(crate) fn set_shut(&self) {
         self.at.store(SHUT, Ordering::SeqCst);
+    }
+
+    /// The layers ran: `conn` is the connection as the handler sees it.
+    pub(crate) fn set_layered(&self, conn: std::sync::Arc<dyn crate::transport::Duplex>) {
+        let _ = self.layered.set(conn);
+    }
+
+    /// The connection as the handler sees it, once the layers ran.
+    pub(crate) fn layered(&self) -> Option<&std::sync::Arc<dyn crate::transport::Duplex>> {
+        self.layered.get()
     }
 
     /// Whether a drain ended the connection at a boundary.

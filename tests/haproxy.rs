@@ -7,15 +7,12 @@
 
 mod util;
 
-use std::fs;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::{Shutdown, SocketAddr};
 
 use socketserver::proxy_protocol::ProxyProtocol;
 use socketserver::{ShutdownHandle, StreamRequest, ThreadingTcpServer};
+use util::haproxy::{HaProxy, free_port};
 use util::{TIMEOUT, connect_from};
 
 /// The client's address: not HAProxy's, so seeing it proves the header was used.
@@ -39,76 +36,6 @@ fn report(req: &mut StreamRequest) -> anyhow::Result<()> {
     );
     req.wfile.write_all(reply.as_bytes())?;
     Ok(())
-}
-
-/// Finds the `haproxy` binary, or says what to do about its absence.
-fn haproxy_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
-        .map(|dir| dir.join("haproxy"))
-        .find(|p| p.is_file())
-}
-
-/// A free loopback port: bound, read, released. (HAProxy needs a number in its configuration.)
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-/// An HAProxy process started by the test: killed by its PID and reaped on drop.
-struct HaProxy {
-    child: Child,
-    log: PathBuf,
-}
-
-impl HaProxy {
-    fn start(binary: &Path, dir: &Path, config: &str) -> HaProxy {
-        let cfg = dir.join("haproxy.cfg");
-        fs::write(&cfg, config).unwrap();
-        let log = dir.join("haproxy.log");
-        let child = Command::new(binary)
-            .arg("-db") // foreground, no daemon
-            .arg("-f")
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(dir.join("haproxy.out")).unwrap())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-        HaProxy { child, log }
-    }
-
-    /// Polls a connect to `frontend` until it is accepted (bounded by the test timeout).
-    fn wait_ready(&mut self, frontend: SocketAddr) {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("haproxy exited ({status}): {}", self.stderr());
-            }
-            if TcpStream::connect_timeout(&frontend, Duration::from_millis(200)).is_ok() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "haproxy did not listen on {frontend} within {TIMEOUT:?}: {}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stderr(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for HaProxy {
-    fn drop(&mut self) {
-        // `Child::kill` signals this child's PID only; `wait` reaps it.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Our server in a thread, stopped and joined on drop.
@@ -148,42 +75,17 @@ impl Drop for Backend {
 
 #[test]
 fn haproxy_send_proxy_v1_and_v2_give_the_handler_the_clients_address() {
-    let Some(binary) = haproxy_binary() else {
-        if std::env::var_os("CI").is_some() {
-            panic!(
-                "haproxy is not installed, but CI is set: `.ci/run` must install the `haproxy` package"
-            );
-        }
-        eprintln!(
-            "\n\n*** SKIPPED haproxy end-to-end test: `haproxy` not found (apt-get install haproxy) ***\n"
-        );
+    let Some(binary) = util::haproxy::require() else {
         return;
     };
     let backend = Backend::start();
     let dir = tempfile::tempdir().unwrap();
     let (v2_port, v1_port) = (free_port(), free_port());
     let backend_addr = backend.addr;
-    let config = [
-        "global".to_string(),
-        "    maxconn 100".to_string(),
-        "defaults".to_string(),
-        "    mode tcp".to_string(),
-        "    timeout connect 5s".to_string(),
-        "    timeout client 20s".to_string(),
-        "    timeout server 20s".to_string(),
-        "frontend fe_v2".to_string(),
-        format!("    bind 127.0.0.1:{v2_port}"),
-        "    default_backend be_v2".to_string(),
-        "frontend fe_v1".to_string(),
-        format!("    bind 127.0.0.1:{v1_port}"),
-        "    default_backend be_v1".to_string(),
-        "backend be_v2".to_string(),
-        format!("    server s1 {backend_addr} send-proxy-v2"),
-        "backend be_v1".to_string(),
-        format!("    server s1 {backend_addr} send-proxy"),
-        String::new(),
-    ]
-    .join("\n");
+    let config = util::haproxy::tcp_config(&[
+        (v2_port, format!("{backend_addr} send-proxy-v2")),
+        (v1_port, format!("{backend_addr} send-proxy")),
+    ]);
     let mut haproxy = HaProxy::start(&binary, dir.path(), &config);
 
     for (port, version) in [(v2_port, "V2"), (v1_port, "V1")] {

@@ -9,6 +9,7 @@
 
 use std::fmt;
 use std::os::fd::RawFd;
+use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use socketserver::{Forking, Pool, PreFork, Threading};
@@ -270,6 +271,132 @@ fn metrics_addr(value: &str) -> Result<std::net::SocketAddr, String> {
         return Err(NO_PROMETHEUS.to_string());
     }
     value.parse().map_err(|e| format!("{e}"))
+}
+
+// `--tls-cert`, `--tls-key`, `--tls-client-ca`, `--tls-alpn`: serve a stream server over TLS. The
+// flags exist in every build; without the `tls` feature they are refused as they are parsed.
+#[derive(Args, Clone, Debug)]
+pub struct TlsArgs {
+    /// Serve over TLS with this certificate chain (PEM, leaf first; needs --tls-key). SIGHUP re-reads
+    /// the files for new connections (under prefork, as part of replacing the workers). Needs the
+    /// example built with `--features tls`.
+    #[arg(long, value_name = "PATH", requires = "tls_key", value_parser = tls_path)]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PATH", requires = "tls_cert", value_parser = tls_path)]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: refuse clients without a certificate signed by a CA in this file (PEM).
+    #[arg(long, value_name = "PATH", requires = "tls_cert", value_parser = tls_path)]
+    pub tls_client_ca: Option<PathBuf>,
+    /// ALPN protocols offered, most preferred first (e.g. h2,http/1.1); a client offering none of
+    /// them is refused.
+    #[arg(
+        long,
+        value_name = "PROTO,...",
+        value_delimiter = ',',
+        requires = "tls_cert",
+        value_parser = tls_alpn
+    )]
+    pub tls_alpn: Vec<String>,
+}
+
+/// Why the TLS flags are refused in a build without TLS.
+pub const NO_TLS: &str = "this build has no TLS: build the example with `--features tls` \
+    (cargo run --release --features tls --example echo -- --tls-cert cert.pem --tls-key key.pem)";
+
+/// A `--tls-*` path, in a build that can serve TLS.
+fn tls_path(value: &str) -> Result<PathBuf, String> {
+    if cfg!(not(feature = "tls")) {
+        return Err(NO_TLS.to_string());
+    }
+    Ok(PathBuf::from(value))
+}
+
+/// One `--tls-alpn` protocol name, in a build that can serve TLS.
+fn tls_alpn(value: &str) -> Result<String, String> {
+    if cfg!(not(feature = "tls")) {
+        return Err(NO_TLS.to_string());
+    }
+    match value.len() {
+        1..=255 => Ok(value.to_string()),
+        _ => Err(format!(
+            "{value:?}: an ALPN protocol name has 1 to 255 bytes"
+        )),
+    }
+}
+
+impl TlsArgs {
+    /// Refuses (exit 2) TLS where it cannot be served: on a datagram transport, or under
+    /// `--concurrency reactor` in an example whose handler has no event-loop form
+    /// (`reactor_ok == false`).
+    pub fn check(&self, strategy: Strategy, transport: Option<Transport>, reactor_ok: bool) {
+        if self.tls_cert.is_none() {
+            return;
+        }
+        if strategy == Strategy::Reactor && !reactor_ok {
+            refuse(
+                "--tls-cert: this example serves TLS with its blocking handler (sequential, \
+                 threading, forking, pool, prefork), not under --concurrency reactor",
+            );
+        }
+        if let Some(t @ (Transport::Udp | Transport::UnixDgram)) = transport {
+            refuse(datagram_tls(t));
+        }
+    }
+
+    /// Serves `server` over TLS when `--tls-cert` was given (the files are read now), else returns it
+    /// as it is. `SIGHUP` then re-reads the files for new connections — under `strategy` prefork
+    /// through the workers' reload (`reload_on_sighup`), which reads them again before it forks the
+    /// new workers.
+    ///
+    /// # Errors
+    /// A file cannot be read or holds no usable certificate or key; `SIGHUP` cannot be routed.
+    #[cfg(feature = "tls")]
+    pub fn serve_over<C, T, H>(
+        &self,
+        server: socketserver::Server<C, T, H>,
+        strategy: Strategy,
+    ) -> anyhow::Result<socketserver::Server<C, T, H>>
+    where
+        C: socketserver::Concurrency<T, H>,
+        T: socketserver::Transport<Kind = socketserver::transport::Stream>,
+    {
+        use anyhow::Context;
+        use socketserver::tls::{ClientAuth, Tls};
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(server);
+        };
+        let mut builder = Tls::builder().cert(cert, key).alpn(&self.tls_alpn);
+        if let Some(ca) = &self.tls_client_ca {
+            builder = builder.client_ca(ca, ClientAuth::Required);
+        }
+        let tls = builder.build().context("--tls-cert")?;
+        if strategy != Strategy::Prefork {
+            socketserver::signals::reload_tls_on_sighup(&tls)?;
+        }
+        Ok(server.tls(tls))
+    }
+
+    /// Without the `tls` feature: `server` as it is (the flags were refused as they were parsed).
+    ///
+    /// # Errors
+    /// `--tls-cert` given all the same.
+    #[cfg(not(feature = "tls"))]
+    pub fn serve_over<S>(&self, server: S, _strategy: Strategy) -> anyhow::Result<S> {
+        match self.tls_cert {
+            Some(_) => anyhow::bail!("--tls-cert: {NO_TLS}"),
+            None => Ok(server),
+        }
+    }
+}
+
+/// Why TLS is refused on datagram transport `t`.
+fn datagram_tls(t: Transport) -> String {
+    let name = t
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default();
+    format!("--tls-cert: TLS needs a stream transport (tcp, unix), not --transport {name}")
 }
 
 /// `--listen-fd`: a descriptor number other than 0, 1 and 2.

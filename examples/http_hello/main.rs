@@ -27,6 +27,17 @@
 //! `--metrics-addr HOST:PORT` serves the server's live figures at `http://HOST:PORT/metrics` for
 //! Prometheus (built with `--features prometheus`).
 //!
+//! `--tls-cert PATH --tls-key PATH` serves HTTPS (built with `--features tls`): the same handler, over
+//! TLS; `--tls-client-ca PATH` requires client certificates signed by that CA, `--tls-alpn http/1.1`
+//! offers ALPN, and `SIGHUP` re-reads the certificate files (except under `prefork`, where it replaces
+//! the workers, which keep the certificates read at start):
+//!
+//! ```text
+//! cargo run --release --features tls --example http_hello -- --addr 127.0.0.1:8443 \
+//!     --tls-cert cert.pem --tls-key key.pem
+//! curl --cacert ca.pem https://localhost:8443/
+//! ```
+//!
 //! The first line on stdout is `listening on <bound address>`; `SIGINT` or `SIGTERM` shuts it down
 //! gracefully (idle keep-alive connections are cut after `--shutdown-timeout-ms`) and it exits 0. Bad
 //! flags print usage and exit 2.
@@ -41,7 +52,7 @@ use std::net::Shutdown;
 use std::time::Duration;
 
 use clap::Parser;
-use common::cli::{self, ConcurrencyArgs, MetricsArgs, PeerArgs, Strategy};
+use common::cli::{self, ConcurrencyArgs, MetricsArgs, PeerArgs, Strategy, TlsArgs};
 use socketserver::{
     Concurrency, Sequential, Server, StreamHandler, StreamOptions, StreamRequest, Tcp,
 };
@@ -63,6 +74,8 @@ struct Args {
     peers: PeerArgs,
     #[command(flatten)]
     metrics: MetricsArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Seconds a connection may last, however busy; 0 for no limit.
     #[arg(long, default_value_t = 600)]
     connection_timeout: u64,
@@ -234,6 +247,7 @@ fn run<C: Concurrency<Tcp, Hello>>(concurrency: C, args: &Args) -> anyhow::Resul
         )
         .max_connections_per_peer(args.peers.limit())
         .shutdown_timeout(Duration::from_millis(args.shutdown_timeout_ms));
+    let server = args.tls.serve_over(server, args.concurrency.concurrency)?;
     common::serve_with(
         server,
         common::Ops {
@@ -246,6 +260,7 @@ fn run<C: Concurrency<Tcp, Hello>>(concurrency: C, args: &Args) -> anyhow::Resul
 fn main() -> anyhow::Result<()> {
     let args: Args = common::parse_args();
     args.concurrency.check();
+    args.tls.check(args.concurrency.concurrency, None, false);
     common::init_logging();
     let c = &args.concurrency;
     match c.concurrency {

@@ -202,6 +202,8 @@ pub struct StreamRequest {
     conn: Arc<dyn Duplex>,
     peer: Addr,
     proxied: Option<Box<Proxied>>,
+    #[cfg(feature = "tls")]
+    tls: Option<Box<crate::tls::TlsInfo>>,
     server: ShutdownHandle,
 }
 
@@ -217,6 +219,7 @@ impl StreamRequest {
             info,
             phase,
         } = incoming;
+        phase.set_layered(conn.clone());
         let opts = &env.stream;
         conn.set_read_timeout(opts.read_timeout)?;
         conn.set_write_timeout(opts.write_timeout)?;
@@ -241,6 +244,8 @@ impl StreamRequest {
             conn,
             peer,
             proxied: info.proxied,
+            #[cfg(feature = "tls")]
+            tls: info.tls,
             server: env.shutdown.clone(),
         })
     }
@@ -300,6 +305,28 @@ impl StreamRequest {
     /// ```
     pub fn proxy_peer(&self) -> Option<&Addr> {
         self.proxied.as_ref().map(|p| &p.via)
+    }
+
+    /// What the TLS handshake settled — SNI name, ALPN protocol, version, cipher suite, the client's
+    /// certificates under mutual TLS — for a connection served over TLS
+    /// ([`Server::tls`](crate::Server::tls)); `None` for a plain one. (The `tls` feature.)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::testing::{run_stream, MockConn};
+    /// use socketserver::StreamRequest;
+    ///
+    /// let check = |req: &mut StreamRequest| -> anyhow::Result<()> {
+    ///     anyhow::ensure!(req.tls().is_none()); // a plain connection
+    ///     Ok(())
+    /// };
+    /// run_stream(&check, MockConn::new())?;
+    /// # Ok::<(), socketserver::RequestError>(())
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(&self) -> Option<&crate::tls::TlsInfo> {
+        self.tls.as_deref()
     }
 
     /// The PROXY protocol header a trusted proxy sent, with the address the client connected to
@@ -717,15 +744,18 @@ impl Read for Reader {
         // The drain took the connection while this read waited, in this process or (a forked
         // child's) by its signal: what came is a request that will not be answered.
         if crate::sys::signal::leave_idle() {
+            // The signal handler only woke this read (and could not speak TLS): the end of stream
+            // is sent from here, through the layers.
             self.phase.set_shut();
+            let _ = self.conn.shutdown(Shutdown::Write);
         }
         if self.phase.is_shut() {
             return match result {
-                // Bytes of an unanswered request, or a signal: linger.
-                Ok(1..) => self.linger(),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.linger(),
-                // The peer closed too, or lingering ran out (a forked child's drain set the bound).
-                Ok(0) | Err(_) => {
+                // Bytes of an unanswered request, the wake-up of a forked child's drain (a timeout or
+                // a signal), or a failure: linger (which stops at once on a failed socket).
+                Ok(1..) | Err(_) => self.linger(),
+                // The peer closed too.
+                Ok(0) => {
                     self.ended = true;
                     Ok(0)
                 }

@@ -1,5 +1,5 @@
 //! Per-connection layers: work on a stream connection that is neither the transport's nor the
-//! handler's, run between the two — the PROXY protocol today, TLS next.
+//! handler's, run between the two: the PROXY protocol, then TLS.
 //!
 //! A layer has two forms, one per serving model, so that every strategy runs the same layers:
 //!
@@ -10,7 +10,9 @@
 //!   in the connection's [`ConnInfo`].
 //! - **Non-blocking** ([`Layer::session`]): the `Reactor`'s event loop feeds each connection's received
 //!   bytes to its sessions until they are done, then hands the rest to the codec. The handler's
-//!   `on_open` runs once every session is done, so it sees what they learnt (the proxied client).
+//!   `on_open` runs once every session is done, so it sees what they learnt (the proxied client, the
+//!   TLS handshake). A session that transforms the whole stream wraps the socket first
+//!   ([`Session::wrap`]).
 //!
 //! Layers are registered in one place, [`Layers::push`] (called by the server's builder methods, e.g.
 //! [`Server::proxy_protocol`](crate::Server::proxy_protocol)), and run in the order registered.
@@ -31,8 +33,12 @@ use crate::framing::FrameBuf;
 use crate::transport::{ConnInfo, Duplex, Incoming};
 
 mod proxy;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub(crate) use proxy::ProxyLayer;
+#[cfg(feature = "tls")]
+pub(crate) use tls::TlsLayer;
 
 /// One per-connection layer, in both its forms.
 pub(crate) trait Layer: Send + Sync + fmt::Debug {
@@ -46,6 +52,10 @@ pub(crate) trait Layer: Send + Sync + fmt::Debug {
     /// The non-blocking form: a session for a connection from `peer`, or `None` when this layer has
     /// nothing to do for it (the PROXY protocol for an untrusted peer).
     fn session(&self, peer: &Addr) -> Option<Box<dyn Session>>;
+
+    /// A reload of the server (a `PreFork` reload, before it forks new workers): reads again what
+    /// the layer read from files. A failure is the layer's to report; it keeps what it had.
+    fn reload(&self) {}
 }
 
 /// One connection's non-blocking layer state, fed by the event loop.
@@ -62,6 +72,17 @@ pub(crate) trait Session: Send + fmt::Debug {
         peer: &mut Addr,
         info: &mut ConnInfo,
     ) -> Result<Progress, RequestError>;
+
+    /// Wraps the connection when the layer transforms the whole stream (TLS), before the loop reads
+    /// through it: at accept for the first layer, else once the layer before it is done — then
+    /// `io` first yields what that layer read past its own part. Most layers only read the start of
+    /// the stream, and leave it as it is.
+    ///
+    /// # Errors
+    /// The layer cannot take the connection; it is closed and the error reported.
+    fn wrap(&mut self, io: Arc<dyn Duplex>) -> Result<Arc<dyn Duplex>, RequestError> {
+        Ok(io)
+    }
 
     /// When the layer gives up waiting for the bytes it needs.
     fn deadline(&self) -> Instant;
@@ -85,8 +106,15 @@ pub(crate) struct Layers(Vec<Arc<dyn Layer>>);
 
 impl Layers {
     /// Registers `layer` to run after the ones registered before it.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))] // TLS is the layer that runs last
     pub(crate) fn push(&mut self, layer: impl Layer + 'static) {
         self.0.push(Arc::new(layer));
+    }
+
+    /// Registers `layer` to run before every other: the PROXY protocol header comes before anything
+    /// else on the stream (before a TLS handshake), whichever was configured first.
+    pub(crate) fn push_first(&mut self, layer: impl Layer + 'static) {
+        self.0.insert(0, Arc::new(layer));
     }
 
     /// Runs every layer's blocking form over `incoming`, in order.
@@ -97,6 +125,13 @@ impl Layers {
         self.0
             .iter()
             .try_fold(incoming, |incoming, layer| layer.establish(incoming))
+    }
+
+    /// Every layer's [`Layer::reload`].
+    pub(crate) fn reload(&self) {
+        for layer in &self.0 {
+            layer.reload();
+        }
     }
 
     /// The non-blocking sessions a new connection from `peer` needs, in order (usually none).

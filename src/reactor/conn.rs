@@ -199,6 +199,37 @@ impl<'a, C> Conn<'a, C> {
         self.proxied().map(|p| &p.header)
     }
 
+    /// What the TLS handshake settled, for a connection served over TLS
+    /// ([`Server::tls`](crate::Server::tls)); `None` for a plain one. The handler's `on_open` runs
+    /// once the handshake is done, so this is set from `on_open` on. (The `tls` feature.)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::reactor::{Conn, MessageHandler};
+    /// use socketserver::framing::Lines;
+    ///
+    /// /// Greets each client with its TLS version, or "plain".
+    /// struct Hello;
+    /// impl MessageHandler for Hello {
+    ///     type Codec = Lines;
+    ///     fn codec(&self) -> Lines { Lines::new() }
+    ///     fn on_open(&self, conn: &mut Conn<'_, Lines>) -> anyhow::Result<()> {
+    ///         let how = conn.tls().map_or("plain".to_string(), |t| t.version().to_string());
+    ///         conn.send(how.as_bytes())?;
+    ///         Ok(())
+    ///     }
+    ///     fn on_message(&self, _c: &mut Conn<'_, Lines>, _m: Vec<u8>) -> anyhow::Result<()> {
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # let _ = Hello;
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(&self) -> Option<&crate::tls::TlsInfo> {
+        self.conns.slab.get(self.id)?.info.tls.as_deref()
+    }
+
     fn proxied(&self) -> Option<&crate::transport::Proxied> {
         self.conns.slab.get(self.id)?.info.proxied.as_deref()
     }

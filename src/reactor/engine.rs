@@ -14,7 +14,7 @@ use super::registry::Registry;
 use crate::addr::Addr;
 use crate::error::{RequestError, guarded};
 use crate::framing::{Decoder, FrameBuf};
-use crate::layer::Progress;
+use crate::layer::{Prefixed, Progress};
 use crate::serving::{Event, Outcome, Shared, Ticket};
 use crate::state::ConnState;
 use crate::transport::Duplex;
@@ -59,13 +59,48 @@ impl<H: MessageHandler> Engine<H> {
 
     /// Takes in an accepted connection from `peer`; [`start`](Self::start) it once the caller is
     /// ready to flush what its handler queues.
-    pub(crate) fn insert(&mut self, io: Arc<dyn Duplex>, peer: Addr, ticket: Ticket) -> ConnId {
+    /// `None` when a layer could not take the connection: the error is reported, and dropping the
+    /// socket closes it.
+    pub(crate) fn insert(
+        &mut self,
+        io: Arc<dyn Duplex>,
+        peer: Addr,
+        ticket: Ticket,
+    ) -> Option<ConnId> {
         self.shared.emit(Event::Started { peer: &peer });
-        let layers = self.shared.layers.sessions(&peer);
+        let mut layers = self.shared.layers.sessions(&peer);
+        // The first layer reads the stream from its start; a later one wraps it when its turn comes.
+        let io = match layers.first_mut().map(|layer| layer.wrap(io.clone())) {
+            None => io,
+            Some(Ok(io)) => io,
+            Some(Err(e)) => {
+                self.shared.report(Some(&peer), &e);
+                return None;
+            }
+        };
         let codec = self.handler.codec();
+        Some(
+            self.conns
+                .slab
+                .insert_with(|_| Peer::new(io, peer, layers, ticket, codec)),
+        )
+    }
+
+    /// Whether `id`'s next layer took over the stream with bytes already read, which the loop must
+    /// read again through it now.
+    pub(crate) fn take_reread(&mut self, id: ConnId) -> bool {
         self.conns
             .slab
-            .insert_with(|_| Peer::new(io, peer, layers, ticket, codec))
+            .get_mut(id)
+            .is_some_and(|p| std::mem::take(&mut p.reread))
+    }
+
+    /// Whether `id`'s layers are still working on the start of its stream.
+    pub(crate) fn has_layers(&self, id: ConnId) -> bool {
+        self.conns
+            .slab
+            .get(id)
+            .is_some_and(|p| !p.layers.is_empty())
     }
 
     /// Starts `id`: when per-connection layers must see the start of its stream first, returns the
@@ -88,14 +123,16 @@ impl<H: MessageHandler> Engine<H> {
         self.call(id, |conn| handler.on_open(conn));
     }
 
-    /// Bytes arrived on `id`: through its layers, then decoded and delivered.
+    /// Bytes arrived on `id` (or none, but a layer may have advanced): through its layers, then
+    /// decoded and delivered.
     pub(crate) fn received(&mut self, id: ConnId, bytes: &[u8]) {
         let Some(peer) = self.conns.slab.get_mut(id) else {
             return;
         };
         peer.last_active = Instant::now();
         peer.input.extend_from_slice(bytes);
-        if peer.state != ConnState::Active {
+        // (No bytes: a layer advanced on its own, a TLS handshake; the handler has seen nothing.)
+        if !bytes.is_empty() && peer.state != ConnState::Active {
             peer.state = ConnState::Active;
             self.shared.state(&peer.addr, ConnState::Active);
         }
@@ -156,6 +193,21 @@ impl<H: MessageHandler> Engine<H> {
                 Ok(Progress::Pending) => return false,
                 Ok(Progress::Done) => {
                     peer.layers.remove(0);
+                    // The next layer takes the stream from here: what was read past the end of this
+                    // one's part (the start of a TLS handshake after a PROXY header) is read again
+                    // through it, at once (`take_reread`): no readiness event would announce it.
+                    if let Some(next) = peer.layers.first_mut() {
+                        let rest = Prefixed::wrap(peer.input.as_slice(), peer.io.clone());
+                        peer.input = FrameBuf::new();
+                        match next.wrap(rest) {
+                            Ok(io) => peer.io = io,
+                            Err(e) => {
+                                self.fail(id, &e);
+                                return false;
+                            }
+                        }
+                        peer.reread = true;
+                    }
                 }
                 Err(e) => {
                     self.fail(id, &e);
@@ -358,7 +410,16 @@ impl<H: MessageHandler> Engine<H> {
             return Flush::Nothing;
         }
         let mut started_waiting = false;
-        match peer.output.flush(&*peer.io) {
+        // What a layer still holds of earlier writes (TLS records) goes out before anything new.
+        let flushed = peer
+            .output
+            .flush(&*peer.io)
+            .and_then(|(written, flushed)| match flushed {
+                Flushed::All if peer.io.flush_pending()? => Ok((written, Flushed::Partly)),
+                _ => Ok((written, flushed)),
+            });
+        peer.io_pending = matches!(flushed, Ok((_, Flushed::Partly))) && peer.output.is_empty();
+        match flushed {
             Ok((written, flushed)) => {
                 self.conns.queued_bytes = self.conns.queued_bytes.saturating_sub(written);
                 let now = Instant::now();

@@ -257,7 +257,9 @@ where
                 .report(Some(&peer), &RequestError::Connection(e));
             return;
         }
-        let id = self.engine.insert(conn, peer, ticket);
+        let Some(id) = self.engine.insert(conn, peer, ticket) else {
+            return;
+        };
         // Watched before the handler's `on_open` runs, so that whatever it queues is flushed.
         if let Err(e) = self.epoll.add(fd, READABLE, id.token()) {
             self.engine.fail(id, &RequestError::Connection(e));
@@ -296,17 +298,36 @@ where
         let Some(peer) = self.engine.conns.slab.get_mut(id) else {
             return;
         };
-        match peer.io.read(&mut self.scratch) {
+        let result = peer.io.read(&mut self.scratch);
+        // A read may have advanced a layer with no bytes for the handler (a TLS handshake), and left
+        // it records to send.
+        let layered = self.engine.has_layers(id);
+        match result {
             Ok(0) => self.engine.input_ended(id),
             Ok(n) => self.engine.received(id, &self.scratch[..n]),
             Err(e)
                 if matches!(
                     e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) => {}
+                ) =>
+            {
+                if layered {
+                    self.engine.received(id, &[]);
+                }
+            }
             Err(e) => {
-                log::debug!("reading from {}: {e}", peer.addr);
+                if layered {
+                    self.engine.received(id, &[]); // the layer reports why
+                } else if let Some(peer) = self.engine.conns.slab.get(id) {
+                    log::debug!("reading from {}: {e}", peer.addr);
+                }
                 self.engine.conns.abort(id);
+            }
+        }
+        if layered {
+            self.engine.conns.mark_dirty(id);
+            if self.engine.take_reread(id) {
+                self.read(id);
             }
         }
     }

@@ -72,6 +72,11 @@ pub(crate) struct Peer<C> {
     pub(crate) closed: bool,
     /// Listed for a flush in the loop's pending work.
     pub(crate) dirty: bool,
+    /// A layer took over the stream with bytes already read: the loop reads again at once.
+    pub(crate) reread: bool,
+    /// A layer under the connection holds bytes of earlier writes its socket did not take yet (TLS
+    /// records), with the output queue itself empty.
+    pub(crate) io_pending: bool,
     /// The last time bytes were received from or sent to it, for the idle timeout.
     pub(crate) last_active: Instant,
 }
@@ -112,6 +117,8 @@ impl<C> Peer<C> {
             close_at_boundary: false,
             closed: false,
             dirty: false,
+            reread: false,
+            io_pending: false,
             last_active: now,
         }
     }
@@ -135,7 +142,7 @@ impl<C> Peer<C> {
         if self.reading() {
             interest |= READABLE;
         }
-        if !self.output.is_empty() {
+        if !self.output.is_empty() || self.io_pending {
             interest |= WRITABLE;
         }
         interest

@@ -507,7 +507,8 @@ where
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn proxy_protocol(mut self, config: ProxyProtocol) -> Self {
-        self.core.layers_mut().push(ProxyLayer::new(config));
+        // Before TLS, whichever was set first: the header precedes the handshake on the stream.
+        self.core.layers_mut().push_first(ProxyLayer::new(config));
         self
     }
 
@@ -530,6 +531,41 @@ where
     /// ```
     pub fn max_connections_per_peer(mut self, max: impl Into<Option<usize>>) -> Self {
         self.core.set_max_connections_per_peer(max.into());
+        self
+    }
+}
+
+/// TLS (the `tls` feature).
+#[cfg(feature = "tls")]
+impl<C, T, H> Server<C, T, H>
+where
+    C: Concurrency<T, H>,
+    T: Transport<Kind = Stream>,
+{
+    /// Serves every connection over TLS with `tls` (see [`tls`](crate::tls)): the handshake runs on
+    /// the connection's worker within the handshake timeout, before the handler's `setup`; the handler
+    /// reads and writes plain bytes and finds what was negotiated in
+    /// [`StreamRequest::tls`](crate::StreamRequest::tls). Under every strategy — with `PreFork`, each
+    /// worker does its own handshakes; under `Reactor`, the handshake advances inside the event loop
+    /// and `on_open` runs once it is done ([`Conn::tls`](crate::Conn::tls)). Behind a trusted proxy
+    /// ([`proxy_protocol`](Self::proxy_protocol)), the PROXY header is read first, then the handshake.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use socketserver::tls::Tls;
+    /// use socketserver::{StreamRequest, ThreadingTcpServer};
+    ///
+    /// let tls = Tls::builder().cert("cert.pem", "key.pem").build()?;
+    /// let server = ThreadingTcpServer::bind("0.0.0.0:8443", |_r: &mut StreamRequest| Ok(()))?
+    ///     .tls(tls.clone()); // keep `tls` to reload it
+    /// # drop(server);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn tls(mut self, tls: crate::tls::Tls) -> Self {
+        self.core
+            .layers_mut()
+            .push(crate::layer::TlsLayer::new(tls));
         self
     }
 }

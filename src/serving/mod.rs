@@ -229,7 +229,11 @@ impl Cutter {
             && !crate::sys::has_input(self.conn.fd())
             && phase.shut()
         {
-            let _ = self.conn.shutdown(Shutdown::Write);
+            // Through the layers (TLS says `close_notify` before the end of stream).
+            let _ = phase
+                .layered()
+                .unwrap_or(&self.conn)
+                .shutdown(Shutdown::Write);
         }
     }
 
@@ -505,6 +509,8 @@ impl<T, H> Core<T, H> {
             "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading",
             crate::notify::monotonic_usec()
         ));
+        // What the layers read from files (TLS certificates) is read again, before new workers fork.
+        self.shared.layers.reload();
     }
 
     /// Python's `handle_timeout`: `handle_request` saw no request in time.

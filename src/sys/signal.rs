@@ -117,16 +117,17 @@ pub(crate) fn leave_idle() -> bool {
 }
 
 /// The drain of a forked child, from its signal handler: marks it draining, then, if its handler
-/// waits between requests with nothing of a next one arrived, takes the connection: sends the peer
-/// end of stream (`SHUT_WR`) and bounds the wait for the peer's own end to [`LINGER`](super::LINGER)
-/// (`SO_RCVTIMEO`, which the interrupted read picks up as it restarts). The reader sees the
-/// connection taken and lingers (`Reader::linger`). The handler marks the connection idle before it
-/// looks at the flag, so one of the two always sees the other.
+/// waits between requests with nothing of a next one arrived, takes the connection and wakes its
+/// read: a receive timeout of a microsecond (`SO_RCVTIMEO`, which the interrupted read picks up as
+/// it restarts; a read that had a timeout returns `EINTR` instead). The reader sees the connection
+/// taken, sends the end of stream itself — through the layers, so TLS says `close_notify` first,
+/// which a signal handler could not — and lingers (`Reader::linger`). The handler marks the
+/// connection idle before it looks at the flag, so one of the two always sees the other.
 fn drain_child() {
     CHILD_DRAINING.store(true, Ordering::SeqCst);
     let fd = CHILD_IDLE_FD.load(Ordering::SeqCst);
     if fd >= 0 {
-        // SAFETY: recv(2), setsockopt(2) and shutdown(2) are async-signal-safe and take any
+        // SAFETY: recv(2) and setsockopt(2) are async-signal-safe and take any
         // descriptor number; the byte and the timeval outlive the calls; errno is saved and restored
         // so the interrupted code does not see ours.
         unsafe {
@@ -144,18 +145,17 @@ fn drain_child() {
                     .compare_exchange(fd, CHILD_SHUT, Ordering::SeqCst, Ordering::SeqCst)
                     .is_ok()
             {
-                let linger = libc::timeval {
-                    tv_sec: super::LINGER.as_secs() as libc::time_t,
-                    tv_usec: super::LINGER.subsec_micros() as libc::suseconds_t,
+                let wake = libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 1,
                 };
                 libc::setsockopt(
                     fd,
                     libc::SOL_SOCKET,
                     libc::SO_RCVTIMEO,
-                    (&linger as *const libc::timeval).cast(),
+                    (&wake as *const libc::timeval).cast(),
                     std::mem::size_of::<libc::timeval>() as libc::socklen_t,
                 );
-                libc::shutdown(fd, libc::SHUT_WR);
             }
             *libc::__errno_location() = saved;
         }

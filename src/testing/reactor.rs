@@ -150,9 +150,12 @@ impl<H: MessageHandler> MessageDriver<H> {
         let conn = MockConn::new().peer(peer);
         let probe = conn.probe();
         let peer = conn.peer.clone();
-        let id = self
+        let Some(id) = self
             .engine
-            .insert(Arc::new(conn), peer, Ticket::unlimited());
+            .insert(Arc::new(conn), peer, Ticket::unlimited())
+        else {
+            unreachable!("a driver's server has no layers that could refuse a connection");
+        };
         self.probes.insert(id, probe);
         self.engine.start(id);
         self.settle();

@@ -98,6 +98,9 @@ pub struct ConnInfo {
     /// The trusted proxy the connection came through, and the PROXY protocol header it sent (boxed: an
     /// event loop keeps this for every connection, and most have none).
     pub(crate) proxied: Option<Box<Proxied>>,
+    /// What the TLS handshake settled, under TLS.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<Box<crate::tls::TlsInfo>>,
 }
 
 /// A trusted proxy's account of a connection.
@@ -169,6 +172,13 @@ pub trait Duplex: Send + Sync + fmt::Debug {
     fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
     /// The socket, for options the crate does not wrap and for an event loop's epoll set.
     fn fd(&self) -> BorrowedFd<'_>;
+    /// Writes out what a layer between the caller and the socket still holds of earlier writes (TLS
+    /// records a non-blocking socket did not take yet), as far as the socket takes it; returns
+    /// whether some is still held, so an event loop keeps watching for writability. A plain socket
+    /// holds nothing.
+    fn flush_pending(&self) -> io::Result<bool> {
+        Ok(false)
+    }
 }
 
 /// The socket a datagram reply is sent from.

@@ -2,6 +2,7 @@
 //! `listening on` line, bounded waiting, and counting a process's descriptors and zombie children.
 #![allow(dead_code)] // each test crate uses a different subset
 
+pub mod haproxy;
 pub mod runner;
 
 use std::io::{BufRead, BufReader, Read, Write};

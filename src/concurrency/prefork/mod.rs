@@ -47,7 +47,9 @@ const RESPAWN_BACKOFF_MAX: Duration = Duration::from_secs(10);
 ///   `SIGKILL` after a 2 s grace; all are reaped before `serve_forever` returns its summary in the
 ///   supervisor. A handler calling `req.server().shutdown()` in a worker stops the whole server.
 /// - **Reload** ([`ReloadHandle::reload`], or `SIGHUP` through [`signals::reload_on_sighup`](crate::signals::reload_on_sighup)): new
-///   workers start at once, and the old ones finish their current request and exit.
+///   workers start at once, and the old ones finish their current request and exit. The supervisor
+///   reads the server's TLS certificates again first (`Server::tls`, the `tls` feature), so the
+///   new workers serve the renewed ones.
 /// - **One worker**: `SIGTERM`, `SIGINT` or `SIGHUP` sent to a worker makes that worker alone finish
 ///   its request and exit; the supervisor replaces it. A second `SIGTERM` ends it at once.
 /// - **No zombies**: the supervisor reaps only its own workers, each through its `pidfd` — never
