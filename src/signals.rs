@@ -116,33 +116,14 @@ pub fn reload_on_sighup(handle: &ReloadHandle) -> io::Result<()> {
 /// ```
 #[cfg(feature = "tls")]
 pub fn reload_tls_on_sighup(tls: &crate::tls::Tls) -> io::Result<()> {
-    use std::os::fd::AsFd;
-    let trigger = std::sync::Arc::new(crate::sys::EventFd::new(false)?);
-    let waiting = trigger.clone();
     let tls = tls.clone();
-    std::thread::Builder::new()
-        .name("socketserver-tls-reload".into())
-        .spawn(move || {
-            loop {
-                let mut fds = [crate::sys::readable(waiting.as_fd())];
-                if crate::sys::poll(&mut fds, None).is_err() || !waiting.take() {
-                    continue;
-                }
-                match tls.reload() {
-                    Ok(()) => log::info!("TLS: certificates reloaded"),
-                    Err(e) => log::error!("TLS: reload failed, the old certificates stay: {e}"),
-                }
-            }
-        })
-        .map_err(|e| crate::sys::context(e, "starting the TLS reload thread"))?;
-    let mut routed = ROUTED.lock();
-    routed.push(Routed::Woken(trigger.clone()));
-    signal::route(
-        &[Signal::SIGHUP],
-        signal::Poke::eventfd(trigger.as_fd()),
-        None,
-        &[],
-    )
+    on_a_thread(Signal::SIGHUP, "socketserver-tls-reload", move || {
+        match tls.reload() {
+            Ok(()) => log::info!("TLS: certificates reloaded"),
+            Err(e) => log::error!("TLS: reload failed, the old certificates stay: {e}"),
+        }
+        true
+    })
 }
 
 /// Makes `SIGUSR2` start `upgrade` (see [`upgrade`](crate::upgrade)): the successor is started and,
@@ -164,35 +145,52 @@ pub fn reload_tls_on_sighup(tls: &crate::tls::Tls) -> io::Result<()> {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn upgrade_on_sigusr2(upgrade: crate::upgrade::Upgrade) -> io::Result<()> {
+    on_a_thread(
+        Signal::SIGUSR2,
+        "socketserver-upgrade",
+        move || match upgrade.run() {
+            Ok(pid) => {
+                log::info!("upgrade: handed over to process {pid}");
+                false
+            }
+            Err(e) => {
+                log::error!("{e}; serving on");
+                true
+            }
+        },
+    )
+}
+
+/// Runs `work` on a thread named `name` each time `sig` comes (never in the signal handler: the
+/// handler pokes an eventfd the thread waits on), until `work` returns `false`.
+///
+/// # Errors
+/// `sigaction(2)`, `eventfd(2)` or starting the thread failing.
+fn on_a_thread(
+    sig: Signal,
+    name: &str,
+    mut work: impl FnMut() -> bool + Send + 'static,
+) -> io::Result<()> {
     use std::os::fd::AsFd;
     let trigger = std::sync::Arc::new(crate::sys::EventFd::new(false)?);
     let waiting = trigger.clone();
     std::thread::Builder::new()
-        .name("socketserver-upgrade".into())
+        .name(name.into())
         .spawn(move || {
             loop {
                 let mut fds = [crate::sys::readable(waiting.as_fd())];
                 if crate::sys::poll(&mut fds, None).is_err() || !waiting.take() {
                     continue;
                 }
-                match upgrade.run() {
-                    Ok(pid) => {
-                        log::info!("upgrade: handed over to process {pid}");
-                        return;
-                    }
-                    Err(e) => log::error!("{e}; serving on"),
+                if !work() {
+                    return;
                 }
             }
         })
-        .map_err(|e| crate::sys::context(e, "starting the upgrade thread"))?;
+        .map_err(|e| crate::sys::context(e, format!("starting the {name} thread")))?;
     let mut routed = ROUTED.lock();
     routed.push(Routed::Woken(trigger.clone()));
-    signal::route(
-        &[Signal::SIGUSR2],
-        signal::Poke::eventfd(trigger.as_fd()),
-        None,
-        &[],
-    )
+    signal::route(&[sig], signal::Poke::eventfd(trigger.as_fd()), None, &[])
 }
 
 /// Makes `SIGTTIN` grow a [`PreFork`](crate::PreFork) server by one worker and `SIGTTOU` shrink it by

@@ -25,7 +25,7 @@
 //!     .build()?;
 //! signals::reload_tls_on_sighup(&tls)?; // after a certificate renewal: kill -HUP <pid>
 //! let mut server = ThreadingTcpServer::bind("0.0.0.0:8443", |req: &mut StreamRequest| {
-//!     let name = req.tls().and_then(|t| t.server_name()).unwrap_or("-");
+//!     let name = req.tls().and_then(|t| t.server_name()).unwrap_or("-").to_owned();
 //!     std::io::Write::write_all(&mut req.wfile, name.as_bytes())?;
 //!     Ok(())
 //! })?
