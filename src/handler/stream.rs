@@ -13,8 +13,8 @@ use crate::addr::Addr;
 use crate::error::{RequestError, guarded};
 use crate::proxy_protocol::ProxyHeader;
 use crate::shutdown::ShutdownHandle;
-use crate::state::{ConnState, Phase, StateHook};
-use crate::transport::{Duplex, Incoming, Proxied, Stream};
+use crate::state::{ConnState, StateHook};
+use crate::transport::{Duplex, Incoming, Phase, Proxied, Stream};
 
 /// Serves one connection of a stream transport: Python's `StreamRequestHandler`.
 ///

@@ -95,14 +95,6 @@ impl<H: MessageHandler> Engine<H> {
             .is_some_and(|p| std::mem::take(&mut p.reread))
     }
 
-    /// Whether `id`'s layers are still working on the start of its stream.
-    pub(crate) fn has_layers(&self, id: ConnId) -> bool {
-        self.conns
-            .slab
-            .get(id)
-            .is_some_and(|p| !p.layers.is_empty())
-    }
-
     /// Starts `id`: when per-connection layers must see the start of its stream first, returns the
     /// deadline they give it; otherwise runs the handler's `on_open` now.
     pub(crate) fn start(&mut self, id: ConnId) -> Option<Instant> {

@@ -298,10 +298,10 @@ where
         let Some(peer) = self.engine.conns.slab.get_mut(id) else {
             return;
         };
-        let result = peer.io.read(&mut self.scratch);
         // A read may have advanced a layer with no bytes for the handler (a TLS handshake), and left
         // it records to send.
-        let layered = self.engine.has_layers(id);
+        let layered = !peer.layers.is_empty();
+        let result = peer.io.read(&mut self.scratch);
         match result {
             Ok(0) => self.engine.input_ended(id),
             Ok(n) => self.engine.received(id, &self.scratch[..n]),

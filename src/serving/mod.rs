@@ -38,7 +38,8 @@ pub(crate) use peers::Ticket;
 pub(crate) use summary::Drained;
 pub use summary::{HandleOutcome, ServeSummary};
 
-use crate::state::{ConnState, Phase};
+use crate::state::ConnState;
+use crate::transport::Phase;
 use events::Events;
 use peers::PeerLimit;
 pub(crate) use stats::Shape;

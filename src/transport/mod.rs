@@ -40,6 +40,7 @@ use crate::addr::Addr;
 
 mod inet;
 mod inherited;
+mod phase;
 mod request;
 mod tcp;
 mod udp;
@@ -53,6 +54,7 @@ pub use udp::{Udp, UdpBuilder};
 pub use unix_datagram::{UnixDatagram, UnixDatagramBuilder};
 pub use unix_stream::{PeerCredentials, UnixStream, UnixStreamBuilder, peer_credentials};
 
+pub(crate) use phase::Phase;
 pub(crate) use request::{
     Accept, ConnInfo, DatagramSocket, Duplex, Incoming, Packet, Proxied, Request,
 };

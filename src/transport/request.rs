@@ -12,10 +12,10 @@ use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::Phase;
 use crate::addr::Addr;
 use crate::error::RequestError;
 use crate::proxy_protocol::ProxyHeader;
-use crate::state::Phase;
 
 /// What the serving policy needs of any request, whatever its kind.
 pub trait Request: Send + 'static {
