@@ -1,5 +1,6 @@
-//! A multiplexed, line-based chat server on one event-loop thread: every line a client sends goes to
-//! all the other clients, prefixed with the sender's address, with join and leave notices.
+//! A multiplexed, line-based chat server on event loops (one per CPU, or `--loops N`): every line a
+//! client sends goes to all the other clients, whichever loop serves them, prefixed with the sender's
+//! address, with join and leave notices.
 //!
 //! ```text
 //! cargo run --release --example chat -- --addr 127.0.0.1:0
@@ -61,6 +62,9 @@ struct Args {
     /// Seconds a client may stay silent (neither sending nor receiving) before it is disconnected.
     #[arg(long, default_value_t = 600)]
     idle_timeout: u64,
+    /// Event loops (threads) serving the clients; default: one per CPU.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    loops: Option<u16>,
 }
 
 /// Room for the `<sender address>: ` prefix in relayed lines (a bracketed IPv6 address with scope and
@@ -234,7 +238,10 @@ impl MessageHandler for Chat {
 fn main() -> anyhow::Result<()> {
     common::init_logging();
     let args: Args = common::parse_args();
-    let reactor = Reactor::new().write_buffer_limit(args.write_buffer);
+    let mut reactor = Reactor::new().write_buffer_limit(args.write_buffer);
+    if let Some(loops) = args.loops {
+        reactor = reactor.threads(usize::from(loops));
+    }
     let chat = Chat {
         max_line: args.max_line,
     };

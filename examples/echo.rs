@@ -12,8 +12,8 @@
 //! With `--concurrency prefork`, `SIGHUP` replaces the worker processes gracefully, `SIGTTIN` and
 //! `SIGTTOU` add and remove one, `--min-spare`/`--max-spare` size the pool by its idle workers, and
 //! `--worker-timeout-secs` replaces a worker stuck on one request.
-//! `--concurrency reactor` serves stream transports from one epoll event loop (datagram transports:
-//! exit 2).
+//! `--concurrency reactor` serves stream transports from epoll event loops, one per CPU unless
+//! `--workers N` says otherwise (datagram transports: exit 2).
 //!
 //! Where the socket comes from:
 //!
@@ -257,7 +257,7 @@ where
             let handler = ReactorEcho {
                 pid_banner: args.pid_banner,
             };
-            let server = Server::new(Reactor::new(), t, handler)?
+            let server = Server::new(c.reactor(), t, handler)?
                 .max_connections_per_peer(args.peers.limit());
             run(args.tls.serve_over(server, c.concurrency)?, args)
         }

@@ -31,7 +31,7 @@
 //! - **[`concurrency`]** — who runs a request: [`Sequential`], [`Threading`], [`Forking`], a thread
 //!   [`Pool`], pre-forked worker processes ([`PreFork`]). Each caps
 //!   what it runs at once and, at the cap, stops accepting rather than growing without bound.
-//!   [`Reactor`] serves thousands of connections from one epoll event loop.
+//!   [`Reactor`] serves thousands of connections from epoll event loops, one per CPU.
 //! - **[`transport`]** — where requests come from: [`Tcp`] and [`Udp`] (IPv4 and IPv6). A transport
 //!   is either a [`Stream`](transport::Stream) or a [`Datagram`](transport::Datagram) kind.
 //!   [`UnixStream`] and [`UnixDatagram`] serve Unix sockets (paths, owned like files, and Linux

@@ -379,7 +379,7 @@ fn a_flag_for_another_strategy_is_refused() {
         (
             "echo",
             &["--concurrency", "forking", "--workers", "2"],
-            "--workers tunes --concurrency pool or prefork, not forking",
+            "--workers tunes --concurrency pool, prefork or reactor, not forking",
         ),
         (
             "http_hello",

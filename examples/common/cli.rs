@@ -12,7 +12,7 @@ use std::os::fd::RawFd;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use socketserver::{Forking, Pool, PreFork, Threading};
+use socketserver::{Forking, Pool, PreFork, Reactor, Threading};
 
 /// A concurrency strategy, as `--concurrency` (and `shutdown_latency --strategy`) names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -51,7 +51,8 @@ pub struct ConcurrencyArgs {
     /// Concurrency strategy.
     #[arg(long, value_enum, default_value_t = Strategy::Threading)]
     pub concurrency: Strategy,
-    /// Worker threads (pool) or processes (prefork); default: the strategy's own.
+    /// Worker threads (pool), processes (prefork) or event loops (reactor); default: the strategy's
+    /// own (the reactor: one loop per CPU).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub workers: Option<u32>,
     /// Cap on live threads for threading (default 1024).
@@ -89,7 +90,7 @@ impl ConcurrencyArgs {
             (
                 "--workers",
                 self.workers.is_some(),
-                &[Strategy::Pool, Strategy::Prefork],
+                &[Strategy::Pool, Strategy::Prefork, Strategy::Reactor],
             ),
             (
                 "--max-threads",
@@ -134,13 +135,21 @@ impl ConcurrencyArgs {
         ];
         for (flag, set, applies_to) in given {
             if set && !applies_to.contains(&chosen) {
-                let names: Vec<String> = applies_to.iter().map(ToString::to_string).collect();
-                refuse(format!(
-                    "{flag} tunes --concurrency {}, not {chosen}",
-                    names.join(" or ")
-                ));
+                let mut names: Vec<String> = applies_to.iter().map(ToString::to_string).collect();
+                let last = names.pop().unwrap_or_default();
+                let names = match names.is_empty() {
+                    true => last,
+                    false => format!("{} or {last}", names.join(", ")),
+                };
+                refuse(format!("{flag} tunes --concurrency {names}, not {chosen}"));
             }
         }
+    }
+
+    /// `Reactor`, with `--workers` event loops.
+    pub fn reactor(&self) -> Reactor {
+        self.workers
+            .map_or_else(Reactor::new, |n| Reactor::new().threads(n as usize))
     }
 
     /// `Threading`, with `--max-threads`.

@@ -1,4 +1,4 @@
-//! [`Reactor`]: one event-loop thread serves every connection.
+//! [`Reactor`]: event loops, one per CPU by default, serve every connection.
 
 use std::io;
 
@@ -10,8 +10,9 @@ use crate::serving::{Core, Drained, ServeSummary, Shape};
 use crate::transport::sealed::Pollable;
 use crate::transport::{Stream, Transport};
 
-/// Serves every connection from one thread with an `epoll(7)` event loop: the strategy for many
-/// mostly-idle connections (chat, push notifications, long polling, game lobbies, proxies).
+/// Serves every connection from `epoll(7)` event loops, one per CPU by default
+/// ([`threads`](Self::threads)): the strategy for many mostly-idle connections (chat, push
+/// notifications, long polling, game lobbies, proxies).
 ///
 /// # How it differs from the blocking strategies
 ///
@@ -70,12 +71,16 @@ use crate::transport::{Stream, Transport};
 ///   [`max_connections`](Self::max_connections) the listener is left unwatched, so excess connections
 ///   wait in the kernel's backlog.
 ///
-/// # Scaling past one core
+/// # Using every core
 ///
-/// One loop uses one core. The loop is level-triggered and reads at most 64 KiB per connection per
-/// turn, so one busy peer cannot starve the others. To use more cores, run one process per core, each
-/// with its own `Reactor` on a `Tcp::builder().reuse_port(true)` listener: the kernel spreads new
-/// connections between them (connections of different processes then cannot message each other).
+/// Each loop is one thread with its own epoll set, and is level-triggered, reading at most 64 KiB per
+/// connection per turn, so one busy peer cannot starve the others. The first loop accepts and hands
+/// each new connection to the loop serving the fewest; from then on that loop alone touches it, so no
+/// lock is on the path of a read or a write. Connections of different loops still talk to each other
+/// ([`send_to`](crate::reactor::Conn::send_to), [`broadcast_except`](crate::reactor::Conn::broadcast_except)):
+/// the message travels to the receiver's loop, in order, under the same bounds.
+/// [`threads(1)`](Self::threads) gives the single-threaded loop, whose callbacks never run at the
+/// same time.
 ///
 /// # Examples
 ///
@@ -120,6 +125,7 @@ use crate::transport::{Stream, Transport};
 pub struct Reactor {
     max_connections: usize,
     write_buffer_limit: usize,
+    threads: usize,
     /// The summary of the run that `serve` ended, for `close` to return.
     summary: Option<ServeSummary>,
 }
@@ -158,7 +164,8 @@ impl Reactor {
     /// ```
     pub const DEFAULT_WRITE_BUFFER_LIMIT: usize = 256 * 1024;
 
-    /// One event loop, at most 65,536 connections, 256 KiB of queued output per connection.
+    /// One event loop per CPU ([`default_threads`](Self::default_threads)), at most 65,536
+    /// connections, 256 KiB of queued output per connection.
     ///
     /// # Examples
     ///
@@ -181,8 +188,88 @@ impl Reactor {
         Reactor {
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             write_buffer_limit: Self::DEFAULT_WRITE_BUFFER_LIMIT,
+            threads: Self::default_threads(),
             summary: None,
         }
+    }
+
+    /// The default number of event loops: one per CPU this process may run on
+    /// ([`std::thread::available_parallelism`], which follows `taskset` and cgroup CPU limits), or
+    /// one if that cannot be known.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::Reactor;
+    /// let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    /// assert_eq!(Reactor::default_threads(), cpus);
+    /// ```
+    pub fn default_threads() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+
+    /// Runs `n` event loops, each on a thread of its own (clamped to 1..=65,535; the default is
+    /// [`default_threads`](Self::default_threads)).
+    ///
+    /// The thread that calls [`serve_forever`](crate::Server::serve_forever) runs the first loop:
+    /// it accepts every connection and hands each to the loop serving the fewest, which serves it
+    /// from then on. Nothing on a loop's path takes a lock; what a callback does to another loop's
+    /// connection — [`send_to`](crate::reactor::Conn::send_to),
+    /// [`broadcast_except`](crate::reactor::Conn::broadcast_except),
+    /// [`disconnect`](crate::reactor::Conn::disconnect) — travels to that loop as a message, in
+    /// order, and the bounded-output rules hold across loops (the receiver's loop queues under its
+    /// bound and holds the sender back while the receiver is behind). The handler is shared by all
+    /// loops, so its own state is what they share: keep its locks short.
+    ///
+    /// One loop (`threads(1)`) is the single-threaded reactor: callbacks never run at the same time,
+    /// and every `send_to` result is known at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{BufRead, BufReader, Write};
+    /// use socketserver::framing::Lines;
+    /// use socketserver::reactor::{Conn, MessageHandler};
+    /// use socketserver::{Reactor, Server, Tcp};
+    ///
+    /// /// Every line goes to every other client, whichever loop serves it.
+    /// struct Room;
+    /// impl MessageHandler for Room {
+    ///     type Codec = Lines;
+    ///     fn codec(&self) -> Lines { Lines::new() }
+    ///     fn on_open(&self, conn: &mut Conn<'_, Lines>) -> anyhow::Result<()> {
+    ///         Ok(conn.send(b"welcome")?)
+    ///     }
+    ///     fn on_message(&self, conn: &mut Conn<'_, Lines>, line: Vec<u8>) -> anyhow::Result<()> {
+    ///         let me = conn.id();
+    ///         conn.broadcast_except(me, &line)?;
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let mut server = Server::new(Reactor::new().threads(4), Tcp::bind("127.0.0.1:0")?, Room)?;
+    /// let addr = server.local_addr().as_inet().unwrap();
+    /// let stop = server.shutdown_handle();
+    /// let serving = std::thread::spawn(move || server.serve_forever());
+    ///
+    /// let mut clients = Vec::new();
+    /// for _ in 0..4 {
+    ///     let client = std::net::TcpStream::connect(addr)?;
+    ///     let mut lines = BufReader::new(client.try_clone()?).lines();
+    ///     assert_eq!(lines.next().unwrap()?, "welcome");
+    ///     clients.push((client, lines));
+    /// }
+    /// clients[0].0.write_all(b"hello, everyone\n")?;
+    /// for (_, lines) in &mut clients[1..] {
+    ///     assert_eq!(lines.next().unwrap()?, "hello, everyone");
+    /// }
+    /// stop.shutdown();
+    /// serving.join().unwrap()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n.clamp(1, usize::from(u16::MAX));
+        self
     }
 
     /// Caps open connections (clamped to at least 1). At the cap the loop stops accepting until one
@@ -227,6 +314,7 @@ where
         let options = LoopOptions {
             max_connections: self.max_connections,
             write_buffer_limit: self.write_buffer_limit,
+            threads: self.threads,
         };
         // The loop drains its connections before it returns, whether it ended by shutdown or by an
         // error: `close` only hands on the summary.

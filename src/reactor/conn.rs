@@ -234,7 +234,7 @@ impl<'a, C> Conn<'a, C> {
         self.conns.slab.get(self.id)?.info.proxied.as_deref()
     }
 
-    /// The address of another open connection.
+    /// The address of another open connection, in any of the reactor's event loops.
     ///
     /// # Examples
     ///
@@ -277,11 +277,11 @@ impl<'a, C> Conn<'a, C> {
     /// # serving.join().unwrap()?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn peer_of(&self, id: ConnId) -> Option<&Addr> {
-        self.conns.slab.get(id).map(|p| &p.addr)
+    pub fn peer_of(&self, id: ConnId) -> Option<Addr> {
+        self.conns.peer_of(id)
     }
 
-    /// How many connections the loop has open, this one included.
+    /// How many connections the server has open, in all its event loops, this one included.
     ///
     /// # Examples
     ///
@@ -315,7 +315,7 @@ impl<'a, C> Conn<'a, C> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn connections(&self) -> usize {
-        self.conns.slab.len()
+        self.conns.connections()
     }
 
     /// Bytes queued for this connection that the socket has not taken yet.
@@ -433,7 +433,7 @@ impl<'a, C> Conn<'a, C> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn disconnect(&mut self, id: ConnId) {
-        self.conns.abort(id);
+        self.conns.disconnect(id);
     }
 
     /// The server's shutdown handle: `conn.server().shutdown()` stops the server from a handler.
@@ -517,9 +517,16 @@ impl<C: Encoder<[u8]>> Conn<'_, C> {
 
     /// Queues `item` for another connection.
     ///
+    /// A connection of another event loop ([`Reactor::threads`](crate::Reactor::threads)) gets
+    /// `item` framed by this connection's codec and handed to its loop, which queues it under the
+    /// same bound and holds this sender back while that receiver is behind. What one connection sends
+    /// to another arrives in the order it was sent, whichever loops they are in.
+    ///
     /// # Errors
     /// [`SendError::Closed`] if `id` is not open; [`SendError::Full`] (nothing queued) if it would take
     /// that connection's queue past the limit; [`SendError::Encode`] if the codec cannot frame `item`.
+    /// For a connection of another loop, only `Encode` is known at once, and `Closed` if that loop
+    /// has stopped: a message its loop finds closed, or full, is dropped there.
     ///
     /// # Examples
     ///
@@ -568,12 +575,13 @@ impl<C: Encoder<[u8]>> Conn<'_, C> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn send_to(&mut self, id: ConnId, item: &[u8]) -> Result<(), SendError> {
-        let bounded = id != self.id;
-        self.conns.send(id, item, bounded)
+        self.conns.send_to(self.id, id, item)
     }
 
     /// Queues `item` for every open connection except `except` (usually [`self.id()`](Self::id)),
     /// skipping, and listing in [`Broadcast::full`], those whose queue it would take past the limit.
+    /// Connections of the other event loops get it through their loops, as with
+    /// [`send_to`](Self::send_to), and are counted in [`Broadcast::forwarded`].
     ///
     /// # Errors
     /// The codec cannot frame `item`.
@@ -601,7 +609,8 @@ impl<C: Encoder<[u8]>> Conn<'_, C> {
     ///     fn on_message(&self, conn: &mut Conn<'_, Lines>, line: Vec<u8>) -> anyhow::Result<()> {
     ///         let me = conn.id();
     ///         let delivery = conn.broadcast_except(me, &line)?;
-    ///         conn.send(format!("delivered to {}", delivery.sent).as_bytes())?;
+    ///         let reached = delivery.sent + delivery.forwarded;
+    ///         conn.send(format!("delivered to {reached}").as_bytes())?;
     ///         Ok(())
     ///     }
     /// }
@@ -629,6 +638,6 @@ impl<C: Encoder<[u8]>> Conn<'_, C> {
         except: ConnId,
         item: &[u8],
     ) -> Result<Broadcast, FrameError> {
-        self.conns.broadcast_except(except, item)
+        self.conns.broadcast_except(self.id, except, item)
     }
 }

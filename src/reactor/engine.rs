@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use super::conn::Conn;
 use super::id::ConnId;
+use super::mesh::{Mail, Mesh};
 use super::message::MessageHandler;
 use super::output::Flushed;
 use super::peer::Peer;
@@ -44,9 +45,15 @@ pub(crate) enum Flush {
 }
 
 impl<H: MessageHandler> Engine<H> {
-    pub(crate) fn new(handler: Arc<H>, shared: Arc<Shared>, write_buffer_limit: usize) -> Self {
+    /// The engine of loop `shard` of `mesh`, or of the only loop.
+    pub(crate) fn new(
+        handler: Arc<H>,
+        shared: Arc<Shared>,
+        write_buffer_limit: usize,
+        mesh: Option<(Arc<Mesh>, u16)>,
+    ) -> Self {
         Engine {
-            conns: Registry::new(write_buffer_limit, shared.shutdown().clone()),
+            conns: Registry::new(write_buffer_limit, shared.shutdown().clone(), mesh),
             handler,
             shared,
             held: Vec::new(),
@@ -75,15 +82,42 @@ impl<H: MessageHandler> Engine<H> {
             Some(Ok(io)) => io,
             Some(Err(e)) => {
                 self.shared.report(Some(&peer), &e);
+                if let Some(mesh) = &self.conns.mesh {
+                    mesh.closed_one(self.conns.shard);
+                }
                 return None;
             }
         };
         let codec = self.handler.codec();
+        if let Some(mesh) = &self.conns.mesh {
+            let id = self.conns.slab.insert_with(|id| {
+                let mut peer = Peer::new(io, peer, layers, ticket, codec);
+                peer.backlog = Some(mesh.register(id, &peer.addr));
+                peer
+            });
+            return Some(id);
+        }
         Some(
             self.conns
                 .slab
                 .insert_with(|_| Peer::new(io, peer, layers, ticket, codec)),
         )
+    }
+
+    /// Carries out one piece of mail from another loop (all but [`Mail::Adopt`] and
+    /// [`Mail::Room`], which are the loop's own business).
+    pub(crate) fn apply(&mut self, mail: Mail) {
+        match mail {
+            Mail::Send { to, bytes } => self.conns.queue_reserved(to, &bytes),
+            Mail::Broadcast { to, bytes } => {
+                for id in to {
+                    self.conns.queue_reserved(id, &bytes);
+                }
+            }
+            Mail::Disconnect(id) => self.conns.abort(id),
+            // The loop looks at its held senders after every piece of work.
+            Mail::Recheck | Mail::Adopt(_) | Mail::Room => {}
+        }
     }
 
     /// Whether `id`'s next layer took over the stream with bytes already read, which the loop must
@@ -359,6 +393,7 @@ impl<H: MessageHandler> Engine<H> {
     fn next_released(&mut self) -> Option<ConnId> {
         let low_water = self.conns.limit / 4;
         let slab = &mut self.conns.slab;
+        let mesh = self.conns.mesh.as_deref();
         let mut released = None;
         self.held.retain(|&id| {
             if released.is_some() {
@@ -371,9 +406,14 @@ impl<H: MessageHandler> Engine<H> {
                 .waiting_on
                 .iter()
                 .copied()
-                .filter(|&r| {
-                    slab.get(r)
-                        .is_some_and(|p| !p.closed && p.output.len() > low_water)
+                .filter(|&r| match mesh {
+                    // Another loop's: its loop wakes this one when it catches up.
+                    Some(mesh) if r.shard() != id.shard() => {
+                        mesh.still_behind(r, low_water, id.shard())
+                    }
+                    _ => slab
+                        .get(r)
+                        .is_some_and(|p| !p.closed && p.output.len() > low_water),
                 })
                 .collect();
             let Some(peer) = slab.get_mut(id) else {
@@ -402,6 +442,8 @@ impl<H: MessageHandler> Engine<H> {
             return Flush::Nothing;
         }
         let mut started_waiting = false;
+        // Loops holding senders back for this connection, to wake once it has caught up.
+        let mut woken = 0;
         // What a layer still holds of earlier writes (TLS records) goes out before anything new.
         let flushed = peer
             .output
@@ -414,6 +456,9 @@ impl<H: MessageHandler> Engine<H> {
         match flushed {
             Ok((written, flushed)) => {
                 self.conns.queued_bytes = self.conns.queued_bytes.saturating_sub(written);
+                if let Some(backlog) = &peer.backlog {
+                    woken = backlog.took(written, limit / 4);
+                }
                 let now = Instant::now();
                 if written > 0 {
                     peer.last_active = now;
@@ -422,6 +467,7 @@ impl<H: MessageHandler> Engine<H> {
                 if flushed == Flushed::All {
                     peer.output_since = None;
                     if peer.closing {
+                        self.conns.wake(woken);
                         return Flush::Close;
                     }
                 } else if peer.output_since.is_none() {
@@ -437,6 +483,7 @@ impl<H: MessageHandler> Engine<H> {
             }
         }
         let interest = peer.wanted_interest(limit);
+        self.conns.wake(woken);
         self.count_paused(id);
         Flush::Open {
             interest,
@@ -461,6 +508,13 @@ impl<H: MessageHandler> Engine<H> {
         }
         self.count_paused(id);
         let peer = self.conns.slab.remove(id)?;
+        if let Some(mesh) = self.conns.mesh.clone() {
+            mesh.unregister(id);
+            mesh.closed_one(self.conns.shard);
+            if let Some(backlog) = &peer.backlog {
+                self.conns.wake(backlog.closed());
+            }
+        }
         self.conns.queued_bytes = self.conns.queued_bytes.saturating_sub(peer.output.len());
         if !peer.cut {
             self.shared.state(&peer.addr, ConnState::Closed);

@@ -1,5 +1,11 @@
-//! [`EventLoop`]: one thread, one epoll set, every connection. The loop owns the sockets' readiness
+//! [`EventLoop`]: one thread, one epoll set, its connections. The loop owns the sockets' readiness
 //! and the timers; what happens to a connection's bytes is the [`Engine`]'s.
+//!
+//! A `Reactor` runs one loop per thread ([`LoopOptions::threads`]). The first loop, on the thread
+//! that called `serve_forever`, holds the server's [`Core`]: it accepts, admits and places each new
+//! connection on the loop serving the fewest ([`Mesh::place`]), handing it over as mail; it also runs
+//! the server's once-a-turn duties (heartbeat, `service_actions`) and ends the run. Every loop serves
+//! its own connections and drains them itself at shutdown.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -7,14 +13,17 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use super::engine::{Engine, Flush};
 use super::id::ConnId;
 use super::linger::Lingering;
+use super::mesh::{Mail, Mesh};
 use super::message::MessageHandler;
 use super::timers::IdleTimers;
 use crate::error::RequestError;
 use crate::serving::stats::Gauge;
-use crate::serving::{Admitted, Core, Drained, Event, Next, ServeSummary};
+use crate::serving::{Admitted, Core, Drained, Event, Next, ServeSummary, Shared};
 use crate::sys::epoll::{self, Epoll, HUP_OR_ERROR, READABLE, WRITABLE};
 use crate::transport::{Incoming, Stream, Transport};
 
@@ -25,6 +34,8 @@ const WAKE: u64 = u64::MAX;
 const LISTENER: u64 = u64::MAX - 1;
 /// The epoll token of the "force" eventfd, watched while draining: a forced shutdown ends the drain.
 const FORCE: u64 = u64::MAX - 2;
+/// The epoll token of the loop's mailbox (mail from the other loops).
+const MAIL: u64 = u64::MAX - 3;
 /// How many bytes one read takes from one connection per turn: large enough for throughput, small
 /// enough that one busy peer cannot starve the others (the rest is read on the next turn).
 const READ_CHUNK: usize = 64 * 1024;
@@ -38,9 +49,11 @@ const EVENTS: usize = 1024;
 pub(crate) struct LoopOptions {
     pub(crate) max_connections: usize,
     pub(crate) write_buffer_limit: usize,
+    /// How many loops, each on a thread of its own.
+    pub(crate) threads: usize,
 }
 
-/// Serves `core` until shutdown, then drains; returns how serving ended and, once the loop has
+/// Serves `core` until shutdown, then drains; returns how serving ended and, once the loops have
 /// drained, the run's summary.
 pub(crate) fn serve<T, H>(
     options: LoopOptions,
@@ -53,18 +66,131 @@ where
     if core.is_closed() {
         return (Ok(()), None);
     }
-    let mut event_loop = match EventLoop::new(options, core) {
-        Ok(event_loop) => event_loop,
+    if options.threads <= 1 {
+        let mut event_loop = match EventLoop::new(options, Role::Leader(core), None) {
+            Ok(event_loop) => event_loop,
+            Err(e) => return (Err(e), None),
+        };
+        let served = event_loop.run();
+        let summary = event_loop.shut_down();
+        return (served, summary);
+    }
+    let mesh = match Mesh::new(options.threads) {
+        Ok(mesh) => mesh,
         Err(e) => return (Err(e), None),
     };
-    let served = event_loop.run();
-    let summary = event_loop.shut_down();
-    (served, summary)
+    let handler = core.handler().clone();
+    let shared = core.shared().clone();
+    std::thread::scope(|scope| {
+        let mut others = Vec::with_capacity(mesh.loops() - 1);
+        let mut started = Ok(());
+        for shard in 1..mesh.loops() as u16 {
+            let (handler, shared, mesh) = (handler.clone(), shared.clone(), mesh.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("reactor-{shard}"))
+                .spawn_scoped(scope, move || {
+                    serve_other::<T, H>(options, handler, shared, mesh, shard)
+                });
+            match spawned {
+                Ok(handle) => others.push(handle),
+                Err(e) => {
+                    started = Err(crate::sys::context(e, "spawning an event-loop thread"));
+                    break;
+                }
+            }
+        }
+        let leader = started.and_then(|()| {
+            EventLoop::new(options, Role::Leader(&mut *core), Some((mesh.clone(), 0)))
+        });
+        let (served, summary) = match leader {
+            Ok(mut event_loop) => {
+                let served = event_loop.run();
+                (served, event_loop.shut_down_leader(&mut others))
+            }
+            Err(e) => {
+                // The loops that started end with the run.
+                core.shutdown().shutdown();
+                let _ = join_all(&mut others);
+                (Err(e), None)
+            }
+        };
+        (served, summary)
+    })
+}
+
+/// Runs loop `shard` (not the first) on this thread: serves what it is given until shutdown, then
+/// drains; returns what its drain did.
+fn serve_other<T, H>(
+    options: LoopOptions,
+    handler: Arc<H>,
+    shared: Arc<Shared>,
+    mesh: Arc<Mesh>,
+    shard: u16,
+) -> io::Result<Drained>
+where
+    T: Transport<Kind = Stream>,
+    H: MessageHandler,
+{
+    let role: Role<'_, T, H> = Role::Other { handler, shared };
+    let result =
+        EventLoop::new(options, role, Some((mesh.clone(), shard))).and_then(|mut event_loop| {
+            let served = event_loop.run();
+            let drained = event_loop.drain();
+            served.map(|()| drained)
+        });
+    if result.is_err() {
+        // One loop failing ends the run, as the only loop's failure would.
+        mesh.close(shard);
+    }
+    result
+}
+
+/// Waits for the other loops; returns what their drains did, added up, or the first failure.
+fn join_all(
+    others: &mut Vec<std::thread::ScopedJoinHandle<'_, io::Result<Drained>>>,
+) -> io::Result<Drained> {
+    let mut total = Drained::default();
+    let mut failed = None;
+    for handle in others.drain(..) {
+        match handle.join() {
+            Ok(Ok(drained)) => {
+                total.in_flight += drained.in_flight;
+                total.finished += drained.finished;
+                total.cut += drained.cut;
+            }
+            Ok(Err(e)) => {
+                failed.get_or_insert(e);
+            }
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+    failed.map_or(Ok(total), Err)
+}
+
+/// What a loop is besides a loop: the first holds the server's core (the listener and the run's
+/// duties); the others only what serving their connections needs.
+enum Role<'c, T, H> {
+    Leader(&'c mut Core<T, H>),
+    Other {
+        handler: Arc<H>,
+        shared: Arc<Shared>,
+    },
 }
 
 struct EventLoop<'c, T, H: MessageHandler> {
-    core: &'c mut Core<T, H>,
+    /// The server's core, in the first loop only.
+    core: Option<&'c mut Core<T, H>>,
     engine: Engine<H>,
+    /// The reactor's loops, when there are several.
+    mesh: Option<Arc<Mesh>>,
+    /// This loop's number.
+    shard: u16,
+    /// Mail taken from the mailbox, being carried out (kept for its capacity).
+    inbox: Vec<Mail>,
+    /// The figures this loop last added in (its share of the server-wide gauges).
+    published: (u64, u64),
+    /// Connections handed to this loop after its drain began.
+    adopted_while_draining: usize,
     epoll: Epoll,
     events: Vec<epoll::Event>,
     /// Idle deadlines (the read timeout).
@@ -92,10 +218,21 @@ where
     T: Transport<Kind = Stream>,
     H: MessageHandler,
 {
-    fn new(options: LoopOptions, core: &'c mut Core<T, H>) -> io::Result<Self> {
+    fn new(
+        options: LoopOptions,
+        role: Role<'c, T, H>,
+        mesh: Option<(Arc<Mesh>, u16)>,
+    ) -> io::Result<Self> {
         let epoll = Epoll::new()?;
-        epoll.add(core.shutdown().wake_fd().as_raw_fd(), READABLE, WAKE)?;
-        let listener = match core.listener() {
+        let (core, handler, shared) = match role {
+            Role::Leader(core) => {
+                let (handler, shared) = (core.handler().clone(), core.shared().clone());
+                (Some(core), handler, shared)
+            }
+            Role::Other { handler, shared } => (None, handler, shared),
+        };
+        epoll.add(shared.shutdown().wake_fd().as_raw_fd(), READABLE, WAKE)?;
+        let listener = match core.as_ref().and_then(|core| core.listener()) {
             Some(fd) => {
                 let fd = fd.as_raw_fd();
                 epoll.add(fd, READABLE, LISTENER)?;
@@ -103,13 +240,18 @@ where
             }
             None => None,
         };
-        let opts = core.stream_options();
+        let shard = mesh.as_ref().map_or(0, |(_, shard)| *shard);
+        if let Some((mesh, shard)) = &mesh {
+            epoll.add(mesh.wake_fd(*shard).as_raw_fd(), READABLE, MAIL)?;
+        }
+        let opts = shared.env.stream.clone();
         Ok(EventLoop {
-            engine: Engine::new(
-                core.handler().clone(),
-                core.shared().clone(),
-                options.write_buffer_limit,
-            ),
+            engine: Engine::new(handler, shared, options.write_buffer_limit, mesh.clone()),
+            mesh: mesh.map(|(mesh, _)| mesh),
+            shard,
+            inbox: Vec::new(),
+            published: (0, 0),
+            adopted_while_draining: 0,
             timers: IdleTimers::new(opts.read_timeout),
             write_timers: IdleTimers::new(opts.write_timeout),
             epoll,
@@ -126,19 +268,25 @@ where
         })
     }
 
+    /// Connections open in every loop (the connection cap counts them all).
     fn open_connections(&self) -> usize {
-        self.engine.conns.slab.len()
+        self.engine.conns.connections()
     }
 
     fn run(&mut self) -> io::Result<()> {
-        self.core.serving(&" (reactor)");
-        while !self.core.shutdown().is_shutdown() {
+        if let Some(core) = self.core.as_mut() {
+            match &self.mesh {
+                Some(mesh) => core.serving(&format_args!(" (reactor, {} loops)", mesh.loops())),
+                None => core.serving(&" (reactor)"),
+            }
+        }
+        while !self.engine.shared().shutdown().is_shutdown() {
             let wake_at = [
                 self.timers.next_deadline(),
                 self.write_timers.next_deadline(),
                 self.layer_deadlines.peek().map(|Reverse((at, _))| *at),
                 self.backoff_until,
-                self.core.heartbeat_at(),
+                self.core.as_ref().and_then(|core| core.heartbeat_at()),
             ]
             .into_iter()
             .flatten()
@@ -148,23 +296,76 @@ where
             for i in 0..self.events.len() {
                 let event = self.events[i];
                 match epoll::token(&event) {
-                    WAKE => self.core.shutdown().mark(),
+                    WAKE => self.engine.shared().shutdown().mark(),
                     LISTENER => self.accept()?,
-                    token => self.ready(ConnId::from_token(token), epoll::readiness(&event)),
+                    MAIL => self.receive_mail(),
+                    token => self.ready(
+                        ConnId::from_token(self.shard, token),
+                        epoll::readiness(&event),
+                    ),
                 }
                 self.settle();
             }
             let now = Instant::now();
             self.expire(now);
             self.settle();
+            self.post_mail();
             self.publish_figures();
             if self.backoff_until.is_some_and(|t| t <= now) {
                 self.backoff_until = None;
                 self.update_listening();
             }
-            self.core.service_actions();
+            if let Some(core) = self.core.as_mut() {
+                core.service_actions();
+            }
         }
         Ok(())
+    }
+
+    /// Carries out the mail other loops sent this one.
+    fn receive_mail(&mut self) {
+        let Some(mesh) = &self.mesh else { return };
+        let mut inbox = std::mem::take(&mut self.inbox);
+        mesh.take(self.shard, &mut inbox);
+        for mail in inbox.drain(..) {
+            self.carry_out(mail);
+        }
+        self.inbox = inbox;
+    }
+
+    fn carry_out(&mut self, mail: Mail) {
+        match mail {
+            Mail::Adopt(admitted) => {
+                if let Some(id) = self.open(admitted)
+                    && self.shutting_down
+                {
+                    // Given just as the drain began: closes at its first boundary, like the rest.
+                    self.adopted_while_draining += 1;
+                    self.engine.close_at_boundary(id);
+                }
+            }
+            Mail::Room => self.update_listening(),
+            mail => self.engine.apply(mail),
+        }
+    }
+
+    /// Posts the mail this turn produced for other loops. A connection handed to a loop that has
+    /// ended (a drain racing an accept) is served here instead.
+    fn post_mail(&mut self) {
+        let Some(mesh) = self.mesh.clone() else {
+            return;
+        };
+        let mut orphans = Vec::new();
+        self.engine.conns.outbox.post(&mesh, |shard, mail| {
+            if let Mail::Adopt(admitted) = mail {
+                mesh.closed_one(shard);
+                orphans.push(admitted);
+            }
+        });
+        for admitted in orphans {
+            mesh.adopt_here(self.shard);
+            self.carry_out(Mail::Adopt(admitted));
+        }
     }
 
     /// Closes connections that idled out, that took none of their output for the write timeout, and
@@ -200,12 +401,21 @@ where
         }
     }
 
-    /// Hands the loop's running totals to the figures (two stores a turn, whatever the number of
-    /// connections).
-    fn publish_figures(&self) {
+    /// Adds the change in the loop's running totals to the server's figures (at most two atomic
+    /// adds a turn, whatever the number of connections; each loop adds its own share).
+    fn publish_figures(&mut self) {
+        let now = (
+            self.engine.conns.paused as u64,
+            self.engine.conns.queued_bytes as u64,
+        );
+        if now == self.published {
+            return;
+        }
         let counters = self.engine.shared().counters();
-        counters.set(Gauge::Paused, self.engine.conns.paused as u64);
-        counters.set(Gauge::QueuedBytes, self.engine.conns.queued_bytes as u64);
+        let (paused, queued) = self.published;
+        counters.add_gauge(Gauge::Paused, now.0.wrapping_sub(paused) as i64);
+        counters.add_gauge(Gauge::QueuedBytes, now.1.wrapping_sub(queued) as i64);
+        self.published = now;
     }
 
     /// Accepts up to a batch of pending connections.
@@ -214,8 +424,11 @@ where
             if self.open_connections() >= self.max_connections {
                 break;
             }
-            match self.core.next()? {
-                Next::Admitted(admitted) => self.open(admitted),
+            let Some(core) = self.core.as_mut() else {
+                break;
+            };
+            match core.next()? {
+                Next::Admitted(admitted) => self.place(admitted),
                 Next::Again => {}
                 Next::Idle | Next::Closed => break,
                 Next::BackOff(wait) => {
@@ -246,8 +459,22 @@ where
         }
     }
 
+    /// Gives an admitted connection to the loop serving the fewest: this one, or another by mail.
+    fn place(&mut self, admitted: Admitted<Incoming>) {
+        let Some(mesh) = &self.mesh else {
+            self.open(admitted);
+            return;
+        };
+        match mesh.place() {
+            shard if shard == self.shard => {
+                self.open(admitted);
+            }
+            shard => self.engine.conns.outbox.push(shard, Mail::Adopt(admitted)),
+        }
+    }
+
     /// Takes in one admitted connection: non-blocking, watched, then the engine's.
-    fn open(&mut self, admitted: Admitted<Incoming>) {
+    fn open(&mut self, admitted: Admitted<Incoming>) -> Option<ConnId> {
         let Admitted { request, ticket } = admitted;
         let Incoming { conn, peer, .. } = request;
         let fd = conn.fd().as_raw_fd();
@@ -255,20 +482,22 @@ where
             self.engine
                 .shared()
                 .report(Some(&peer), &RequestError::Connection(e));
-            return;
+            if let Some(mesh) = &self.mesh {
+                mesh.closed_one(self.shard);
+            }
+            return None;
         }
-        let Some(id) = self.engine.insert(conn, peer, ticket) else {
-            return;
-        };
+        let id = self.engine.insert(conn, peer, ticket)?;
         // Watched before the handler's `on_open` runs, so that whatever it queues is flushed.
         if let Err(e) = self.epoll.add(fd, READABLE, id.token()) {
             self.engine.fail(id, &RequestError::Connection(e));
-            return;
+            return None;
         }
         self.timers.schedule(id, Instant::now());
         if let Some(deadline) = self.engine.start(id) {
             self.layer_deadlines.push(Reverse((deadline, id)));
         }
+        Some(id)
     }
 
     /// Handles one readiness report for connection `id`.
@@ -387,6 +616,15 @@ where
                 self.lingering
                     .start(&self.epoll, peer.io.clone(), peer.fd, until);
             }
+            // The accepting loop stopped watching its listener at the cap: tell it there is room.
+            if self.shard != 0
+                && let Some(mesh) = &self.mesh
+            {
+                let open = mesh.open();
+                if open < self.max_connections && open + mesh.loops() >= self.max_connections {
+                    self.engine.conns.outbox.push(0, Mail::Room);
+                }
+            }
         }
         self.update_listening();
     }
@@ -401,32 +639,75 @@ where
         self.settle();
     }
 
-    /// Closes the listener; closes each connection once it is between messages and its output is
-    /// flushed, until the shutdown timeout; then cuts the rest. Returns the run's summary.
+    /// The only loop's end: closes the listener, drains, and returns the run's summary.
     fn shut_down(&mut self) -> Option<ServeSummary> {
+        self.shut_down_leader(&mut Vec::new())
+    }
+
+    /// The first loop's end: closes the listener, drains its connections while the `others` drain
+    /// theirs, and returns the run's summary (`None` if the run had been ended before).
+    fn shut_down_leader(
+        &mut self,
+        others: &mut Vec<std::thread::ScopedJoinHandle<'_, io::Result<Drained>>>,
+    ) -> Option<ServeSummary> {
         self.shutting_down = true;
-        let _ = self
-            .epoll
-            .delete(self.core.shutdown().wake_fd().as_raw_fd());
-        let shared = self.core.shared().clone();
-        let force = shared.shutdown().force_fd();
-        let watching_force = self.epoll.add(force.as_raw_fd(), READABLE, FORCE).is_ok();
+        let several = self.mesh.is_some();
+        let core = self.core.as_mut()?;
+        if several {
+            // Every loop sees the shutdown, also when this one's run ended for an error.
+            core.shutdown().shutdown();
+        }
         if let Some(fd) = self.listener.take() {
             let _ = self.epoll.delete(fd);
         }
-        if !self.core.close_listener() {
+        if !core.close_listener() {
+            let _ = self.drain();
+            let _ = join_all(others);
             return None;
         }
         let in_flight = self.open_connections();
-        self.core.draining(in_flight);
+        if let Some(core) = self.core.as_mut() {
+            core.draining(in_flight);
+        }
+        let mut drained = self.drain();
+        match join_all(others) {
+            Ok(theirs) => {
+                drained.in_flight += theirs.in_flight;
+                drained.finished += theirs.finished;
+                drained.cut += theirs.cut;
+            }
+            Err(e) => log::error!("an event loop failed: {e}"),
+        }
+        self.publish_figures();
+        Some(self.core.as_mut()?.finish(drained))
+    }
+
+    /// Closes each of this loop's connections once it is between messages and its output is
+    /// flushed, until the shutdown timeout; then cuts the rest. Mail keeps flowing meanwhile, until
+    /// the loop closes its mailbox with nothing left to serve. Returns what the drain did.
+    fn drain(&mut self) -> Drained {
+        self.shutting_down = true;
+        let shared = self.engine.shared().clone();
+        let _ = self.epoll.delete(shared.shutdown().wake_fd().as_raw_fd());
+        let force = shared.shutdown().force_fd();
+        let watching_force = self.epoll.add(force.as_raw_fd(), READABLE, FORCE).is_ok();
+        let in_flight = self.engine.conns.slab.len();
         self.close_at_boundaries();
-        let deadline = self.core.drain_deadline();
+        self.post_mail();
+        let deadline = shared.drain_deadline();
         let mut forced = false;
         let mut lingered = self.lingering.expire(&self.epoll, Instant::now());
-        while (self.open_connections() > 0 || !self.lingering.is_empty()) && !forced {
-            let now = Instant::now();
-            if now >= deadline {
+        loop {
+            let busy = self.engine.conns.slab.len() > 0 || !self.lingering.is_empty();
+            if !busy && !self.close_mailbox() {
                 break;
+            }
+            let now = Instant::now();
+            if forced || now >= deadline {
+                break;
+            }
+            if !busy {
+                continue; // the mailbox held connections: serve them
             }
             let wake = lingered.map_or(deadline, |l| l.min(deadline));
             if self.epoll.wait(&mut self.events, Some(wake - now)).is_err() {
@@ -437,20 +718,28 @@ where
                 let token = epoll::token(&event);
                 if token == FORCE {
                     forced = true;
+                } else if token == MAIL {
+                    self.receive_mail();
                 } else if let Some(fd) = Lingering::fd_of(token) {
                     self.lingering.ready(&self.epoll, fd);
                 } else if token != WAKE && token != LISTENER {
-                    self.ready(ConnId::from_token(token), epoll::readiness(&event));
+                    self.ready(
+                        ConnId::from_token(self.shard, token),
+                        epoll::readiness(&event),
+                    );
                 }
                 self.settle();
             }
+            self.post_mail();
             lingered = self.lingering.expire(&self.epoll, Instant::now());
         }
         self.lingering.clear(&self.epoll);
         if watching_force {
             let _ = self.epoll.delete(force.as_fd().as_raw_fd());
         }
-        let cut = self.open_connections();
+        // Connections still in the mailbox are taken in, to be cut with the rest.
+        self.close_mailbox();
+        let cut = self.engine.conns.slab.len();
         let conns = &mut self.engine.conns;
         let mut cursor = 0;
         while let Some(id) = conns.slab.nth_id_from(&mut cursor) {
@@ -464,11 +753,28 @@ where
             conns.abort(id);
         }
         self.settle();
+        // Senders elsewhere held back for the connections just cut go on.
+        self.post_mail();
         self.publish_figures();
-        Some(self.core.finish(Drained {
+        let in_flight = in_flight + self.adopted_while_draining;
+        Drained {
             in_flight,
             finished: in_flight.saturating_sub(cut),
             cut,
-        }))
+        }
+    }
+
+    /// This loop has nothing left to serve: it takes no more mail. Returns whether what was still in
+    /// its mailbox gave it connections to serve first. (The only loop has no mailbox.)
+    fn close_mailbox(&mut self) -> bool {
+        let Some(mesh) = self.mesh.clone() else {
+            return false;
+        };
+        let before = self.engine.conns.slab.len();
+        for mail in mesh.close(self.shard) {
+            self.carry_out(mail);
+        }
+        self.settle();
+        self.engine.conns.slab.len() > before
     }
 }

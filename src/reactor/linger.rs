@@ -20,7 +20,7 @@ use crate::transport::Duplex;
 
 /// The first epoll token of a lingering socket; socket `fd` has `FIRST - fd`. Connection tokens are
 /// `generation << 32 | slot`, which could only reach these values with two billion slots.
-const FIRST: u64 = u64::MAX - 3;
+const FIRST: u64 = u64::MAX - 4;
 const LAST: u64 = FIRST - i32::MAX as u64;
 
 /// Closed connections waiting for their peers' end of stream, each until its deadline.

@@ -13,9 +13,12 @@ use crate::framing::{Decoder, Encoder};
 /// it must return quickly: every connection of the loop waits while a callback runs. Do blocking work
 /// (a database query, a file read) on another thread, or use a blocking strategy instead.
 ///
-/// One handler value serves every connection, so its methods take `&self`; state shared between
-/// connections lives in the handler (behind a `Mutex` or atomics, uncontended since one thread calls
-/// it), per-connection state in a map keyed by [`ConnId`](super::ConnId) or in the codec.
+/// One handler value serves every connection, on every event loop of the
+/// [`Reactor`](crate::Reactor) (one per CPU by default, [`Reactor::threads`](crate::Reactor::threads)),
+/// so its methods take `&self` and may run at the same time on different loops: state shared between
+/// connections lives in the handler behind a `Mutex` or atomics (held briefly: a loop waiting on a
+/// lock serves nobody), per-connection state in a map keyed by [`ConnId`](super::ConnId) or in the
+/// codec.
 ///
 /// A callback that returns `Err` or panics is reported to the server's
 /// [`handle_error`](crate::Server::handle_error) hook with the peer's address; that connection is then

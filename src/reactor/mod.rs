@@ -15,12 +15,15 @@
 //! - `slab` — generation-checked storage, so stale ids and events never hit a reused slot.
 //! - `timers` — idle deadlines, checked lazily so activity costs nothing.
 //! - `linger` — the connections a drain closed, kept until their peers close too (no reset).
+//! - `mesh` — a reactor's several loops and the mail between them: a new connection handed to a
+//!   loop, a message or broadcast for another loop's connections, holding back a sender.
 
 mod conn;
 pub(crate) mod engine;
 pub(crate) mod event_loop;
 mod id;
 mod linger;
+mod mesh;
 mod message;
 mod output;
 mod peer;

@@ -54,8 +54,10 @@ pub(crate) struct Peer<C> {
     /// more is read or decoded from it until they catch up (the sender is pushed back, not its
     /// readers disconnected).
     pub(crate) held: bool,
-    /// The connections it is held back for (empty unless `held`).
+    /// The connections it is held back for (empty unless `held`), of any loop.
     pub(crate) waiting_on: Vec<super::id::ConnId>,
+    /// Its output as other loops see it, when the reactor has several loops.
+    pub(crate) backlog: Option<Arc<super::mesh::Backlog>>,
     /// The peer finished sending while held: once released, its last input is delivered and it
     /// closes.
     pub(crate) input_closed: bool,
@@ -110,6 +112,7 @@ impl<C> Peer<C> {
             paused: false,
             held: false,
             waiting_on: Vec::new(),
+            backlog: None,
             input_closed: false,
             output_since: None,
             last_written: now,

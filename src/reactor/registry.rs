@@ -1,10 +1,13 @@
 //! [`Registry`]: the open connections of one event loop, and the work their handlers left for it.
 
 use std::fmt;
+use std::sync::Arc;
 
 use super::id::ConnId;
+use super::mesh::{Mail, Mesh, Outbox};
 use super::peer::Peer;
 use super::slab::Slab;
+use crate::addr::Addr;
 use crate::framing::{Encoder, FrameError};
 use crate::shutdown::ShutdownHandle;
 
@@ -60,10 +63,15 @@ impl std::error::Error for SendError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Broadcast {
-    /// How many connections the message was queued for.
+    /// How many connections of this event loop the message was queued for.
     pub sent: usize,
     /// The connections whose output buffer was full, which did not get it (allocated only if any).
     pub full: Vec<ConnId>,
+    /// How many connections of the *other* event loops (see [`Reactor::threads`]) it was queued
+    /// for; those whose buffer was full are in `full` too.
+    ///
+    /// [`Reactor::threads`]: crate::Reactor::threads
+    pub forwarded: usize,
 }
 
 /// The loop's connections plus two work lists that handler calls fill and the loop empties after
@@ -89,12 +97,29 @@ pub(crate) struct Registry<C> {
     /// The output bound, in bytes (see [`Reactor::write_buffer_limit`](crate::Reactor::write_buffer_limit)).
     pub(crate) limit: usize,
     pub(crate) shutdown: ShutdownHandle,
+    /// This loop's number among the reactor's loops.
+    pub(crate) shard: u16,
+    /// The reactor's other loops, when there are any.
+    pub(crate) mesh: Option<Arc<Mesh>>,
+    /// Mail for other loops, posted at the end of the turn.
+    pub(crate) outbox: Outbox,
 }
 
 impl<C> Registry<C> {
-    pub(crate) fn new(limit: usize, shutdown: ShutdownHandle) -> Self {
+    pub(crate) fn new(
+        limit: usize,
+        shutdown: ShutdownHandle,
+        mesh: Option<(Arc<Mesh>, u16)>,
+    ) -> Self {
+        let (mesh, shard) = match mesh {
+            Some((mesh, shard)) if mesh.loops() > 1 => (Some(mesh), shard),
+            _ => (None, 0),
+        };
         Registry {
-            slab: Slab::new(),
+            shard,
+            mesh,
+            outbox: Outbox::default(),
+            slab: Slab::new(shard),
             dirty: Vec::new(),
             doomed: Vec::new(),
             backed_up: Vec::new(),
@@ -123,23 +148,97 @@ impl<C> Registry<C> {
         }
     }
 
+    /// Whether `id` is served by another loop.
+    pub(crate) fn is_remote(&self, id: ConnId) -> bool {
+        id.shard() != self.shard
+    }
+
+    /// Connections open in every loop.
+    pub(crate) fn connections(&self) -> usize {
+        match &self.mesh {
+            Some(mesh) => mesh.open(),
+            None => self.slab.len(),
+        }
+    }
+
+    /// The peer address of `id`, in whichever loop it is.
+    pub(crate) fn peer_of(&self, id: ConnId) -> Option<Addr> {
+        if !self.is_remote(id) {
+            return self.slab.get(id).map(|p| p.addr.clone());
+        }
+        self.mesh.as_ref()?.peer_of(id)
+    }
+
+    /// Closes `id` at once, discarding its queued output; `id` may be another loop's.
+    pub(crate) fn disconnect(&mut self, id: ConnId) {
+        if self.is_remote(id) {
+            self.outbox.push(id.shard(), Mail::Disconnect(id));
+        } else {
+            self.abort(id);
+        }
+    }
+
     /// Closes `id` at once, discarding its queued output.
     pub(crate) fn abort(&mut self, id: ConnId) {
         if let Some(peer) = self.slab.get_mut(id)
             && !peer.closed
         {
-            self.queued_bytes = self.queued_bytes.saturating_sub(peer.output.len());
+            let dropped = peer.output.len();
+            self.queued_bytes = self.queued_bytes.saturating_sub(dropped);
             peer.output.clear();
             self.doomed.push(id);
+            self.took(id, dropped);
         }
+    }
+
+    /// `n` bytes of `id`'s output were sent or dropped: other loops holding senders back for it
+    /// look again once it is down to a quarter of the limit.
+    pub(crate) fn took(&mut self, id: ConnId, n: usize) {
+        let Some(backlog) = self.slab.get(id).and_then(|p| p.backlog.as_ref()) else {
+            return;
+        };
+        let watchers = backlog.took(n, self.limit / 4);
+        self.wake(watchers);
+    }
+
+    /// Sends [`Mail::Recheck`] to the loops named by `watchers`.
+    pub(crate) fn wake(&mut self, watchers: u64) {
+        if watchers == 0 {
+            return;
+        }
+        let Some(mesh) = self.mesh.clone() else {
+            return;
+        };
+        for shard in mesh.recheck(watchers) {
+            if shard != self.shard {
+                self.outbox.push(shard, Mail::Recheck);
+            }
+        }
+    }
+
+    /// Queues bytes for `to` that another loop framed and reserved in its backlog. Dropped if `to`
+    /// has closed meanwhile.
+    pub(crate) fn queue_reserved(&mut self, to: ConnId, bytes: &[u8]) {
+        let Some(peer) = self.slab.get_mut(to).filter(|p| !p.closed) else {
+            return;
+        };
+        peer.output.tail().extend_from_slice(bytes);
+        self.queued_bytes += bytes.len();
+        self.mark_dirty(to);
     }
 }
 
-impl<C: Encoder<[u8]>> Registry<C> {
-    /// Encodes `item` onto `id`'s output. With `bounded`, refuses (queuing nothing) when that would take
-    /// the queue past the limit; the connection's own replies are not bounded here, since reading from
-    /// it pauses instead.
-    pub(crate) fn send(&mut self, id: ConnId, item: &[u8], bounded: bool) -> Result<(), SendError> {
+impl<C> Registry<C> {
+    /// Appends what `write` puts after `id`'s queued output. With `bounded`, refuses (queuing nothing)
+    /// when that would take the queue past the limit; the connection's own replies are not bounded
+    /// here, since reading from it pauses instead. Returns whether the queue is now past half the
+    /// limit.
+    fn queue(
+        &mut self,
+        id: ConnId,
+        bounded: bool,
+        write: impl FnOnce(&mut C, &mut Vec<u8>) -> Result<(), FrameError>,
+    ) -> Result<bool, SendError> {
         let limit = self.limit;
         let peer = self
             .slab
@@ -149,7 +248,7 @@ impl<C: Encoder<[u8]>> Registry<C> {
         let before = peer.output.len();
         let tail = peer.output.tail();
         let mark = tail.len();
-        if let Err(e) = peer.codec.encode(item, tail) {
+        if let Err(e) = write(&mut peer.codec, tail) {
             // Nothing of an item that cannot be framed may be sent.
             tail.truncate(mark);
             return Err(SendError::Encode(e));
@@ -163,16 +262,62 @@ impl<C: Encoder<[u8]>> Registry<C> {
             return Err(SendError::Full);
         }
         self.queued_bytes += after - before;
-        if bounded && after > limit / 2 {
-            self.backed_up.push(id);
+        if let Some(backlog) = &peer.backlog {
+            backlog.add(after - before);
         }
         self.mark_dirty(id);
+        Ok(bounded && after > limit / 2)
+    }
+}
+
+impl<C: Encoder<[u8]>> Registry<C> {
+    /// Encodes `item` onto `id`'s output (see [`queue`](Self::queue)); a connection of this loop
+    /// that a message from another takes past half its limit holds the sender back.
+    pub(crate) fn send(&mut self, id: ConnId, item: &[u8], bounded: bool) -> Result<(), SendError> {
+        if self.queue(id, bounded, |codec, tail| codec.encode(item, tail))? {
+            self.backed_up.push(id);
+        }
         Ok(())
     }
 
-    /// Sends `item` to every open connection but `except`; see [`Conn::broadcast_except`](super::Conn::broadcast_except).
+    /// `from` sends `item` to `to`: queued here if `to` is this loop's, else framed with `from`'s
+    /// codec and mailed to `to`'s loop.
+    pub(crate) fn send_to(
+        &mut self,
+        from: ConnId,
+        to: ConnId,
+        item: &[u8],
+    ) -> Result<(), SendError> {
+        if !self.is_remote(to) {
+            return self.send(to, item, to != from);
+        }
+        let Some(mesh) = self.mesh.clone() else {
+            return Err(SendError::Closed);
+        };
+        let bytes = self.frame(from, item).map_err(SendError::Encode)?;
+        if mesh.reserve(to, bytes.len(), self.limit)? {
+            self.backed_up.push(to);
+        }
+        self.outbox.push(to.shard(), Mail::Send { to, bytes });
+        Ok(())
+    }
+
+    /// `item` framed by `from`'s codec, for another loop.
+    fn frame(&mut self, from: ConnId, item: &[u8]) -> Result<Vec<u8>, FrameError> {
+        let mut bytes = Vec::new();
+        match self.slab.get_mut(from) {
+            Some(peer) => peer.codec.encode(item, &mut bytes)?,
+            // Not a connection of this loop: nothing to frame with. (Conn ids always are.)
+            None => bytes.extend_from_slice(item),
+        }
+        Ok(bytes)
+    }
+
+    /// Sends `item` to every open connection but `except`, in every loop; see
+    /// [`Conn::broadcast_except`](super::Conn::broadcast_except).
     pub(crate) fn broadcast_except(
         &mut self,
+        from: ConnId,
         except: ConnId,
         item: &[u8],
     ) -> Result<Broadcast, FrameError> {
@@ -189,6 +334,41 @@ impl<C: Encoder<[u8]>> Registry<C> {
                 Err(SendError::Full) => result.full.push(id),
                 Err(SendError::Closed) => {}
                 Err(SendError::Encode(e)) => return Err(e),
+            }
+        }
+        let Some(mesh) = self.mesh.clone() else {
+            return Ok(result);
+        };
+        let mut bytes: Option<Arc<[u8]>> = None;
+        let own = self.shard;
+        for shard in (0..mesh.loops() as u16).filter(|&s| s != own) {
+            if mesh.open_in(shard) == 0 {
+                continue;
+            }
+            let bytes = match &bytes {
+                Some(bytes) => bytes.clone(),
+                None => bytes.insert(Arc::from(self.frame(from, item)?)).clone(),
+            };
+            let mut to = Vec::new();
+            let (full, behind) = (&mut result.full, &mut self.backed_up);
+            mesh.reserve_all(
+                shard,
+                except,
+                bytes.len(),
+                self.limit,
+                |id, reserved| match reserved {
+                    Ok(past_half) => {
+                        to.push(id);
+                        if past_half {
+                            behind.push(id);
+                        }
+                    }
+                    Err(_) => full.push(id),
+                },
+            );
+            if !to.is_empty() {
+                result.forwarded += to.len();
+                self.outbox.push(shard, Mail::Broadcast { to, bytes });
             }
         }
         Ok(result)

@@ -11,6 +11,8 @@ use super::id::ConnId;
 /// or a handler's `send_to` a peer that left) never reaches the connection that reused the slot.
 #[derive(Debug)]
 pub(crate) struct Slab<V> {
+    /// The event loop whose connections these are: ids of another loop's are never found here.
+    shard: u16,
     slots: Vec<Slot<V>>,
     free: Vec<u32>,
     len: usize,
@@ -23,8 +25,9 @@ struct Slot<V> {
 }
 
 impl<V> Slab<V> {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(shard: u16) -> Self {
         Slab {
+            shard,
             slots: Vec::new(),
             free: Vec::new(),
             len: 0,
@@ -49,7 +52,7 @@ impl<V> Slab<V> {
             }
         };
         let slot = &mut self.slots[index as usize];
-        let id = ConnId::new(index, slot.generation);
+        let id = ConnId::new(self.shard, index, slot.generation);
         slot.value = Some(make(id));
         self.len += 1;
         id
@@ -58,14 +61,14 @@ impl<V> Slab<V> {
     pub(crate) fn get(&self, id: ConnId) -> Option<&V> {
         self.slots
             .get(id.index() as usize)
-            .filter(|s| s.generation == id.generation())
+            .filter(|s| s.generation == id.generation() && id.shard() == self.shard)
             .and_then(|s| s.value.as_ref())
     }
 
     pub(crate) fn get_mut(&mut self, id: ConnId) -> Option<&mut V> {
         self.slots
             .get_mut(id.index() as usize)
-            .filter(|s| s.generation == id.generation())
+            .filter(|s| s.generation == id.generation() && id.shard() == self.shard)
             .and_then(|s| s.value.as_mut())
     }
 
@@ -74,7 +77,7 @@ impl<V> Slab<V> {
         let slot = self
             .slots
             .get_mut(id.index() as usize)
-            .filter(|s| s.generation == id.generation())?;
+            .filter(|s| s.generation == id.generation() && id.shard() == self.shard)?;
         let value = slot.value.take()?;
         slot.generation = slot.generation.wrapping_add(1);
         self.free.push(id.index());
@@ -88,7 +91,11 @@ impl<V> Slab<V> {
         while let Some(slot) = self.slots.get(*cursor) {
             *cursor += 1;
             if slot.value.is_some() {
-                return Some(ConnId::new((*cursor - 1) as u32, slot.generation));
+                return Some(ConnId::new(
+                    self.shard,
+                    (*cursor - 1) as u32,
+                    slot.generation,
+                ));
             }
         }
         None
@@ -101,7 +108,7 @@ mod tests {
 
     #[test]
     fn reuses_slots_and_rejects_stale_ids() {
-        let mut slab = Slab::new();
+        let mut slab = Slab::new(0);
         let a = slab.insert_with(|_| "a");
         let b = slab.insert_with(|_| "b");
         assert_eq!(slab.remove(a), Some("a"));

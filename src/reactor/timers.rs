@@ -86,7 +86,11 @@ mod tests {
         let t0 = Instant::now();
         let second = Duration::from_secs(1);
         let mut timers = IdleTimers::new(Some(second));
-        let (idle, busy, gone) = (ConnId::new(0, 0), ConnId::new(1, 0), ConnId::new(2, 0));
+        let (idle, busy, gone) = (
+            ConnId::new(0, 0, 0),
+            ConnId::new(0, 1, 0),
+            ConnId::new(0, 2, 0),
+        );
         for id in [idle, busy, gone] {
             timers.schedule(id, t0);
         }
@@ -104,7 +108,7 @@ mod tests {
     #[test]
     fn no_timeout_schedules_nothing() {
         let mut timers = IdleTimers::new(None);
-        timers.schedule(ConnId::new(0, 0), Instant::now());
+        timers.schedule(ConnId::new(0, 0, 0), Instant::now());
         assert_eq!(timers.next_deadline(), None);
     }
 }

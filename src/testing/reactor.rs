@@ -133,7 +133,7 @@ impl<H: MessageHandler> MessageDriver<H> {
         let shared = Shared::standalone(Arc::new(report), "Reactor", Shape::EventLoop)?;
         let shutdown = shared.shutdown().clone();
         Ok(MessageDriver {
-            engine: Engine::new(Arc::new(handler), Arc::new(shared), bytes.max(1)),
+            engine: Engine::new(Arc::new(handler), Arc::new(shared), bytes.max(1), None),
             probes: HashMap::new(),
             errors,
             shutdown,
