@@ -372,10 +372,13 @@ fn run(a: &Args) -> Result<(), String> {
         .sum();
     let expected = sent * a.members as u64;
     let lost = expected.saturating_sub(totals.delivered);
+    // Up to the last message's arrival everywhere; when some never arrive (not drained), up to the
+    // later of the last completion and the end of sending, not the drain bound.
+    let last = shared.last_completion_ns.load(Ordering::Relaxed);
     let elapsed_ns = if drained {
-        shared.last_completion_ns.load(Ordering::Relaxed).max(1)
+        last.max(1)
     } else {
-        end_ns.max(1)
+        last.max((send_s * 1e9) as u64).min(end_ns).max(1)
     };
     let elapsed = elapsed_ns as f64 / 1e9;
     totals.latencies_us.sort_unstable();
