@@ -19,7 +19,7 @@
 #   bench/multicore.sh                          # ROUNDS=5, DURATION=5: about 10 minutes after the build
 #   QUICK=1 bench/multicore.sh                  # 2 rounds of 1 s, 2,000 idle connections
 #   CASES='rr' CONNS='256 10000' bench/multicore.sh
-#   OURS_FLAGS='--rbufsize 65536 --reactor-threads 2' bench/multicore.sh   # once such a flag exists
+#   OURS_FLAGS='--rbufsize 65536 --workers 2' bench/multicore.sh   # a fixed number of event loops
 #
 # Nothing is pinned: the servers and the load generator share every CPU (the load generator uses
 # min(connections, CPUs, 4) threads). Loopback only; every wait is bounded; every server is stopped by

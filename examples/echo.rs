@@ -138,7 +138,8 @@ fn echo_stream_with_pid(req: &mut StreamRequest) -> anyhow::Result<()> {
     echo_stream(req)
 }
 
-/// The same echo for the event loop: every chunk that arrives is queued straight back.
+/// The same echo for the event loop: every chunk that arrives is queued straight back — the buffer
+/// it was read into, not a copy (`send_vec`).
 struct ReactorEcho {
     pid_banner: bool,
 }
@@ -155,7 +156,7 @@ impl MessageHandler for ReactorEcho {
         Ok(())
     }
     fn on_message(&self, conn: &mut Conn<'_, RawBytes>, bytes: Vec<u8>) -> anyhow::Result<()> {
-        conn.send(&bytes)?;
+        conn.send_vec(bytes)?;
         Ok(())
     }
 }
@@ -257,8 +258,8 @@ where
             let handler = ReactorEcho {
                 pid_banner: args.pid_banner,
             };
-            let server = Server::new(c.reactor(), t, handler)?
-                .max_connections_per_peer(args.peers.limit());
+            let server =
+                Server::new(c.reactor(), t, handler)?.max_connections_per_peer(args.peers.limit());
             run(args.tls.serve_over(server, c.concurrency)?, args)
         }
     }

@@ -180,6 +180,60 @@ impl FrameBuf {
         frame
     }
 
+    /// Takes every buffered byte as one frame. When they fill most of the storage (a large read
+    /// taken whole, as [`RawBytes`](super::RawBytes) does), the storage itself is handed over, without
+    /// a copy; a few bytes in a large buffer are copied out instead, so a frame kept for long never
+    /// holds much more memory than its length.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::framing::FrameBuf;
+    /// let mut buf = FrameBuf::new();
+    /// buf.extend_from_slice(b"a whole chunk");
+    /// assert_eq!(buf.take(), b"a whole chunk");
+    /// assert!(buf.is_empty());
+    /// ```
+    pub fn take(&mut self) -> Vec<u8> {
+        if self.start == 0 && self.end * 2 >= self.data.len() {
+            self.data.truncate(self.end);
+            self.end = 0;
+            return std::mem::take(&mut self.data);
+        }
+        self.split_to(self.len())
+    }
+
+    /// A buffer whose storage is `data` (its length is the room for reading; its bytes are not
+    /// kept), for the event loop's pool of read buffers.
+    pub(crate) fn from_storage(data: Vec<u8>) -> Self {
+        Self {
+            data,
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The storage, for the pool (whatever it still buffers is dropped).
+    pub(crate) fn into_storage(self) -> Vec<u8> {
+        self.data
+    }
+
+    /// How much storage it holds, in bytes.
+    pub(crate) fn storage(&self) -> usize {
+        self.data.len()
+    }
+
+    /// The room after the buffered bytes, to read into; [`filled`](Self::filled) then says how much
+    /// was.
+    pub(crate) fn spare(&mut self) -> &mut [u8] {
+        &mut self.data[self.end..]
+    }
+
+    /// `n` bytes were read into [`spare`](Self::spare).
+    pub(crate) fn filled(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.data.len());
+    }
+
     /// Discards every buffered byte, e.g. after a fatal decode error.
     ///
     /// # Examples
@@ -284,6 +338,24 @@ mod tests {
             "storage stayed small: {}",
             buf.data.len()
         );
+    }
+
+    #[test]
+    fn take_hands_over_a_full_buffer_and_copies_a_sparse_one() {
+        let mut buf = FrameBuf::from_storage(vec![0; 64]);
+        buf.spare()[..40].fill(b'x');
+        buf.filled(40);
+        let taken = buf.take();
+        assert_eq!(taken.len(), 40);
+        assert_eq!(taken.capacity(), 64, "the storage itself");
+        assert_eq!(buf.storage(), 0);
+        let mut buf = FrameBuf::from_storage(vec![0; 64]);
+        buf.spare()[..3].copy_from_slice(b"abc");
+        buf.filled(3);
+        let taken = buf.take();
+        assert_eq!(taken, b"abc");
+        assert!(taken.capacity() < 64, "a copy of the few bytes");
+        assert_eq!(buf.storage(), 64, "the storage stays, for the pool");
     }
 
     #[test]

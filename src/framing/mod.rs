@@ -185,4 +185,19 @@ pub trait Encoder<Item: ?Sized> {
     /// so that the matching decoder gets it back unchanged (too long, contains
     /// the delimiter, wrong record size).
     fn encode(&mut self, item: &Item, out: &mut Vec<u8>) -> Result<(), FrameError>;
+
+    /// Whether [`encode`](Self::encode) appends the item's own bytes, unframed
+    /// ([`RawBytes`]): then an owned buffer can be sent as it is, without a copy
+    /// ([`Conn::send_vec`](crate::reactor::Conn::send_vec)). `false` unless a codec says so.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::framing::{Encoder, Lines, RawBytes};
+    /// assert!(Encoder::<[u8]>::verbatim(&RawBytes));
+    /// assert!(!Encoder::<[u8]>::verbatim(&Lines::new()));
+    /// ```
+    fn verbatim(&self) -> bool {
+        false
+    }
 }

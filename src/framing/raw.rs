@@ -34,7 +34,7 @@ impl Decoder for RawBytes {
         if buf.is_empty() {
             return Ok(None);
         }
-        Ok(Some(buf.split_to(buf.len())))
+        Ok(Some(buf.take()))
     }
 }
 
@@ -42,5 +42,9 @@ impl Encoder<[u8]> for RawBytes {
     fn encode(&mut self, item: &[u8], out: &mut Vec<u8>) -> Result<(), FrameError> {
         out.extend_from_slice(item);
         Ok(())
+    }
+
+    fn verbatim(&self) -> bool {
+        true
     }
 }

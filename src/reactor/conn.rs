@@ -515,6 +515,48 @@ impl<C: Encoder<[u8]>> Conn<'_, C> {
         self.conns.send(self.id, item, false)
     }
 
+    /// Queues an owned buffer for this connection, as [`send`](Self::send) does a slice. With a codec
+    /// that sends bytes as they are ([`RawBytes`](crate::framing::RawBytes)), the buffer itself is
+    /// queued when nothing else is waiting — no copy — and, once sent, reused for a later read: a
+    /// handler that passes bytes through (an echo, a proxy) moves them from socket to socket without
+    /// allocating per chunk.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use socketserver::framing::RawBytes;
+    /// use socketserver::reactor::{Conn, MessageHandler};
+    ///
+    /// struct Echo;
+    /// impl MessageHandler for Echo {
+    ///     type Codec = RawBytes;
+    ///     fn codec(&self) -> RawBytes { RawBytes }
+    ///     fn on_message(&self, conn: &mut Conn<'_, RawBytes>, bytes: Vec<u8>) -> anyhow::Result<()> {
+    ///         conn.send_vec(bytes)?; // the chunk read is the chunk written
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # let mut server = socketserver::Server::new(socketserver::Reactor::new(), socketserver::Tcp::bind("127.0.0.1:0")?, Echo)?;
+    /// # let addr = server.local_addr().as_inet().unwrap();
+    /// # let stop = server.shutdown_handle();
+    /// # let serving = std::thread::spawn(move || server.serve_forever());
+    /// let mut client = std::net::TcpStream::connect(addr)?;
+    /// client.write_all(&[7; 100_000])?;
+    /// let mut back = vec![0; 100_000];
+    /// client.read_exact(&mut back)?;
+    /// assert!(back.iter().all(|&b| b == 7));
+    /// # stop.shutdown();
+    /// # serving.join().unwrap()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn send_vec(&mut self, bytes: Vec<u8>) -> Result<(), SendError> {
+        self.conns.send_vec(self.id, bytes)
+    }
+
     /// Queues `item` for another connection.
     ///
     /// A connection of another event loop ([`Reactor::threads`](crate::Reactor::threads)) gets

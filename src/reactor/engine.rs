@@ -155,16 +155,70 @@ impl<H: MessageHandler> Engine<H> {
         let Some(peer) = self.conns.slab.get_mut(id) else {
             return;
         };
-        peer.last_active = Instant::now();
         peer.input.extend_from_slice(bytes);
+        self.taken_in(id, !bytes.is_empty());
+    }
+
+    /// The loop read `n` bytes straight into `id`'s input buffer (see
+    /// [`read_target`](Self::read_target)): decoded and delivered.
+    pub(crate) fn received_in_place(&mut self, id: ConnId, n: usize) {
+        if let Some(peer) = self.conns.slab.get_mut(id) {
+            peer.input.filled(n);
+        }
+        self.taken_in(id, n > 0);
+    }
+
+    /// Where the next read from `id` may go without a copy: its input buffer, given a pooled read
+    /// buffer when it holds nothing (and no layer stands between), with the connection to read from.
+    /// `None`: read elsewhere and hand the bytes to [`received`](Self::received).
+    pub(crate) fn read_target(&mut self, id: ConnId) -> Option<(&dyn Duplex, &mut [u8])> {
+        let peer = self.conns.slab.get(id)?;
+        if !peer.layers.is_empty() || !peer.input.is_empty() {
+            return None;
+        }
+        if peer.input.storage() < super::registry::BUFFER {
+            let storage = self.conns.buffer();
+            let peer = self.conns.slab.get_mut(id)?;
+            let old = std::mem::replace(&mut peer.input, FrameBuf::from_storage(storage));
+            self.conns.recycle(old.into_storage());
+        }
+        let peer = self.conns.slab.get_mut(id)?;
+        Some((&*peer.io, peer.input.spare()))
+    }
+
+    /// Input taken in on `id`, `any` bytes of it: through its layers, then decoded and delivered.
+    fn taken_in(&mut self, id: ConnId, any: bool) {
+        let Some(peer) = self.conns.slab.get_mut(id) else {
+            return;
+        };
+        peer.last_active = Instant::now();
         // (No bytes: a layer advanced on its own, a TLS handshake; the handler has seen nothing.)
-        if !bytes.is_empty() && peer.state != ConnState::Active {
+        if any && peer.state != ConnState::Active {
             peer.state = ConnState::Active;
             self.shared.state(&peer.addr, ConnState::Active);
         }
         if self.advance_layers(id) {
             self.deliver(id, false);
         }
+        self.trim_input(id);
+    }
+
+    /// Gives `id`'s input buffer back to the pool when it is empty, and moves a few leftover bytes (a
+    /// partial frame) out of a large one: an idle connection holds no read buffer.
+    pub(crate) fn trim_input(&mut self, id: ConnId) {
+        let Some(peer) = self.conns.slab.get_mut(id) else {
+            return;
+        };
+        let storage = peer.input.storage();
+        if storage == 0 || (!peer.input.is_empty() && peer.input.len() * 4 >= storage) {
+            return;
+        }
+        let mut rest = FrameBuf::new();
+        if !peer.input.is_empty() {
+            rest.extend_from_slice(peer.input.as_slice());
+        }
+        let old = std::mem::replace(&mut peer.input, rest);
+        self.conns.recycle(old.into_storage());
     }
 
     /// The peer finished sending: its last input is delivered (now, or once it is no longer held
@@ -274,7 +328,6 @@ impl<H: MessageHandler> Engine<H> {
                         self.shared.state(&peer.addr, ConnState::Idle);
                     }
                     let close = peer.input.is_empty() && peer.close_at_boundary;
-                    peer.release_input_if_empty();
                     if close {
                         self.conns.close_gracefully(id);
                     }
@@ -444,6 +497,8 @@ impl<H: MessageHandler> Engine<H> {
         let mut started_waiting = false;
         // Loops holding senders back for this connection, to wake once it has caught up.
         let mut woken = 0;
+        // The output's storage once everything is out, for reuse.
+        let mut spare = None;
         // What a layer still holds of earlier writes (TLS records) goes out before anything new.
         let flushed = peer
             .output
@@ -466,6 +521,7 @@ impl<H: MessageHandler> Engine<H> {
                 }
                 if flushed == Flushed::All {
                     peer.output_since = None;
+                    spare = peer.output.take_storage();
                     if peer.closing {
                         self.conns.wake(woken);
                         return Flush::Close;
@@ -484,6 +540,9 @@ impl<H: MessageHandler> Engine<H> {
         }
         let interest = peer.wanted_interest(limit);
         self.conns.wake(woken);
+        if let Some(storage) = spare {
+            self.conns.recycle(storage);
+        }
         self.count_paused(id);
         Flush::Open {
             interest,

@@ -36,9 +36,8 @@ const LISTENER: u64 = u64::MAX - 1;
 const FORCE: u64 = u64::MAX - 2;
 /// The epoll token of the loop's mailbox (mail from the other loops).
 const MAIL: u64 = u64::MAX - 3;
-/// How many bytes one read takes from one connection per turn: large enough for throughput, small
-/// enough that one busy peer cannot starve the others (the rest is read on the next turn).
-const READ_CHUNK: usize = 64 * 1024;
+/// How many bytes one read takes from one connection per turn (the rest is read on the next turn).
+const READ_CHUNK: usize = super::registry::BUFFER;
 /// How many connections one listener wake-up accepts before serving the others again.
 const ACCEPT_BATCH: usize = 64;
 /// How many readiness reports one `epoll_wait` returns at most.
@@ -522,7 +521,8 @@ where
         }
     }
 
-    /// One read from `id`, handed to the engine.
+    /// One read from `id`, handed to the engine: straight into its input buffer when that is free,
+    /// else into the loop's scratch buffer (a layer or a partial frame is in the way).
     fn read(&mut self, id: ConnId) {
         let Some(peer) = self.engine.conns.slab.get_mut(id) else {
             return;
@@ -530,10 +530,17 @@ where
         // A read may have advanced a layer with no bytes for the handler (a TLS handshake), and left
         // it records to send.
         let layered = !peer.layers.is_empty();
-        let result = peer.io.read(&mut self.scratch);
+        let result = match self.engine.read_target(id) {
+            Some((io, buf)) => io.read(buf).map(|n| (n, true)),
+            None => match self.engine.conns.slab.get_mut(id) {
+                Some(peer) => peer.io.read(&mut self.scratch).map(|n| (n, false)),
+                None => return,
+            },
+        };
         match result {
-            Ok(0) => self.engine.input_ended(id),
-            Ok(n) => self.engine.received(id, &self.scratch[..n]),
+            Ok((0, _)) => self.engine.input_ended(id),
+            Ok((n, true)) => self.engine.received_in_place(id, n),
+            Ok((n, false)) => self.engine.received(id, &self.scratch[..n]),
             Err(e)
                 if matches!(
                     e.kind(),
@@ -553,6 +560,8 @@ where
                 self.engine.conns.abort(id);
             }
         }
+        // A read that brought nothing leaves no read buffer behind.
+        self.engine.trim_input(id);
         if layered {
             self.engine.conns.mark_dirty(id);
             if self.engine.take_reread(id) {

@@ -6,7 +6,8 @@ use crate::transport::Duplex;
 
 /// Bytes queued for one connection, sent in order as the socket accepts them.
 ///
-/// The storage is allocated on the first queued byte and released as soon as everything has been sent,
+/// The storage is allocated on the first queued byte (or is the handler's own buffer, taken as it is)
+/// and handed back as soon as everything has been sent, to the loop's small pool of buffers or freed,
 /// so the tens of thousands of idle connections an event loop holds cost no buffer memory at all.
 /// Sent bytes are dropped from the front by moving a cursor; the live bytes are moved back only when
 /// the dead prefix is larger than they are, so each byte is copied O(1) times.
@@ -49,7 +50,29 @@ impl Output {
         *self = Output::default();
     }
 
+    /// Queues `bytes` as they are, taking the buffer itself when nothing else is queued (no copy).
+    pub(crate) fn append_owned(&mut self, bytes: Vec<u8>) -> Option<Vec<u8>> {
+        if self.is_empty() {
+            let old = std::mem::replace(&mut self.buf, bytes);
+            self.sent = 0;
+            return Some(old).filter(|old| old.capacity() > 0);
+        }
+        self.tail().extend_from_slice(&bytes);
+        Some(bytes)
+    }
+
+    /// Takes the storage once everything is sent, for reuse (`None` while bytes wait, or when there
+    /// is none).
+    pub(crate) fn take_storage(&mut self) -> Option<Vec<u8>> {
+        if !self.is_empty() || self.buf.capacity() == 0 {
+            return None;
+        }
+        self.sent = 0;
+        Some(std::mem::take(&mut self.buf))
+    }
+
     /// Writes as much as the non-blocking socket takes; returns how many bytes went and whether all did.
+    /// Once all did, the storage is the caller's to [take](Self::take_storage) (for reuse) or drop.
     ///
     /// # Errors
     /// The socket's error (`EPIPE`, `ECONNRESET`): the peer is gone and the rest can never be sent.
@@ -74,7 +97,6 @@ impl Output {
                 Err(e) => return Err(e),
             }
         }
-        self.clear();
         Ok((written, Flushed::All))
     }
 }
@@ -96,6 +118,24 @@ mod tests {
         let probe = conn.probe();
         assert_eq!(out.flush(&conn).unwrap(), (3, Flushed::All));
         assert_eq!(probe.written(), b"lo!");
+        assert!(out.take_storage().is_some_and(|s| s.capacity() > 0));
         assert_eq!(out.buf.capacity(), 0, "released once drained");
+        assert!(out.take_storage().is_none());
+    }
+
+    #[test]
+    fn an_owned_buffer_is_queued_without_a_copy_when_nothing_waits() {
+        let mut out = Output::default();
+        let bytes = b"chunk".to_vec();
+        let at = bytes.as_ptr();
+        assert!(out.append_owned(bytes).is_none(), "nothing to give back");
+        assert_eq!(out.buf.as_ptr(), at, "the buffer itself");
+        let more = b"!".to_vec();
+        assert_eq!(
+            out.append_owned(more).as_deref(),
+            Some(&b"!"[..]),
+            "copied, handed back"
+        );
+        assert_eq!(&out.buf[..], b"chunk!");
     }
 }

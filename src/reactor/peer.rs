@@ -150,11 +150,4 @@ impl<C> Peer<C> {
         }
         interest
     }
-
-    /// Drops any partial input frame and releases its storage.
-    pub(crate) fn release_input_if_empty(&mut self) {
-        if self.input.is_empty() {
-            self.input = FrameBuf::new();
-        }
-    }
 }

@@ -103,7 +103,16 @@ pub(crate) struct Registry<C> {
     pub(crate) mesh: Option<Arc<Mesh>>,
     /// Mail for other loops, posted at the end of the turn.
     pub(crate) outbox: Outbox,
+    /// Read buffers between uses: a chunk read into one can travel to the handler and back out
+    /// through the output queue without being copied or allocated again.
+    pool: Vec<Vec<u8>>,
 }
+
+/// The size of a read buffer: how much one read takes from one connection per turn, large enough for
+/// throughput, small enough that one busy peer cannot starve the others.
+pub(crate) const BUFFER: usize = 64 * 1024;
+/// How many read buffers a loop keeps for reuse (1 MiB), whatever the number of connections.
+const POOLED: usize = 16;
 
 impl<C> Registry<C> {
     pub(crate) fn new(
@@ -119,6 +128,7 @@ impl<C> Registry<C> {
             shard,
             mesh,
             outbox: Outbox::default(),
+            pool: Vec::new(),
             slab: Slab::new(shard),
             dirty: Vec::new(),
             doomed: Vec::new(),
@@ -145,6 +155,22 @@ impl<C> Registry<C> {
         if let Some(peer) = self.slab.get_mut(id) {
             peer.closing = true;
             self.mark_dirty(id);
+        }
+    }
+
+    /// A read buffer of [`BUFFER`] bytes, from the pool or new.
+    pub(crate) fn buffer(&mut self) -> Vec<u8> {
+        self.pool.pop().unwrap_or_else(|| vec![0; BUFFER])
+    }
+
+    /// Keeps `storage` for reuse if it is a read buffer's size and the pool has room; frees it
+    /// otherwise.
+    pub(crate) fn recycle(&mut self, mut storage: Vec<u8>) {
+        if storage.capacity() >= BUFFER && self.pool.len() < POOLED {
+            // Bytes past the old length are rewritten by the next read before they are read.
+            storage.resize(BUFFER, 0);
+            storage.truncate(BUFFER);
+            self.pool.push(storage);
         }
     }
 
@@ -276,6 +302,32 @@ impl<C: Encoder<[u8]>> Registry<C> {
     pub(crate) fn send(&mut self, id: ConnId, item: &[u8], bounded: bool) -> Result<(), SendError> {
         if self.queue(id, bounded, |codec, tail| codec.encode(item, tail))? {
             self.backed_up.push(id);
+        }
+        Ok(())
+    }
+
+    /// Queues `bytes` for `id`, its own reply (unbounded, as [`send`](Self::send) with `bounded`
+    /// false): with a codec that frames bytes as they are, the buffer itself when nothing else waits.
+    pub(crate) fn send_vec(&mut self, id: ConnId, bytes: Vec<u8>) -> Result<(), SendError> {
+        let peer = self
+            .slab
+            .get_mut(id)
+            .filter(|p| !p.closed)
+            .ok_or(SendError::Closed)?;
+        if !peer.codec.verbatim() {
+            self.send(id, &bytes, false)?;
+            self.recycle(bytes);
+            return Ok(());
+        }
+        let n = bytes.len();
+        let spare = peer.output.append_owned(bytes);
+        if let Some(backlog) = &peer.backlog {
+            backlog.add(n);
+        }
+        self.queued_bytes += n;
+        self.mark_dirty(id);
+        if let Some(spare) = spare {
+            self.recycle(spare);
         }
         Ok(())
     }
