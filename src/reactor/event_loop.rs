@@ -104,7 +104,13 @@ where
         let (served, summary) = match leader {
             Ok(mut event_loop) => {
                 let served = event_loop.run();
-                (served, event_loop.shut_down_leader(&mut others))
+                let summary = event_loop.shut_down_leader(&mut others);
+                // Another loop's failure is the run's, as the only loop's would be.
+                let served = match event_loop.failed.take() {
+                    Some(e) => served.and(Err(e)),
+                    None => served,
+                };
+                (served, summary)
             }
             Err(e) => {
                 // The loops that started end with the run.
@@ -130,6 +136,7 @@ where
     T: Transport<Kind = Stream>,
     H: MessageHandler,
 {
+    let stop = shared.shutdown().clone();
     let role: Role<'_, T, H> = Role::Other { handler, shared };
     let result =
         EventLoop::new(options, role, Some((mesh.clone(), shard))).and_then(|mut event_loop| {
@@ -138,8 +145,10 @@ where
             served.map(|()| drained)
         });
     if result.is_err() {
-        // One loop failing ends the run, as the only loop's failure would.
+        // One loop failing ends the run, as the only loop's failure would: the others drain, and
+        // `serve_forever` returns the error.
         mesh.close(shard);
+        stop.shutdown();
     }
     result
 }
@@ -190,6 +199,8 @@ struct EventLoop<'c, T, H: MessageHandler> {
     published: (u64, u64),
     /// Connections handed to this loop after its drain began.
     adopted_while_draining: usize,
+    /// How another loop failed, once the first loop has joined them.
+    failed: Option<io::Error>,
     epoll: Epoll,
     events: Vec<epoll::Event>,
     /// Idle deadlines (the read timeout).
@@ -251,6 +262,7 @@ where
             inbox: Vec::new(),
             published: (0, 0),
             adopted_while_draining: 0,
+            failed: None,
             timers: IdleTimers::new(opts.read_timeout),
             write_timers: IdleTimers::new(opts.write_timeout),
             epoll,
@@ -303,6 +315,9 @@ where
                         epoll::readiness(&event),
                     ),
                 }
+                // Mail first: the other loops start on their share (a broadcast's other half, a
+                // connection handed over) while this one writes its own.
+                self.post_mail();
                 self.settle();
             }
             let now = Instant::now();
@@ -685,7 +700,7 @@ where
                 drained.finished += theirs.finished;
                 drained.cut += theirs.cut;
             }
-            Err(e) => log::error!("an event loop failed: {e}"),
+            Err(e) => self.failed = Some(e),
         }
         self.publish_figures();
         Some(self.core.as_mut()?.finish(drained))
