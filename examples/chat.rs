@@ -62,6 +62,10 @@ struct Args {
     /// Seconds a client may stay silent (neither sending nor receiving) before it is disconnected.
     #[arg(long, default_value_t = 600)]
     idle_timeout: u64,
+    /// Milliseconds a client's relayed lines may wait for more to be written with them (fewer,
+    /// larger writes in a busy room); 0 writes each at once.
+    #[arg(long, default_value_t = 0)]
+    coalesce_ms: u64,
     /// Event loops (threads) serving the clients; default: one per CPU.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     loops: Option<u16>,
@@ -238,7 +242,9 @@ impl MessageHandler for Chat {
 fn main() -> anyhow::Result<()> {
     common::init_logging();
     let args: Args = common::parse_args();
-    let mut reactor = Reactor::new().write_buffer_limit(args.write_buffer);
+    let mut reactor = Reactor::new()
+        .write_buffer_limit(args.write_buffer)
+        .coalesce(Duration::from_millis(args.coalesce_ms));
     if let Some(loops) = args.loops {
         reactor = reactor.threads(usize::from(loops));
     }

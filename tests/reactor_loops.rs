@@ -405,3 +405,24 @@ fn the_connection_cap_counts_every_loop() {
     assert_eq!(lines.next().unwrap().unwrap(), "3");
     serving.finish();
 }
+
+#[test]
+fn coalesced_output_never_waits_on_an_idle_loop() {
+    // Same loop and across loops. A minute-long bound: a line waiting for it would fail the read.
+    for threads in [1, 2] {
+        let serving = serve(
+            Reactor::new()
+                .threads(threads)
+                .coalesce(Duration::from_secs(60)),
+        );
+        let mut members = join(&serving, 2);
+        let (mut a, mut b) = (members.remove(0), members.remove(0));
+        for i in 0..20 {
+            a.say(&format!("all line {i}"));
+            assert_eq!(b.line(), format!("line {i}"), "{threads} loop(s)");
+        }
+        // And a reply is never held back.
+        assert_eq!(b.ask("count"), "2");
+        serving.finish();
+    }
+}

@@ -50,6 +50,8 @@ pub(crate) struct LoopOptions {
     pub(crate) write_buffer_limit: usize,
     /// How many loops, each on a thread of its own.
     pub(crate) threads: usize,
+    /// How long others' output may wait for more to join it.
+    pub(crate) coalesce: std::time::Duration,
 }
 
 /// Serves `core` until shutdown, then drains; returns how serving ended and, once the loops have
@@ -255,8 +257,10 @@ where
             epoll.add(mesh.wake_fd(*shard).as_raw_fd(), READABLE, MAIL)?;
         }
         let opts = shared.env.stream.clone();
+        let mut engine = Engine::new(handler, shared, options.write_buffer_limit, mesh.clone());
+        engine.conns.coalesce = options.coalesce;
         Ok(EventLoop {
-            engine: Engine::new(handler, shared, options.write_buffer_limit, mesh.clone()),
+            engine,
             mesh: mesh.map(|(mesh, _)| mesh),
             shard,
             inbox: Vec::new(),
@@ -298,12 +302,13 @@ where
                 self.layer_deadlines.peek().map(|Reverse((at, _))| *at),
                 self.backoff_until,
                 self.core.as_ref().and_then(|core| core.heartbeat_at()),
+                self.engine.conns.deferred_until(),
             ]
             .into_iter()
             .flatten()
             .min();
             let timeout = wake_at.map(|t| t.saturating_duration_since(Instant::now()));
-            self.epoll.wait(&mut self.events, timeout)?;
+            self.wait(timeout)?;
             for i in 0..self.events.len() {
                 let event = self.events[i];
                 match epoll::token(&event) {
@@ -322,6 +327,9 @@ where
             }
             let now = Instant::now();
             self.expire(now);
+            if self.engine.conns.deferred_until().is_some_and(|t| t <= now) {
+                self.engine.conns.release_deferred();
+            }
             self.settle();
             self.post_mail();
             self.publish_figures();
@@ -334,6 +342,22 @@ where
             }
         }
         Ok(())
+    }
+
+    /// Waits for events, for at most `timeout`. Output waiting for company
+    /// ([`Reactor::coalesce`](crate::Reactor::coalesce)) waits only while there is other work:
+    /// when nothing is ready, it is written before the loop sleeps.
+    fn wait(&mut self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+        if self.engine.conns.deferred_until().is_some() {
+            self.epoll
+                .wait(&mut self.events, Some(std::time::Duration::ZERO))?;
+            if !self.events.is_empty() {
+                return Ok(());
+            }
+            self.engine.conns.release_deferred();
+            self.settle();
+        }
+        self.epoll.wait(&mut self.events, timeout)
     }
 
     /// Carries out the mail other loops sent this one.
@@ -716,6 +740,9 @@ where
         let force = shared.shutdown().force_fd();
         let watching_force = self.epoll.add(force.as_raw_fd(), READABLE, FORCE).is_ok();
         let in_flight = self.engine.conns.slab.len();
+        // Nothing waits for more company once draining: everything queued goes out now.
+        self.engine.conns.coalesce = std::time::Duration::ZERO;
+        self.engine.conns.release_deferred();
         self.close_at_boundaries();
         self.post_mail();
         let deadline = shared.drain_deadline();

@@ -74,6 +74,8 @@ pub(crate) struct Peer<C> {
     pub(crate) closed: bool,
     /// Listed for a flush in the loop's pending work.
     pub(crate) dirty: bool,
+    /// Listed for a flush once the coalescing delay is over.
+    pub(crate) deferred: bool,
     /// A layer took over the stream with bytes already read: the loop reads again at once.
     pub(crate) reread: bool,
     /// A layer under the connection holds bytes of earlier writes its socket did not take yet (TLS
@@ -120,6 +122,7 @@ impl<C> Peer<C> {
             close_at_boundary: false,
             closed: false,
             dirty: false,
+            deferred: false,
             reread: false,
             io_pending: false,
             last_active: now,

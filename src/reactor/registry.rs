@@ -106,6 +106,12 @@ pub(crate) struct Registry<C> {
     /// Read buffers between uses: a chunk read into one can travel to the handler and back out
     /// through the output queue without being copied or allocated again.
     pool: Vec<Vec<u8>>,
+    /// How long output that other connections queued may wait for more to join it
+    /// ([`Reactor::coalesce`](crate::Reactor::coalesce)); zero: written at once.
+    pub(crate) coalesce: std::time::Duration,
+    /// Connections whose output waits to be written with more, and since when the first has.
+    pub(crate) deferred: Vec<ConnId>,
+    pub(crate) deferred_since: Option<std::time::Instant>,
 }
 
 /// The size of a read buffer: how much one read takes from one connection per turn, large enough for
@@ -129,6 +135,9 @@ impl<C> Registry<C> {
             mesh,
             outbox: Outbox::default(),
             pool: Vec::new(),
+            coalesce: std::time::Duration::ZERO,
+            deferred: Vec::new(),
+            deferred_since: None,
             slab: Slab::new(shard),
             dirty: Vec::new(),
             doomed: Vec::new(),
@@ -147,6 +156,44 @@ impl<C> Registry<C> {
         {
             peer.dirty = true;
             self.dirty.push(id);
+        }
+    }
+
+    /// Lists `id` for a flush once the coalescing delay is over (at once without one, or when its
+    /// queue is already a quarter of the limit): what another connection sent it waits for more to
+    /// be written with.
+    fn mark_for_others(&mut self, id: ConnId) {
+        if self.coalesce.is_zero() {
+            self.mark_dirty(id);
+            return;
+        }
+        let limit = self.limit;
+        let Some(peer) = self.slab.get_mut(id) else {
+            return;
+        };
+        if peer.output.len() >= limit / 4 {
+            self.mark_dirty(id);
+        } else if !peer.deferred && !peer.dirty {
+            peer.deferred = true;
+            self.deferred.push(id);
+            self.deferred_since
+                .get_or_insert_with(std::time::Instant::now);
+        }
+    }
+
+    /// When the coalescing delay of the waiting output ends, if any waits.
+    pub(crate) fn deferred_until(&self) -> Option<std::time::Instant> {
+        self.deferred_since.map(|since| since + self.coalesce)
+    }
+
+    /// Lists every connection whose output waits for a flush now.
+    pub(crate) fn release_deferred(&mut self) {
+        self.deferred_since = None;
+        for id in std::mem::take(&mut self.deferred) {
+            if let Some(peer) = self.slab.get_mut(id) {
+                peer.deferred = false;
+            }
+            self.mark_dirty(id);
         }
     }
 
@@ -250,7 +297,7 @@ impl<C> Registry<C> {
         };
         peer.output.tail().extend_from_slice(bytes);
         self.queued_bytes += bytes.len();
-        self.mark_dirty(to);
+        self.mark_for_others(to);
     }
 }
 
@@ -291,7 +338,11 @@ impl<C> Registry<C> {
         if let Some(backlog) = &peer.backlog {
             backlog.add(after - before);
         }
-        self.mark_dirty(id);
+        if bounded {
+            self.mark_for_others(id);
+        } else {
+            self.mark_dirty(id);
+        }
         Ok(bounded && after > limit / 2)
     }
 }
@@ -424,5 +475,60 @@ impl<C: Encoder<[u8]>> Registry<C> {
             }
         }
         Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::Addr;
+    use crate::framing::Lines;
+    use crate::reactor::peer::Peer;
+    use crate::serving::Ticket;
+    use crate::testing::MockConn;
+
+    fn registry(coalesce: std::time::Duration) -> (Registry<Lines>, ConnId, ConnId) {
+        let mut r = Registry::new(1000, ShutdownHandle::new().unwrap(), None);
+        r.coalesce = coalesce;
+        let addr = Addr::Inet(std::net::SocketAddr::from(([127, 0, 0, 1], 1)));
+        let mut add = |r: &mut Registry<Lines>| {
+            let io: Arc<dyn crate::transport::Duplex> = Arc::new(MockConn::new());
+            r.slab.insert_with(|_| {
+                Peer::new(
+                    io,
+                    addr.clone(),
+                    Vec::new(),
+                    Ticket::unlimited(),
+                    Lines::new(),
+                )
+            })
+        };
+        let (a, b) = (add(&mut r), add(&mut r));
+        (r, a, b)
+    }
+
+    #[test]
+    fn output_from_others_waits_with_a_coalescing_delay_and_replies_do_not() {
+        let (mut r, a, b) = registry(std::time::Duration::from_millis(5));
+        r.send_to(a, b, b"for b").unwrap();
+        assert!(r.dirty.is_empty(), "waits for company");
+        assert_eq!(r.deferred, [b]);
+        assert!(r.deferred_until().is_some());
+        r.send(a, b"a reply", false).unwrap();
+        assert_eq!(r.dirty, [a], "a reply goes out at once");
+        // A queue at a quarter of the bound goes out at once too.
+        r.send_to(a, b, &[b'x'; 300]).unwrap();
+        assert_eq!(r.dirty, [a, b]);
+        r.release_deferred();
+        assert!(r.deferred.is_empty() && r.deferred_until().is_none());
+        assert_eq!(r.dirty, [a, b], "listed once");
+    }
+
+    #[test]
+    fn without_a_delay_output_from_others_goes_out_at_once() {
+        let (mut r, a, b) = registry(std::time::Duration::ZERO);
+        r.send_to(a, b, b"for b").unwrap();
+        assert_eq!(r.dirty, [b]);
+        assert!(r.deferred_until().is_none());
     }
 }
