@@ -491,7 +491,7 @@ mod tests {
         let mut r = Registry::new(1000, ShutdownHandle::new().unwrap(), None);
         r.coalesce = coalesce;
         let addr = Addr::Inet(std::net::SocketAddr::from(([127, 0, 0, 1], 1)));
-        let mut add = |r: &mut Registry<Lines>| {
+        let add = |r: &mut Registry<Lines>| {
             let io: Arc<dyn crate::transport::Duplex> = Arc::new(MockConn::new());
             r.slab.insert_with(|_| {
                 Peer::new(
