@@ -65,12 +65,9 @@ LOGS=$RESULTS/logs/tls
 
 export PYTHONDONTWRITEBYTECODE=1
 
-say() { printf '==> %s\n' "$*" >&2; }
-warn() { printf 'warning: %s\n' "$*" >&2; }
-die() {
-    printf 'error: %s\n' "$*" >&2
-    exit 1
-}
+# say, warn, die, json_escape and the server helpers: bench/lib.sh.
+# shellcheck source=bench/lib.sh
+source "$BENCH/lib.sh"
 
 # ------------------------------------------------------------- tools -------
 say "checking tools"
@@ -117,13 +114,6 @@ rm -f "$LOGS"/*.out "$LOGS"/*.err "$LOGS"/*.log 2>/dev/null || true
 : >"$JSONL"
 
 # ------------------------------------------------------------ helpers ------
-json_escape() {
-    local s
-    s=$(printf '%s' "$1" | tr -d '\000-\010\013-\037' | tr '\n\t' '  ')
-    s=${s//\\/\\\\}
-    printf '%s' "${s//\"/\\\"}"
-}
-
 # record_status TARGET CASE ROUND STATUS REASON
 record_status() {
     printf '{"target":"%s","case":"%s","round":%s,"status":"%s","reason":"%s","pinned":"%s"}\n' \
@@ -166,111 +156,6 @@ loadgen_args() {
     hs-*) LG_ARGS=(--size "$RR_SIZE" --duration "$DURATION" handshakes --workers "${1#hs-}" --quickack) ;;
     *) die "unknown case $1 (rr-N, hs-N, hs-N-stock)" ;;
     esac
-}
-
-# alive PID: true while PID exists and is not a zombie.
-alive() {
-    local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [[ ${stat:0:1} != Z ]]
-}
-
-# cpu_ticks PID: utime + stime of the process (all its threads, live and exited), in clock ticks.
-cpu_ticks() {
-    local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
-    stat=${stat##*) }
-    # After "comm)": field 3 is the state; utime and stime are fields 14 and 15, so 12 and 13 here.
-    awk '{ print $12 + $13 }' <<<"$stat"
-}
-
-# descendants PID: "pid:starttime" of every descendant (to kill leftovers safely).
-descendants() {
-    local queue=("$1") out=() p c st guard=0
-    while ((${#queue[@]} > 0 && guard < 100000)); do
-        p=${queue[0]}
-        queue=("${queue[@]:1}")
-        guard=$((guard + 1))
-        for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do
-            st=$(cut -d' ' -f22 "/proc/$c/stat" 2>/dev/null || true)
-            out+=("$c:$st")
-            queue+=("$c")
-        done
-    done
-    printf '%s\n' "${out[@]}"
-}
-
-SERVER_PID="" SERVER_ADDR="" SERVER_EXIT="" SERVER_NOTE=""
-
-# start_server LOG CMD...: starts the (pinned) server and waits for its "listening on ADDR" line.
-# Returns 0 (SERVER_PID/SERVER_ADDR set), 2 if the server refused its arguments (exit 2), 1 otherwise.
-start_server() {
-    local log=$1 line="" i
-    shift
-    SERVER_ADDR="" SERVER_EXIT=""
-    : >"$log.out"
-    "${SERVER_PIN[@]}" "$@" >"$log.out" 2>"$log.err" </dev/null &
-    SERVER_PID=$!
-    for ((i = 0; i < START_TIMEOUT * 20; i++)); do
-        if IFS= read -r line <"$log.out" && [[ $line =~ ^listening\ on\ (.+)$ ]]; then
-            SERVER_ADDR=${BASH_REMATCH[1]}
-            return 0
-        fi
-        if ! alive "$SERVER_PID"; then
-            SERVER_EXIT=0
-            wait "$SERVER_PID" || SERVER_EXIT=$?
-            SERVER_PID=""
-            [[ $SERVER_EXIT == 2 ]] && return 2
-            return 1
-        fi
-        sleep 0.05
-    done
-    stop_server
-    SERVER_EXIT="no 'listening on' line within ${START_TIMEOUT}s"
-    return 1
-}
-
-# stop_server: SIGTERM to the PID we started, wait up to STOP_TIMEOUT, then SIGKILL; reap it, and kill
-# exactly the descendants recorded before the SIGTERM that outlived it. Sets SERVER_EXIT, SERVER_NOTE.
-stop_server() {
-    local pid=$SERVER_PID kids entry k st i left
-    SERVER_NOTE=""
-    [[ -n $pid ]] || return 0
-    kids=$(descendants "$pid")
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < STOP_TIMEOUT * 20; i++)); do
-        alive "$pid" || break
-        sleep 0.05
-    done
-    if alive "$pid"; then
-        SERVER_NOTE="did not exit within ${STOP_TIMEOUT}s of SIGTERM; killed"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    SERVER_EXIT=0
-    wait "$pid" 2>/dev/null || SERVER_EXIT=$?
-    if [[ -z $SERVER_NOTE && $SERVER_EXIT != 0 ]]; then
-        SERVER_NOTE="exit status $SERVER_EXIT after SIGTERM (contract: 0)"
-    fi
-    for ((i = 0; i < 20; i++)); do
-        left=0
-        for entry in $kids; do
-            k=${entry%%:*}
-            st=$(cut -d' ' -f22 "/proc/$k/stat" 2>/dev/null || true)
-            [[ -n $st && $st == "${entry#*:}" ]] && alive "$k" && left=$((left + 1))
-        done
-        ((left == 0)) && break
-        sleep 0.05
-    done
-    for entry in $kids; do
-        k=${entry%%:*}
-        st=$(cut -d' ' -f22 "/proc/$k/stat" 2>/dev/null || true)
-        if [[ -n $st && $st == "${entry#*:}" ]] && alive "$k"; then
-            kill -KILL "$k" 2>/dev/null || true
-            SERVER_NOTE="${SERVER_NOTE:+$SERVER_NOTE; }killed leftover child $k"
-        fi
-    done
-    SERVER_PID=""
 }
 
 cleanup() {

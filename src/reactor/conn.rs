@@ -4,7 +4,8 @@
 use std::fmt;
 
 use super::id::ConnId;
-use super::registry::{Broadcast, Registry, SendError};
+use super::registry::Registry;
+use super::send::{Broadcast, SendError};
 use crate::addr::Addr;
 use crate::framing::{Encoder, FrameError};
 use crate::shutdown::ShutdownHandle;

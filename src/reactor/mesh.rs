@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use parking_lot::{Mutex, RwLock};
 
 use super::id::ConnId;
-use super::registry::SendError;
+use super::send::SendError;
 use crate::addr::Addr;
 use crate::serving::Admitted;
 use crate::sys::EventFd;

@@ -11,6 +11,7 @@
 //! - `engine` — what happens between socket and handler: layers, decoding, callbacks, pacing senders,
 //!   closing; shared with the test driver.
 //! - `registry` — the open connections and the work handler callbacks leave for the loop.
+//! - `send` — what sending can fail with, and what a broadcast did.
 //! - `peer` — one connection's state; `output` — its bounded, lazily allocated send queue.
 //! - `slab` — generation-checked storage, so stale ids and events never hit a reused slot.
 //! - `timers` — idle deadlines, checked lazily so activity costs nothing.
@@ -28,10 +29,11 @@ mod message;
 mod output;
 mod peer;
 mod registry;
+mod send;
 mod slab;
 mod timers;
 
 pub use conn::Conn;
 pub use id::ConnId;
 pub use message::MessageHandler;
-pub use registry::{Broadcast, SendError};
+pub use send::{Broadcast, SendError};
