@@ -16,7 +16,7 @@ import sys
 
 OURS = ["ours:threading", "ours:pool", "ours:reactor"]
 BASELINES = ["tokio-rustls", "python"]
-REACTOR_NA = "n/a: TLS under Reactor not implemented yet"
+REACTOR_NA = "n/a: the Reactor was not run in this report"
 
 
 def rate_of(row):

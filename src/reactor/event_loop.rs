@@ -82,7 +82,11 @@ where
     };
     let handler = core.handler().clone();
     let shared = core.shared().clone();
+    let stop = shared.shutdown().clone();
     std::thread::scope(|scope| {
+        // A panic in this loop (not a handler's: those are caught) must not leave the scope waiting
+        // forever for the other loops: they are told to stop as it unwinds.
+        let _stop_the_others = StopOnUnwind(&stop);
         let mut others = Vec::with_capacity(mesh.loops() - 1);
         let mut started = Ok(());
         for shard in 1..mesh.loops() as u16 {
@@ -123,6 +127,17 @@ where
         };
         (served, summary)
     })
+}
+
+/// Asks the server to stop if it is dropped while its thread unwinds from a panic.
+struct StopOnUnwind<'a>(&'a crate::ShutdownHandle);
+
+impl Drop for StopOnUnwind<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.shutdown();
+        }
+    }
 }
 
 /// Runs loop `shard` (not the first) on this thread: serves what it is given until shutdown, then
