@@ -3,8 +3,8 @@
 use super::Conn;
 use crate::framing::{Decoder, Encoder};
 
-/// Serves the messages of many connections from one event-loop thread: the handler of the
-/// [`Reactor`](crate::Reactor) strategy.
+/// Serves the messages of many connections from event-loop threads (one per CPU by default): the
+/// handler of the [`Reactor`](crate::Reactor) strategy.
 ///
 /// Where a [`StreamHandler`](crate::StreamHandler) owns its connection and blocks reading it, a message
 /// handler is *called*: once when a connection opens, once per complete message (a frame cut from the

@@ -174,7 +174,7 @@ pub(crate) enum Shape {
     Threads,
     /// Child processes (`Forking`, `PreFork`).
     Processes,
-    /// One event loop (`Reactor`).
+    /// Event loops (`Reactor`).
     EventLoop,
 }
 
