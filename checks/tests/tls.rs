@@ -9,7 +9,7 @@ mod common;
 
 use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use common::pki::{self, Pki};
@@ -145,6 +145,21 @@ impl Drop for Running {
     }
 }
 
+/// The tests that measure the whole process (its descriptors and memory) run alone; the others run
+/// side by side, as libtest likes. Without this, one test's connections and buffers count in
+/// another's figures.
+static ALONE: RwLock<()> = RwLock::new(());
+
+/// For a test that does not measure the process: runs beside the others, never beside a measuring one.
+fn side_by_side_with_others() -> RwLockReadGuard<'static, ()> {
+    ALONE.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// For a test that measures the process: runs with no other test.
+fn alone() -> RwLockWriteGuard<'static, ()> {
+    ALONE.write().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn tls_for(pki: &Pki) -> Tls {
     let cert = pki.server("localhost", &["localhost"]);
     Tls::builder()
@@ -194,21 +209,25 @@ fn side_by_side<C: Concurrency<Tcp, Handler> + Send + 'static>(make: impl Fn() -
 
 #[test]
 fn the_same_handler_is_served_plain_and_over_tls_under_sequential() {
+    let _others = side_by_side_with_others();
     side_by_side(Sequential::new);
 }
 
 #[test]
 fn the_same_handler_is_served_plain_and_over_tls_under_threading() {
+    let _others = side_by_side_with_others();
     side_by_side(Threading::new);
 }
 
 #[test]
 fn the_same_handler_is_served_plain_and_over_tls_under_pool() {
+    let _others = side_by_side_with_others();
     side_by_side(|| Pool::new(4));
 }
 
 #[test]
 fn sni_picks_the_certificate_and_an_unknown_name_gets_the_default() {
+    let _others = side_by_side_with_others();
     let pki = Pki::new();
     let a = pki.server("a", &["a.test"]);
     let b = pki.server("b", &["b.test"]);
@@ -235,6 +254,7 @@ fn sni_picks_the_certificate_and_an_unknown_name_gets_the_default() {
 
 #[test]
 fn alpn_picks_the_servers_preference_among_the_clients_offers() {
+    let _others = side_by_side_with_others();
     let pki = Pki::new();
     let cert = pki.server("localhost", &["localhost"]);
     let tls = Tls::builder()
@@ -271,6 +291,7 @@ fn alpn_picks_the_servers_preference_among_the_clients_offers() {
 
 #[test]
 fn mutual_tls_required_refuses_a_client_without_a_certificate() {
+    let _others = side_by_side_with_others();
     let pki = Pki::new();
     let cert = pki.server("localhost", &["localhost"]);
     let tls = Tls::builder()
@@ -310,6 +331,7 @@ fn mutual_tls_required_refuses_a_client_without_a_certificate() {
 
 #[test]
 fn mutual_tls_optional_serves_a_client_without_a_certificate() {
+    let _others = side_by_side_with_others();
     let pki = Pki::new();
     let cert = pki.server("localhost", &["localhost"]);
     let tls = Tls::builder()
@@ -339,6 +361,7 @@ fn mutual_tls_optional_serves_a_client_without_a_certificate() {
 
 #[test]
 fn reload_serves_new_connections_the_new_certificate_and_keeps_open_ones() {
+    let _others = side_by_side_with_others();
     let pki = Pki::new();
     let first = pki.server("first", &["localhost"]);
     let live_chain = pki.dir.path().join("live.pem");
@@ -375,6 +398,7 @@ fn reload_serves_new_connections_the_new_certificate_and_keeps_open_ones() {
 
 #[test]
 fn a_silent_client_is_closed_at_the_handshake_deadline_and_others_are_served() {
+    let _others = side_by_side_with_others();
     let pki = Pki::new();
     let server = Running::start(Threading::new(), Some(tls_for(&pki)));
     let silent = TcpStream::connect(server.addr).unwrap();
@@ -400,6 +424,7 @@ fn a_silent_client_is_closed_at_the_handshake_deadline_and_others_are_served() {
 
 #[test]
 fn a_plain_text_client_gets_a_clean_close_and_an_error_naming_tls() {
+    let _others = side_by_side_with_others();
     let pki = Pki::new();
     let server = Running::start(Threading::new(), Some(tls_for(&pki)));
     let plain = TcpStream::connect(server.addr).unwrap();
@@ -422,6 +447,7 @@ fn a_plain_text_client_gets_a_clean_close_and_an_error_naming_tls() {
 
 #[test]
 fn a_truncated_close_is_reported_and_close_notify_is_sent_at_the_end() {
+    let _others = side_by_side_with_others();
     let pki = Pki::new();
     let server = Running::start(Threading::new(), Some(tls_for(&pki)));
     let config = pki.client_config(&[], None);
@@ -450,6 +476,7 @@ fn a_truncated_close_is_reported_and_close_notify_is_sent_at_the_end() {
 
 #[test]
 fn a_thousand_handshakes_leave_descriptors_and_memory_flat() {
+    let _alone = alone();
     let pki = Pki::new();
     let server = Running::start(Threading::new(), Some(tls_for(&pki)));
     thousand_handshakes(&server, &pki);
@@ -485,6 +512,7 @@ fn thousand_handshakes(server: &Running, pki: &Pki) {
 
 #[test]
 fn a_proxy_protocol_header_comes_before_the_handshake_whichever_was_configured_first() {
+    let _others = side_by_side_with_others();
     let pki = Pki::new();
     // `tls` first, then `proxy_protocol`: the header is still read first.
     let server = Running::start_with(Threading::new(), Some(tls_for(&pki)), |server| {
@@ -551,6 +579,7 @@ fn reactor(tls: Option<Tls>) -> Running {
 
 #[test]
 fn the_reactor_serves_the_same_handler_plain_and_over_tls() {
+    let _others = side_by_side_with_others();
     let pki = Pki::new();
     let plain = reactor(None);
     let tls = reactor(Some(tls_for(&pki)));
@@ -589,6 +618,7 @@ fn the_reactor_serves_the_same_handler_plain_and_over_tls() {
 
 #[test]
 fn the_reactor_cuts_a_silent_handshake_and_refuses_plain_text_and_serves_the_others() {
+    let _others = side_by_side_with_others();
     let pki = Pki::new();
     let server = reactor(Some(tls_for(&pki)));
     let silent = TcpStream::connect(server.addr).unwrap();
@@ -621,6 +651,7 @@ fn the_reactor_cuts_a_silent_handshake_and_refuses_plain_text_and_serves_the_oth
 
 #[test]
 fn the_reactor_does_a_thousand_handshakes_with_descriptors_and_memory_flat() {
+    let _alone = alone();
     let pki = Pki::new();
     let server = reactor(Some(tls_for(&pki)));
     thousand_handshakes(&server, &pki);
@@ -629,6 +660,7 @@ fn the_reactor_does_a_thousand_handshakes_with_descriptors_and_memory_flat() {
 
 #[test]
 fn the_reactor_reads_a_proxy_header_then_the_handshake() {
+    let _others = side_by_side_with_others();
     let pki = Pki::new();
     let server = Server::new(Reactor::new(), Tcp::bind("127.0.0.1:0").unwrap(), LineEcho)
         .unwrap()
@@ -662,6 +694,7 @@ fn the_reactor_reads_a_proxy_header_then_the_handshake() {
 /// once, under a blocking strategy and the Reactor.
 #[test]
 fn a_megabyte_each_way_arrives_whole() {
+    let _others = side_by_side_with_others();
     let pki = Pki::new();
     let config = pki.client_config(&[], None);
     let line = format!("{}\n", "y".repeat(1 << 20));
@@ -687,6 +720,7 @@ fn a_megabyte_each_way_arrives_whole() {
 /// TLS over a Unix stream socket: the layer sits on any stream transport.
 #[test]
 fn tls_is_served_over_a_unix_stream_socket() {
+    let _others = side_by_side_with_others();
     let pki = Pki::new();
     let path = pki.dir.path().join("tls.sock");
     let mut server = Server::new(
