@@ -188,7 +188,7 @@ pub trait Encoder<Item: ?Sized> {
 
     /// Whether [`encode`](Self::encode) appends the item's own bytes, unframed
     /// ([`RawBytes`]): then an owned buffer can be sent as it is, without a copy
-    /// ([`Conn::send_vec`](crate::reactor::Conn::send_vec)). `false` unless a codec says so.
+    /// (the event loop's `Conn::send_vec`). `false` unless a codec says so.
     ///
     /// # Examples
     ///

@@ -130,7 +130,7 @@ where
 }
 
 /// Asks the server to stop if it is dropped while its thread unwinds from a panic.
-struct StopOnUnwind<'a>(&'a crate::ShutdownHandle);
+struct StopOnUnwind<'a>(&'a crate::shutdown::ShutdownHandle);
 
 impl Drop for StopOnUnwind<'_> {
     fn drop(&mut self) {

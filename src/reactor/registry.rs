@@ -422,14 +422,40 @@ mod tests {
     use crate::framing::Lines;
     use crate::reactor::peer::Peer;
     use crate::serving::Ticket;
-    use crate::testing::MockConn;
+    use crate::transport::Duplex;
+    use std::os::fd::{AsFd, BorrowedFd};
+
+    /// A connection these tests never read or write: the registry only queues for it.
+    #[derive(Debug)]
+    struct Unused(std::fs::File);
+
+    impl Duplex for Unused {
+        fn read(&self, _: &mut [u8]) -> std::io::Result<usize> {
+            Ok(0)
+        }
+        fn write(&self, buf: &[u8]) -> std::io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn shutdown(&self, _: std::net::Shutdown) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn set_read_timeout(&self, _: Option<std::time::Duration>) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn set_write_timeout(&self, _: Option<std::time::Duration>) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn fd(&self) -> BorrowedFd<'_> {
+            self.0.as_fd()
+        }
+    }
 
     fn registry(coalesce: std::time::Duration) -> (Registry<Lines>, ConnId, ConnId) {
         let mut r = Registry::new(1000, ShutdownHandle::new().unwrap(), None);
         r.coalesce = coalesce;
         let addr = Addr::Inet(std::net::SocketAddr::from(([127, 0, 0, 1], 1)));
         let add = |r: &mut Registry<Lines>| {
-            let io: Arc<dyn crate::transport::Duplex> = Arc::new(MockConn::new());
+            let io: Arc<dyn Duplex> = Arc::new(Unused(std::fs::File::open("/dev/null").unwrap()));
             r.slab.insert_with(|_| {
                 Peer::new(
                     io,
