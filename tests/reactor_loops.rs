@@ -25,7 +25,8 @@ use util::{Serving, TIMEOUT, eventually};
 /// - `kick N` → disconnects member N;
 /// - `count` → the connections open in all loops.
 ///
-/// Every member is greeted with `welcome #ID` once registered.
+/// Every member is greeted with `welcome #ID` once registered; members are numbered by when they
+/// joined, and one that leaves keeps its number.
 #[derive(Default)]
 struct Room {
     members: Mutex<Vec<ConnId>>,
@@ -104,10 +105,6 @@ impl MessageHandler for Room {
         };
         conn.send(reply.as_bytes())?;
         Ok(())
-    }
-    fn on_close(&self, conn: &mut Conn<'_, Lines>) {
-        // Left in place: members are numbered by when they joined.
-        let _ = conn;
     }
 }
 

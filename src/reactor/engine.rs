@@ -89,19 +89,13 @@ impl<H: MessageHandler> Engine<H> {
             }
         };
         let codec = self.handler.codec();
-        if let Some(mesh) = &self.conns.mesh {
-            let id = self.conns.slab.insert_with(|id| {
-                let mut peer = Peer::new(io, peer, layers, ticket, codec);
-                peer.backlog = Some(mesh.register(id, &peer.addr));
-                peer
-            });
-            return Some(id);
-        }
-        Some(
-            self.conns
-                .slab
-                .insert_with(|_| Peer::new(io, peer, layers, ticket, codec)),
-        )
+        let mesh = self.conns.mesh.as_deref();
+        Some(self.conns.slab.insert_with(|id| {
+            let mut peer = Peer::new(io, peer, layers, ticket, codec);
+            // Other loops may address it: they learn its address and share its backlog.
+            peer.backlog = mesh.map(|mesh| mesh.register(id, &peer.addr));
+            peer
+        }))
     }
 
     /// Carries out one piece of mail from another loop (all but [`Mail::Adopt`] and

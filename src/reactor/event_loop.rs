@@ -178,11 +178,7 @@ fn join_all(
     let mut failed = None;
     for handle in others.drain(..) {
         match handle.join() {
-            Ok(Ok(drained)) => {
-                total.in_flight += drained.in_flight;
-                total.finished += drained.finished;
-                total.cut += drained.cut;
-            }
+            Ok(Ok(drained)) => total += drained,
             Ok(Err(e)) => {
                 failed.get_or_insert(e);
             }
@@ -371,6 +367,8 @@ where
             }
             self.engine.conns.release_deferred();
             self.settle();
+            // Closing a connection runs `on_close`, which may have sent to other loops.
+            self.post_mail();
         }
         self.epoll.wait(&mut self.events, timeout)
     }
@@ -734,11 +732,7 @@ where
         }
         let mut drained = self.drain();
         match join_all(others) {
-            Ok(theirs) => {
-                drained.in_flight += theirs.in_flight;
-                drained.finished += theirs.finished;
-                drained.cut += theirs.cut;
-            }
+            Ok(theirs) => drained += theirs,
             Err(e) => self.failed = Some(e),
         }
         self.publish_figures();

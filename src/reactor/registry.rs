@@ -151,9 +151,8 @@ impl<C> Registry<C> {
     /// otherwise.
     pub(crate) fn recycle(&mut self, mut storage: Vec<u8>) {
         if storage.capacity() >= BUFFER && self.pool.len() < POOLED {
-            // Bytes past the old length are rewritten by the next read before they are read.
+            // A read buffer's length is its room for reading (a larger one keeps its capacity).
             storage.resize(BUFFER, 0);
-            storage.truncate(BUFFER);
             self.pool.push(storage);
         }
     }

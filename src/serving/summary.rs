@@ -66,3 +66,12 @@ pub(crate) struct Drained {
     /// Of those, how many were cut.
     pub(crate) cut: usize,
 }
+
+/// Drains that ran side by side (a `Reactor`'s loops) add up to the run's.
+impl std::ops::AddAssign for Drained {
+    fn add_assign(&mut self, other: Drained) {
+        self.in_flight += other.in_flight;
+        self.finished += other.finished;
+        self.cut += other.cut;
+    }
+}
