@@ -514,3 +514,85 @@ fn the_proxy_protocol_layer_runs_under_the_reactor() {
         "reported with the proxy's address: {reports:?}"
     );
 }
+
+/// Records which connection each chunk came from, and holds the loop on the chunk `x` until told to
+/// go on, so the test can fill two sockets while nothing reads them.
+struct Recorder {
+    chunks: Arc<Mutex<Vec<(u16, usize)>>>,
+    holding: Arc<AtomicUsize>,
+    go: Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl MessageHandler for Recorder {
+    type Codec = RawBytes;
+    fn codec(&self) -> RawBytes {
+        RawBytes
+    }
+    fn on_message(&self, conn: &mut Conn<'_, RawBytes>, bytes: Vec<u8>) -> anyhow::Result<()> {
+        if bytes == b"x" {
+            self.holding.store(1, Ordering::SeqCst);
+            self.go.lock().unwrap().recv_timeout(TIMEOUT)?;
+            return Ok(());
+        }
+        let port = conn.peer().as_inet().map_or(0, |a| a.port());
+        self.chunks.lock().unwrap().push((port, bytes.len()));
+        Ok(())
+    }
+}
+
+#[test]
+fn a_streaming_connection_is_read_in_a_burst_not_one_buffer_per_turn() {
+    use nix::sys::socket::{setsockopt, sockopt::RcvBuf};
+    const EACH: usize = 256 * 1024;
+    // Room in the server's receive queues for everything both clients send while the loop is held.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    setsockopt(&listener, RcvBuf, &(2 * EACH)).unwrap();
+    let chunks = Arc::new(Mutex::new(Vec::new()));
+    let holding = Arc::new(AtomicUsize::new(0));
+    let (go, wait) = std::sync::mpsc::channel();
+    let handler = Recorder {
+        chunks: chunks.clone(),
+        holding: holding.clone(),
+        go: Mutex::new(wait),
+    };
+    let server = Server::new(
+        Reactor::new().threads(1),
+        Tcp::from_listener(listener).unwrap(),
+        handler,
+    )
+    .unwrap();
+    let running = start(server);
+
+    let mut first = connect(running.addr);
+    let mut second = connect(running.addr);
+    first.write_all(b"x").unwrap();
+    assert!(
+        util::eventually(TIMEOUT, || holding.load(Ordering::SeqCst) == 1),
+        "the handler holds the loop"
+    );
+    let data = vec![7u8; EACH];
+    first.write_all(&data).unwrap();
+    second.write_all(&data).unwrap();
+    for client in [&first, &second] {
+        assert!(
+            util::eventually(TIMEOUT, || util::unread_by_server(client) == Some(EACH)),
+            "all {EACH} bytes wait in the server's receive queue"
+        );
+    }
+    go.send(()).unwrap();
+    let total = || chunks.lock().unwrap().iter().map(|c| c.1).sum::<usize>();
+    assert!(
+        util::eventually(TIMEOUT, || total() == 2 * EACH),
+        "everything arrives: {} of {} bytes",
+        total(),
+        2 * EACH
+    );
+    drop((first, second));
+    running.stop();
+
+    // Both sockets were full when the loop went on. Whichever it served first, it read that one to
+    // the end before it turned to the other: one run per connection, not a buffer from each in turn.
+    let chunks = chunks.lock().unwrap().clone();
+    let runs = chunks.windows(2).filter(|w| w[0].0 != w[1].0).count() + 1;
+    assert_eq!(runs, 2, "chunks by connection: {chunks:?}");
+}
