@@ -747,3 +747,169 @@ fn tls_is_served_over_a_unix_stream_socket() {
     stop.shutdown();
     assert_eq!(serving.join().unwrap().unwrap().requests, 1);
 }
+
+/// TLS records that arrive together: a read decrypts the first, and the rest stays in the TLS layer,
+/// where the socket no longer shows it. The loop reads on without waiting for readiness that would
+/// not come (before, the second line waited for the client's next bytes: a hang).
+#[test]
+fn the_reactor_reads_on_when_records_arrive_together() {
+    let _others = side_by_side_with_others();
+    let pki = Pki::new();
+    let tls = reactor(Some(tls_for(&pki)));
+    let config = pki.client_config(&[], None);
+    let mut client = pki::connect(tls.addr, "localhost", config).unwrap();
+    // Two records in one write: rustls takes ciphertext 4 KiB at a time, so the first read ends
+    // with the first line and most of the second record still unread in the layer.
+    let one = format!("{}\n", "a".repeat(3000));
+    let two = format!("{}\n", "b".repeat(5000));
+    client.conn.writer().write_all(one.as_bytes()).unwrap();
+    client.conn.writer().write_all(two.as_bytes()).unwrap();
+    while client.conn.wants_write() {
+        client.conn.write_tls(&mut client.sock).unwrap();
+    }
+    let mut reader = std::io::BufReader::new(&mut client);
+    for want in [&one, &two] {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(
+            line == *want,
+            "a line of {} bytes, not {}",
+            want.len(),
+            line.len()
+        );
+    }
+    drop(reader);
+    drop(client);
+    tls.finish();
+}
+
+/// Echoes lines; after answering `hold`, waits (bounded) for the server's drain to begin.
+fn echo_then_hold(req: &mut StreamRequest) -> anyhow::Result<()> {
+    loop {
+        req.idle();
+        let mut line = String::new();
+        if req.rfile.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        req.wfile.write_all(line.as_bytes())?;
+        if line == "hold\n" {
+            let server = req.server().clone();
+            let deadline = Instant::now() + TIMEOUT;
+            while !server.is_shutdown() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+/// A next request that came in the same TLS record as the last one is held by the TLS layer, not
+/// the socket: a drain that finds the handler between the two must serve it, as it does the same
+/// request waiting in a plain socket, not end the connection as idle (before, the request was read
+/// and dropped, and the client saw the end of stream without its answer).
+#[test]
+fn a_drain_serves_a_request_the_tls_layer_holds_as_it_does_one_in_the_socket() {
+    let _others = side_by_side_with_others();
+    let pki = Pki::new();
+    for tls in [None, Some(tls_for(&pki))] {
+        let over_tls = tls.is_some();
+        let server = Server::new(
+            Threading::new(),
+            Tcp::bind("127.0.0.1:0").unwrap(),
+            echo_then_hold as Handler,
+        )
+        .unwrap()
+        // `hold\n` fills the read buffer, so `next\n` stays where it came: in the socket or in rustls.
+        .stream_options(socketserver::StreamOptions {
+            rbufsize: 5,
+            ..Default::default()
+        });
+        let running = Running::serve(server, tls, |s| s);
+        let mut client: Box<dyn ReadWrite> = if over_tls {
+            let config = pki.client_config(&[], None);
+            Box::new(pki::connect(running.addr, "localhost", config).unwrap())
+        } else {
+            let conn = TcpStream::connect(running.addr).unwrap();
+            conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+            Box::new(conn)
+        };
+        // One write: one TLS record.
+        client.write_all(b"hold\nnext\n").unwrap();
+        client.flush().unwrap();
+        let mut reader = std::io::BufReader::new(client);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert_eq!(line, "hold\n");
+        running.stop.shutdown();
+        let mut rest = String::new();
+        reader.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "next\n", "over TLS: {over_tls}");
+        drop(reader);
+        running.finish();
+    }
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// Relays every line to every other connection.
+struct Relay;
+
+impl MessageHandler for Relay {
+    type Codec = Lines;
+    fn codec(&self) -> Lines {
+        Lines::with_max_line_len(64 * 1024)
+    }
+    fn on_message(&self, conn: &mut Conn<'_, Lines>, line: Vec<u8>) -> anyhow::Result<()> {
+        let me = conn.id();
+        conn.broadcast_except(me, &line);
+        Ok(())
+    }
+}
+
+/// Records that came together, when the first one's handling holds its sender back (it took a
+/// receiver on another loop past half its output bound): the rest waits in the TLS layer, and is
+/// read once the sender is let go — its socket will not report it again.
+#[test]
+fn the_reactor_reads_held_tls_input_once_a_held_back_sender_is_let_go() {
+    let _others = side_by_side_with_others();
+    let pki = Pki::new();
+    let reactor = Reactor::new().threads(2).write_buffer_limit(12 * 1024);
+    let server = Server::new(reactor, Tcp::bind("127.0.0.1:0").unwrap(), Relay).unwrap();
+    let running = Running::serve(server, Some(tls_for(&pki)), |s| s);
+    let config = pki.client_config(&[], None);
+    // Placed on the two loops in turn: the receiver on the first, the sender on the second.
+    let mut receiver = pki::connect(running.addr, "localhost", config.clone()).unwrap();
+    let mut sender = pki::connect(running.addr, "localhost", config).unwrap();
+    // Both connections open before the sender speaks: the receiver's line reaches the sender.
+    receiver.write_all(b"hello\n").unwrap();
+    receiver.flush().unwrap();
+    let mut hello = String::new();
+    std::io::BufReader::new(&mut sender)
+        .read_line(&mut hello)
+        .unwrap();
+    assert_eq!(hello, "hello\n");
+    // The first record ends just inside 8 KiB of ciphertext (rustls takes it 4 KiB at a time), so
+    // the read that completes it leaves most of the second in the layer. Relaying 8,150 bytes takes
+    // the receiver past half its 12 KiB bound: the sender is held back.
+    let one = format!("{}\n", "a".repeat(8149));
+    let two = format!("{}\n", "b".repeat(3000));
+    sender.conn.writer().write_all(one.as_bytes()).unwrap();
+    sender.conn.writer().write_all(two.as_bytes()).unwrap();
+    while sender.conn.wants_write() {
+        sender.conn.write_tls(&mut sender.sock).unwrap();
+    }
+    let mut reader = std::io::BufReader::new(&mut receiver);
+    for want in [&one, &two] {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(
+            line == *want,
+            "a line of {} bytes, not {}",
+            want.len(),
+            line.len()
+        );
+    }
+    drop(reader);
+    drop((receiver, sender));
+    running.finish();
+}

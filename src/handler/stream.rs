@@ -389,10 +389,12 @@ impl StreamRequest {
     /// # Ok::<(), socketserver::RequestError>(())
     /// ```
     pub fn idle(&mut self) {
-        if !self.rfile.buffer().is_empty() {
-            return; // the next request is here already
-        }
         let reader = self.rfile.get_ref();
+        // The next request is here already: in the buffer, or held by a layer (TLS records that came
+        // with the last one), where neither a drain nor a forked child's drain signal would see it.
+        if !self.rfile.buffer().is_empty() || reader.conn.holds_input() {
+            return;
+        }
         if reader.phase.set_idle() {
             if reader.phase.is_idle() {
                 // Between two requests (not before the first): a forked child's drain may close it.
@@ -721,7 +723,7 @@ impl Read for Reader {
         }
         // Between requests with the server draining, and nothing of a next request here: the
         // connection ends now (bytes already arriving are read: a request that came in just then).
-        if self.phase.closing() && !crate::sys::has_input(self.conn.fd()) && self.phase.shut() {
+        if self.phase.closing() && !crate::transport::has_input(&*self.conn) && self.phase.shut() {
             let _ = self.conn.shutdown(Shutdown::Write);
             return self.linger();
         }

@@ -9,7 +9,7 @@
 //!   not take yet stay in rustls and are reported by [`Duplex::flush_pending`], so the loop keeps
 //!   watching for writability.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
@@ -413,6 +413,24 @@ impl Duplex for TlsStream {
         let mut tls = self.tls.lock();
         self.flush_what_fits(&mut tls)?;
         Ok(tls.wants_write())
+    }
+
+    /// Ciphertext read and not yet handed to rustls, or plaintext rustls decrypted and no read took
+    /// (the peer's `close_notify` counts: a read returns its end of stream).
+    fn holds_input(&self) -> bool {
+        // A read in progress holds `received`, and returns what is held before it waits: nothing is
+        // left for another read.
+        let Some(received) = self.received.try_lock() else {
+            return false;
+        };
+        if received.start < received.end {
+            return true;
+        }
+        // A writer holds the session while the socket takes its records. Not knowing, say held: a
+        // drain then ends the connection at its next boundary rather than now.
+        self.tls.try_lock().is_none_or(|mut tls| {
+            !matches!(tls.reader().fill_buf(), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        })
     }
 
     fn shutdown(&self, how: Shutdown) -> io::Result<()> {

@@ -351,7 +351,7 @@ impl<H: MessageHandler> Engine<H> {
         // A new connection's first message is on its way (Go's `StateNew`); bytes waiting in the
         // socket are a message the loop has not read yet. Either closes at its next boundary.
         let between = peer.state != ConnState::New && peer.input.is_empty() && !peer.held;
-        if between && !crate::sys::has_input(peer.io.fd()) {
+        if between && !crate::transport::has_input(&*peer.io) {
             self.conns.close_gracefully(id);
         }
     }

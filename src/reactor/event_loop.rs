@@ -41,6 +41,9 @@ const READ_CHUNK: usize = super::registry::BUFFER;
 /// How many more full buffers one readiness report may read from a connection, each written out
 /// before the next is read: a stream keeps flowing (1 MiB at most) before the loop turns to the rest.
 const READ_BURST: usize = 15;
+/// How many times one readiness report reads a connection again because a layer holds input (each
+/// read decrypts at least one TLS record; a layer that held input forever must not hold the loop).
+const LAYER_REREADS: usize = 64;
 /// How many connections one listener wake-up accepts before serving the others again.
 const ACCEPT_BATCH: usize = 64;
 /// How many readiness reports one `epoll_wait` returns at most.
@@ -199,6 +202,14 @@ enum Role<'c, T, H> {
         handler: Arc<H>,
         shared: Arc<Shared>,
     },
+}
+
+/// How one read of a connection ended.
+enum Read {
+    /// A layer holds more input the socket will not report: read again now.
+    Again,
+    /// Done; `full`: the read filled its buffer, so more is likely waiting in the socket.
+    Done { full: bool },
 }
 
 struct EventLoop<'c, T, H: MessageHandler> {
@@ -594,12 +605,23 @@ where
             .is_some_and(|peer| peer.reading() && peer.output.is_empty() && !peer.io_pending)
     }
 
-    /// One read from `id`, handed to the engine: straight into its input buffer when that is free,
-    /// else into the loop's scratch buffer (a layer or a partial frame is in the way). Returns whether
-    /// the read filled its buffer, so more is likely waiting.
+    /// Reads from `id` once, and again at once while a layer holds input the socket will not report
+    /// again. Returns whether the last read filled its buffer, so more is likely waiting.
     fn read(&mut self, id: ConnId) -> bool {
+        for _ in 0..LAYER_REREADS {
+            match self.read_once(id) {
+                Read::Again => {}
+                Read::Done { full } => return full,
+            }
+        }
+        false
+    }
+
+    /// One read from `id`, handed to the engine: straight into its input buffer when that is free,
+    /// else into the loop's scratch buffer (a layer or a partial frame is in the way).
+    fn read_once(&mut self, id: ConnId) -> Read {
         let Some(peer) = self.engine.conns.slab.get_mut(id) else {
-            return false;
+            return Read::Done { full: false };
         };
         // A read may have advanced a layer with no bytes for the handler (a TLS handshake), and left
         // it records to send.
@@ -615,7 +637,7 @@ where
                     full = n == self.scratch.len();
                     (n, false)
                 }),
-                None => return false,
+                None => return Read::Done { full: false },
             },
         };
         match result {
@@ -645,11 +667,23 @@ where
         self.engine.trim_input(id);
         if layered {
             self.engine.conns.mark_dirty(id);
-            if self.engine.take_reread(id) {
-                return self.read(id);
+            // A layer that took over with bytes already read, or one holding input from this read
+            // (TLS records that came together, of which the read decrypted the first): the socket
+            // will not report that input again, so it is read now.
+            if self.engine.take_reread(id) || self.layer_holds_input(id) {
+                return Read::Again;
             }
         }
-        full
+        Read::Done { full }
+    }
+
+    /// Whether `id` is being read and a layer holds input for it that its socket no longer shows.
+    fn layer_holds_input(&self, id: ConnId) -> bool {
+        self.engine
+            .conns
+            .slab
+            .get(id)
+            .is_some_and(|peer| peer.reading() && peer.io.holds_input())
     }
 
     /// Carries out what the last callbacks and events left to do: flush dirty connections (updating
@@ -683,12 +717,18 @@ where
                     return;
                 };
                 if interest != peer.registered {
+                    let resumed = interest & READABLE != 0 && peer.registered & READABLE == 0;
                     match self.epoll.modify(peer.fd, interest, id.token()) {
                         Ok(()) => peer.registered = interest,
                         Err(e) => {
                             log::warn!("{e}");
                             self.engine.conns.abort(id);
                         }
+                    }
+                    // Reading resumes (its output drained, or a held-back sender was let go): input
+                    // a layer holds is not in the socket, and epoll will not report it.
+                    if resumed && self.layer_holds_input(id) {
+                        self.read(id);
                     }
                 }
             }

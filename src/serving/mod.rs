@@ -227,7 +227,7 @@ impl Cutter {
     pub(crate) fn close_if_idle(&self) {
         if let Some(phase) = &self.phase
             && phase.drain()
-            && !crate::sys::has_input(self.conn.fd())
+            && !crate::transport::has_input(&**phase.layered().unwrap_or(&self.conn))
             && phase.shut()
         {
             // Through the layers (TLS says `close_notify` before the end of stream).

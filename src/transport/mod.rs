@@ -56,7 +56,7 @@ pub use unix_stream::{PeerCredentials, UnixStream, UnixStreamBuilder, peer_crede
 
 pub(crate) use phase::Phase;
 pub(crate) use request::{
-    Accept, ConnInfo, DatagramSocket, Duplex, Incoming, Packet, Proxied, Request,
+    Accept, ConnInfo, DatagramSocket, Duplex, Incoming, Packet, Proxied, Request, has_input,
 };
 
 /// The plumbing behind the public transport traits: implemented by the crate only, and not callable

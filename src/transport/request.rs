@@ -179,6 +179,20 @@ pub trait Duplex: Send + Sync + fmt::Debug {
     fn flush_pending(&self) -> io::Result<bool> {
         Ok(false)
     }
+    /// Whether a layer between the caller and the socket holds input it has already taken from the
+    /// socket, so a [`read`](Self::read) returns bytes (or gets further) without waiting for the
+    /// socket: TLS records that came together, of which a read decrypted the first. The socket no
+    /// longer shows that input: an event loop reads again instead of waiting for readiness, and a
+    /// drain counts it as a next request that has arrived. A plain socket holds none.
+    fn holds_input(&self) -> bool {
+        false
+    }
+}
+
+/// Whether input waits on `conn`: held by a layer ([`Duplex::holds_input`]), or in its socket (or the
+/// peer closed its side) — what a drain asks before it closes a connection between two requests.
+pub(crate) fn has_input(conn: &dyn Duplex) -> bool {
+    conn.holds_input() || crate::sys::has_input(conn.fd())
 }
 
 /// The socket a datagram reply is sent from.
