@@ -861,7 +861,7 @@ impl MessageHandler for Relay {
     }
     fn on_message(&self, conn: &mut Conn<'_, Lines>, line: Vec<u8>) -> anyhow::Result<()> {
         let me = conn.id();
-        conn.broadcast_except(me, &line);
+        conn.broadcast_except(me, &line)?;
         Ok(())
     }
 }
