@@ -49,9 +49,11 @@ ECHO_BIN=${ECHO_BIN:-$ROOT/target/release/examples/echo}
 HTTP_BIN=${HTTP_BIN:-$ROOT/target/release/examples/http_hello}
 SHUTDOWN_BIN=${SHUTDOWN_BIN:-$ROOT/target/release/examples/shutdown_latency}
 # Our servers' fixed flags, for parity with the baselines (see bench/README.md): a 64 KiB read buffer
-# (Python's echo reads 64 KiB with read1, std-echo 16 KiB), Forking's cap raised like Python's
+# (Python's echo reads 64 KiB with read1, std-echo 16 KiB), no read and write timeouts (none of the
+# baselines sets any; ours default to 60 s, which costs the blocking strategies a kernel timer per
+# waiting read, ~3 % at rr-16: BENCHMARKS.md), Forking's cap raised like Python's
 # ForkingTCPServer (40 -> 1024), Threading's cap above the 10,000 idle connections.
-OURS_FLAGS=${OURS_FLAGS:-"--rbufsize 65536"}
+OURS_FLAGS=${OURS_FLAGS:-"--rbufsize 65536 --timeout-secs 0"}
 FORKING_FLAGS=${FORKING_FLAGS:-"--max-children 1024"}
 THREADING_FLAGS=${THREADING_FLAGS:-"--max-threads 10100"}
 STD_ECHO=$BENCH/std-echo/target/release/std-echo

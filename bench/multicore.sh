@@ -53,7 +53,7 @@ SYSCALL_TOOL=${SYSCALL_TOOL:-auto}     # perf, strace or auto (perf if it can co
 LOADGEN_THREADS=${LOADGEN_THREADS:-0}  # 0 = loadgen's default, min(conns, CPUs, 4)
 # Our echo's flags for rr and syscalls: a 64 KiB read buffer, as bench/compare.sh gives it (tokio-echo
 # reads 16 KiB). The idle case runs with the defaults a user has (OURS_IDLE_FLAGS).
-OURS_FLAGS=${OURS_FLAGS:-"--rbufsize 65536"}
+OURS_FLAGS=${OURS_FLAGS:-"--rbufsize 65536 --timeout-secs 0"}
 OURS_IDLE_FLAGS=${OURS_IDLE_FLAGS:-}
 TOKIO_FLAGS=${TOKIO_FLAGS:-}
 SKIP_BUILD=${SKIP_BUILD:-0}

@@ -122,7 +122,7 @@ for n in $CONNS; do
         case $t in
         std-echo) cmd=("$STD_ECHO" --addr 127.0.0.1:0 --transport tcp) ;;
         ours:*)
-            cmd=("$ECHO_BIN" --addr 127.0.0.1:0 --transport tcp --concurrency "${t#ours:}" --rbufsize 65536)
+            cmd=("$ECHO_BIN" --addr 127.0.0.1:0 --transport tcp --concurrency "${t#ours:}" --rbufsize 65536 --timeout-secs 0)
             case ${t#ours:} in
             threading) cmd+=(--max-threads 10100) ;;
             pool | prefork) cmd+=(--workers "$n") ;; # as compare.sh: a worker per persistent connection

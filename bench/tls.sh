@@ -42,9 +42,9 @@ CASES=${CASES:-"rr-$RR_CONNS hs-$HS_WORKERS hs-$HS_WORKERS-stock"}
 TARGETS=${TARGETS:-"ours:threading ours:pool ours:reactor tokio-rustls python"}
 ONLY=${ONLY:-}                 # regex: run only targets whose name matches
 # Our servers' fixed flags, as bench/compare.sh gives them: a 64 KiB read buffer (Python's echo reads
-# 64 KiB with read1); Pool with a worker for each of the 16 persistent connections and more (its
+# 64 KiB with read1) and no read and write timeouts (the baselines set none); Pool with a worker for each of the 16 persistent connections and more (its
 # default 4 would leave 12 of them queued), 32 for the handshake case's 8 clients as well.
-OURS_FLAGS=${OURS_FLAGS:-"--rbufsize 65536"}
+OURS_FLAGS=${OURS_FLAGS:-"--rbufsize 65536 --timeout-secs 0"}
 POOL_FLAGS=${POOL_FLAGS:-"--workers 32"}
 PIN=${PIN:-1}                  # 0 = never pin with taskset
 SKIP_BUILD=${SKIP_BUILD:-0}    # 1 = use the binaries already built (and copied, see ECHO_BIN)

@@ -391,6 +391,11 @@ fn a_flag_for_another_strategy_is_refused() {
             &["--root", "/", "--worker-timeout-secs", "3"],
             "--worker-timeout-secs tunes --concurrency prefork",
         ),
+        (
+            "echo",
+            &["--transport", "udp", "--timeout-secs", "5"],
+            "--timeout-secs applies to stream transports",
+        ),
     ] {
         let out = Command::new(example_bin(bin))
             .args(args)
@@ -406,5 +411,44 @@ fn a_flag_for_another_strategy_is_refused() {
             "{bin} {args:?} served: {:?}",
             out.stdout
         );
+    }
+}
+
+/// `--timeout-secs 1`: a client that sends nothing is closed after about a second, under a
+/// blocking strategy (the socket's timeouts) and the reactor (its loop's idle timer); one that talks
+/// is echoed. (`--timeout-secs 0`, no timeout, is what the benchmarks give the blocking strategies
+/// for parity with the hand-written servers, which set none.)
+#[test]
+fn timeout_secs_closes_a_silent_connection() {
+    for strategy in ["threading", "reactor"] {
+        let mut server = ServerProc::example(
+            "echo",
+            &[
+                "--addr",
+                "127.0.0.1:0",
+                "--concurrency",
+                strategy,
+                "--timeout-secs",
+                "1",
+            ],
+        );
+        assert_eq!(round_trip(&server.addr, b"still here"), b"still here");
+        let mut silent = std::net::TcpStream::connect(&server.addr).unwrap();
+        silent.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 16];
+        let outcome = silent.read(&mut buf);
+        let waited = started.elapsed();
+        // End of stream, or a reset: either way the server let go (not the client's own timeout).
+        match outcome {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("{strategy}: the silent connection stayed: {other:?} after {waited:?}"),
+        }
+        assert!(
+            waited >= std::time::Duration::from_millis(500),
+            "{strategy}: closed after {waited:?}, before its timeout"
+        );
+        assert!(server.terminate().success());
     }
 }
