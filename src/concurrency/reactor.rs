@@ -73,8 +73,10 @@ use crate::transport::{Stream, Transport};
 ///
 /// # Using every core
 ///
-/// Each loop is one thread with its own epoll set, and is level-triggered, reading at most 64 KiB per
-/// connection per turn, so one busy peer cannot starve the others. The first loop accepts and hands
+/// Each loop is one thread with its own epoll set, and is level-triggered, reading at most 1 MiB per
+/// connection per turn (64 KiB, and more buffers while they come full and the connection's output
+/// keeps up, as a thread serving a stream would), so one busy peer cannot starve the others. The
+/// first loop accepts and hands
 /// each new connection to the loop serving the fewest; from then on that loop alone touches it, so no
 /// lock is on the path of a read or a write. Connections of different loops still talk to each other
 /// ([`send_to`](crate::reactor::Conn::send_to), [`broadcast_except`](crate::reactor::Conn::broadcast_except)):
@@ -222,6 +224,11 @@ impl Reactor {
     /// order, and the bounded-output rules hold across loops (the receiver's loop queues under its
     /// bound and holds the sender back while the receiver is behind). The handler is shared by all
     /// loops, so its own state is what they share: keep its locks short.
+    ///
+    /// Connections are opened (their `on_open` runs) in the order their loops come to them, which
+    /// across loops need not be the order they connected in: a broadcast reaches the connections
+    /// opened by then, so of two clients that join a room at almost the same time, either may be the
+    /// one that hears the other's join.
     ///
     /// One loop (`threads(1)`) is the single-threaded reactor: callbacks never run at the same time,
     /// and every `send_to` result is known at once.

@@ -45,6 +45,18 @@ impl Output {
         &mut self.buf
     }
 
+    /// Whether no storage is held (nothing queued since the last was sent).
+    pub(crate) fn unallocated(&self) -> bool {
+        self.buf.capacity() == 0
+    }
+
+    /// Gives an unallocated queue `storage` (empty) to append to.
+    pub(crate) fn provide(&mut self, storage: Vec<u8>) {
+        debug_assert!(self.unallocated() && storage.is_empty());
+        self.buf = storage;
+        self.sent = 0;
+    }
+
     /// Drops everything queued (an aborted connection), releasing the storage.
     pub(crate) fn clear(&mut self) {
         *self = Output::default();

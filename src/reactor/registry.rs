@@ -43,6 +43,9 @@ pub(crate) struct Registry<C> {
     /// Read buffers between uses: a chunk read into one can travel to the handler and back out
     /// through the output queue without being copied or allocated again.
     pool: Vec<Vec<u8>>,
+    /// Small output buffers between uses: a room's members each get a few lines per turn, and their
+    /// queues would otherwise be allocated, grown and freed again every time.
+    small: Vec<Vec<u8>>,
     /// How long output that other connections queued may wait for more to join it
     /// ([`Reactor::coalesce`](crate::Reactor::coalesce)); zero: written at once.
     pub(crate) coalesce: std::time::Duration,
@@ -56,6 +59,11 @@ pub(crate) struct Registry<C> {
 pub(crate) const BUFFER: usize = 64 * 1024;
 /// How many read buffers a loop keeps for reuse (1 MiB), whatever the number of connections.
 const POOLED: usize = 16;
+/// The largest output buffer kept for reuse among the small ones, and the size a new one starts at.
+const SMALL: usize = 4 * 1024;
+const SMALL_START: usize = 1024;
+/// How many small output buffers a loop keeps for reuse (4 MiB at most).
+const SMALL_POOLED: usize = 1024;
 
 impl<C> Registry<C> {
     pub(crate) fn new(
@@ -72,6 +80,7 @@ impl<C> Registry<C> {
             mesh,
             outbox: Outbox::default(),
             pool: Vec::new(),
+            small: Vec::new(),
             coalesce: std::time::Duration::ZERO,
             deferred: Vec::new(),
             deferred_since: None,
@@ -154,6 +163,11 @@ impl<C> Registry<C> {
             // A read buffer's length is its room for reading (a larger one keeps its capacity).
             storage.resize(BUFFER, 0);
             self.pool.push(storage);
+        } else if (SMALL_START..=SMALL).contains(&storage.capacity())
+            && self.small.len() < SMALL_POOLED
+        {
+            storage.clear();
+            self.small.push(storage);
         }
     }
 
@@ -255,6 +269,13 @@ impl<C> Registry<C> {
             .filter(|p| !p.closed)
             .ok_or(SendError::Closed)?;
         let before = peer.output.len();
+        if peer.output.unallocated() {
+            let storage = self
+                .small
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(SMALL_START));
+            peer.output.provide(storage);
+        }
         let tail = peer.output.tail();
         let mark = tail.len();
         if let Err(e) = write(&mut peer.codec, tail) {
@@ -361,18 +382,28 @@ impl<C: Encoder<[u8]>> Registry<C> {
         item: &[u8],
     ) -> Result<Broadcast, FrameError> {
         let mut result = Broadcast::default();
+        // Framed once, by the sender's codec (as for the other loops), and copied to each receiver.
+        let framed = self.frame(from, item)?;
         let mut i = 0;
-        // Ids are fetched one at a time (`send` needs `&mut self`) rather than collected first: no
+        // Ids are fetched one at a time (`queue` needs `&mut self`) rather than collected first: no
         // allocation per message, however many connections there are.
         while let Some(id) = self.slab.nth_id_from(&mut i) {
             if id == except {
                 continue;
             }
-            match self.send(id, item, true) {
-                Ok(()) => result.sent += 1,
+            let queued = self.queue(id, true, |_, tail| {
+                tail.extend_from_slice(&framed);
+                Ok(())
+            });
+            match queued {
+                Ok(behind) => {
+                    if behind {
+                        self.backed_up.push(id);
+                    }
+                    result.sent += 1;
+                }
                 Err(SendError::Full) => result.full.push(id),
-                Err(SendError::Closed) => {}
-                Err(SendError::Encode(e)) => return Err(e),
+                Err(SendError::Closed | SendError::Encode(_)) => {}
             }
         }
         let Some(mesh) = self.mesh.clone() else {
@@ -384,10 +415,7 @@ impl<C: Encoder<[u8]>> Registry<C> {
             if mesh.open_in(shard) == 0 {
                 continue;
             }
-            let bytes = match &bytes {
-                Some(bytes) => bytes.clone(),
-                None => bytes.insert(Arc::from(self.frame(from, item)?)).clone(),
-            };
+            let bytes = bytes.get_or_insert_with(|| Arc::from(&framed[..])).clone();
             let mut to = Vec::new();
             let (full, behind) = (&mut result.full, &mut self.backed_up);
             mesh.reserve_all(
@@ -484,6 +512,34 @@ mod tests {
         r.release_deferred();
         assert!(r.deferred.is_empty() && r.deferred_until().is_none());
         assert_eq!(r.dirty, [a, b], "listed once");
+    }
+
+    #[test]
+    fn a_broadcast_is_framed_once_by_the_sender_and_queues_reuse_small_buffers() {
+        let (mut r, a, b) = registry(std::time::Duration::ZERO);
+        let delivery = r.broadcast_except(a, a, b"hi").unwrap();
+        assert_eq!((delivery.sent, delivery.full.len()), (1, 0));
+        let peer = r.slab.get_mut(b).unwrap();
+        assert_eq!(peer.output.len(), 3, "framed by the sender's codec: `hi\n`");
+        // Sent: the storage goes back to the loop's small buffers, and the next queue takes it.
+        assert!(peer.output.flush(&*peer.io.clone()).is_ok());
+        let storage = peer.output.take_storage().unwrap();
+        let at = storage.as_ptr();
+        r.recycle(storage);
+        assert!(
+            r.slab.get(b).unwrap().output.unallocated(),
+            "idle: holds no buffer"
+        );
+        r.send_to(a, b, b"again").unwrap();
+        let peer = r.slab.get_mut(b).unwrap();
+        assert_eq!(
+            peer.output.tail().as_ptr(),
+            at,
+            "the same buffer, not a new one"
+        );
+        // A read-sized buffer is not kept among the small ones.
+        r.recycle(Vec::with_capacity(SMALL + 1));
+        assert!(r.small.is_empty());
     }
 
     #[test]
