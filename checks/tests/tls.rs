@@ -748,6 +748,31 @@ fn tls_is_served_over_a_unix_stream_socket() {
     assert_eq!(serving.join().unwrap().unwrap().requests, 1);
 }
 
+/// Writes each of `texts` as a TLS record of its own, all of them in one write to the socket.
+fn records_in_one_write(client: &mut pki::Client, texts: &[&str]) {
+    for text in texts {
+        client.conn.writer().write_all(text.as_bytes()).unwrap();
+    }
+    while client.conn.wants_write() {
+        client.conn.write_tls(&mut client.sock).unwrap();
+    }
+}
+
+/// Reads one line for each of `want`, each equal to it.
+fn lines_are(client: &mut pki::Client, want: &[&str]) {
+    let mut reader = std::io::BufReader::new(client);
+    for want in want {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(
+            line == *want,
+            "a line of {} bytes, not {}",
+            want.len(),
+            line.len()
+        );
+    }
+}
+
 /// TLS records that arrive together: a read decrypts the first, and the rest stays in the TLS layer,
 /// where the socket no longer shows it. The loop reads on without waiting for readiness that would
 /// not come (before, the second line waited for the client's next bytes: a hang).
@@ -762,23 +787,8 @@ fn the_reactor_reads_on_when_records_arrive_together() {
     // with the first line and most of the second record still unread in the layer.
     let one = format!("{}\n", "a".repeat(3000));
     let two = format!("{}\n", "b".repeat(5000));
-    client.conn.writer().write_all(one.as_bytes()).unwrap();
-    client.conn.writer().write_all(two.as_bytes()).unwrap();
-    while client.conn.wants_write() {
-        client.conn.write_tls(&mut client.sock).unwrap();
-    }
-    let mut reader = std::io::BufReader::new(&mut client);
-    for want in [&one, &two] {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        assert!(
-            line == *want,
-            "a line of {} bytes, not {}",
-            want.len(),
-            line.len()
-        );
-    }
-    drop(reader);
+    records_in_one_write(&mut client, &[&one, &two]);
+    lines_are(&mut client, &[&one, &two]);
     drop(client);
     tls.finish();
 }
@@ -893,23 +903,8 @@ fn the_reactor_reads_held_tls_input_once_a_held_back_sender_is_let_go() {
     // the receiver past half its 12 KiB bound: the sender is held back.
     let one = format!("{}\n", "a".repeat(8149));
     let two = format!("{}\n", "b".repeat(3000));
-    sender.conn.writer().write_all(one.as_bytes()).unwrap();
-    sender.conn.writer().write_all(two.as_bytes()).unwrap();
-    while sender.conn.wants_write() {
-        sender.conn.write_tls(&mut sender.sock).unwrap();
-    }
-    let mut reader = std::io::BufReader::new(&mut receiver);
-    for want in [&one, &two] {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        assert!(
-            line == *want,
-            "a line of {} bytes, not {}",
-            want.len(),
-            line.len()
-        );
-    }
-    drop(reader);
+    records_in_one_write(&mut sender, &[&one, &two]);
+    lines_are(&mut receiver, &[&one, &two]);
     drop((receiver, sender));
     running.finish();
 }
