@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # bench/tls.sh: TLS benchmarks (issue 12, item 7): our echo example over TLS (`--tls-cert/--tls-key`)
-# under Threading and Pool, against a tokio + tokio-rustls echo and Python's ThreadingTCPServer with
-# the ssl module, in interleaved rounds on the same machine. Writes bench/results/tls-latest.{jsonl,md}.
+# under Threading and Pool, against a tokio + tokio-rustls echo, a hand-written thread-per-connection
+# std + rustls echo and Python's ThreadingTCPServer with the ssl module, in interleaved rounds on the
+# same machine. Writes bench/results/tls-latest.{jsonl,md}.
 #
-#   bench/tls.sh                    # ROUNDS=5, DURATION=5: about 6-7 minutes
+#   bench/tls.sh                    # ROUNDS=5, DURATION=5: about 8 minutes
 #   QUICK=1 bench/tls.sh            # 2 rounds of 1 s: about 1 minute after the build
 #   ROUNDS=3 DURATION=3 bench/tls.sh
 #
@@ -13,7 +14,8 @@
 #              trip, close: handshakes/s. The client sets TCP_QUICKACK, so the ~40 ms delayed-ACK
 #              stall of a server without TCP_NODELAY (below) does not hide the server's own cost.
 #   hs-8-stock the same with a stock client (no TCP_QUICKACK): what a client sees from the servers
-#              as they are configured (none sets TCP_NODELAY).
+#              as they are configured (tokio-rustls and python set no TCP_NODELAY; std-rustls sets
+#              it, as our TLS layer does).
 # Each round runs every case against every target in turn (the order rotates each round), a fresh
 # server per run, the server pinned to CPU 0 and the load generator to CPU 1 (taskset, when there are
 # 2+ CPUs). Besides the rate, each run records the server's CPU time per request or handshake, read
@@ -39,11 +41,12 @@ RR_CONNS=${RR_CONNS:-16}
 RR_SIZE=${RR_SIZE:-64}
 HS_WORKERS=${HS_WORKERS:-8}
 CASES=${CASES:-"rr-$RR_CONNS hs-$HS_WORKERS hs-$HS_WORKERS-stock"}
-TARGETS=${TARGETS:-"ours:threading ours:pool ours:reactor tokio-rustls python"}
+TARGETS=${TARGETS:-"ours:threading ours:pool ours:reactor tokio-rustls std-rustls python"}
 ONLY=${ONLY:-}                 # regex: run only targets whose name matches
 # Our servers' fixed flags, as bench/compare.sh gives them: a 64 KiB read buffer (Python's echo reads
-# 64 KiB with read1) and no read and write timeouts (the baselines set none); Pool with a worker for each of the 16 persistent connections and more (its
-# default 4 would leave 12 of them queued), 32 for the handshake case's 8 clients as well.
+# 64 KiB with read1) and no read and write timeouts (the baselines set none); Pool with a worker for
+# each of the 16 persistent connections and more (its default 4 would leave 12 of them queued), 32
+# for the handshake case's 8 clients as well.
 OURS_FLAGS=${OURS_FLAGS:-"--rbufsize 65536 --timeout-secs 0"}
 POOL_FLAGS=${POOL_FLAGS:-"--workers 32"}
 PIN=${PIN:-1}                  # 0 = never pin with taskset
@@ -55,6 +58,7 @@ TLS_PKG=$BENCH/tls
 TLS_BIN=$TLS_PKG/target/release
 LOADGEN=$TLS_BIN/tls-loadgen
 TOKIO_RUSTLS=$TLS_BIN/tokio-rustls-echo
+STD_RUSTLS=$TLS_BIN/std-rustls-echo
 GEN_CERT=$TLS_BIN/gen-cert
 # Our echo example, copied out of target/ right after it is built with `--features tls`, so that a
 # concurrent `cargo build --examples` (without the feature) cannot swap the binary under the run.
@@ -101,7 +105,7 @@ if [[ $SKIP_BUILD != 1 ]]; then
         warn "the echo example did not build with --features tls: our rows will be n/a"
         rm -f "$ECHO_BIN"
     fi
-    say "building bench/tls (release): tls-loadgen, tokio-rustls-echo, gen-cert"
+    say "building bench/tls (release): tls-loadgen, tokio-rustls-echo, std-rustls-echo, gen-cert"
     (cd "$TLS_PKG" && cargo build --release) || die "bench/tls did not build"
 fi
 [[ -x $LOADGEN && -x $GEN_CERT ]] || die "tls-loadgen/gen-cert not found in $TLS_BIN (build bench/tls, or drop SKIP_BUILD=1)"
@@ -139,6 +143,10 @@ server_cmd() {
     tokio-rustls)
         [[ -x $TOKIO_RUSTLS ]] || { NA_REASON="tokio-rustls-echo not built"; return 1; }
         CMD=("$TOKIO_RUSTLS" --addr 127.0.0.1:0 --cert "$CERT" --key "$KEY" --threads "$TOKIO_THREADS")
+        ;;
+    std-rustls)
+        [[ -x $STD_RUSTLS ]] || { NA_REASON="std-rustls-echo not built"; return 1; }
+        CMD=("$STD_RUSTLS" --addr 127.0.0.1:0 --cert "$CERT" --key "$KEY")
         ;;
     python)
         [[ $HAVE_PYTHON == 1 ]] || { NA_REASON="python3 missing"; return 1; }

@@ -6,7 +6,9 @@
 Stdlib only. Prints the report on stdout (and writes it to OUT.md). Ratios are "advantage" ratios,
 > 1 means ours is better: rate ours / baseline; server CPU per operation baseline / ours. Each ratio
 is the ratio of the two medians, with the range of the per-round ratios (the two runs of a round are
-minutes apart at most) after it.
+minutes apart at most) after it. std-rustls (a thread per connection on std + rustls, no socketserver)
+gets its own table: ours against it, and it against tokio-rustls (the thread-per-connection model's own
+cost).
 """
 
 import argparse
@@ -15,7 +17,8 @@ import statistics
 import sys
 
 OURS = ["ours:threading", "ours:pool", "ours:reactor"]
-BASELINES = ["tokio-rustls", "python"]
+BASELINES = ["tokio-rustls", "std-rustls", "python"]
+STD = "std-rustls"
 REACTOR_NA = "n/a: the Reactor was not run in this report"
 
 
@@ -125,6 +128,15 @@ def ratio_text(value, per_round):
     return text
 
 
+def compare(sa, sb):
+    """(rate a / b, per round), (CPU per op b / a, per round): > 1 = a better."""
+    r = sa["rate"] / sb["rate"] if sb["rate"] else None
+    pr = paired(sa, sb, rate_of)
+    c = sb["cpu"] / sa["cpu"] if sa["cpu"] and sb["cpu"] else None
+    pc = [1 / x for x in paired(sa, sb, lambda row: row.get("server_cpu_us_per_op"))]
+    return (r, pr), (c, pc)
+
+
 def report(meta, meta_end, rows):
     cells, cases, targets = build(rows)
     out = []
@@ -179,6 +191,7 @@ def report(meta, meta_end, rows):
     out.append("| case | ours | rate / tokio-rustls | rate / python | CPU per op: tokio-rustls / ours | CPU per op: python / ours |")
     out.append("|---|---|---|---|---|---|")
     ratios = {}
+    std_rows = []
     for case in cases:
         for ours in [t for t in targets if t.startswith("ours:")]:
             cell = cells.get((case, ours))
@@ -191,20 +204,42 @@ def report(meta, meta_end, rows):
                 else:
                     out.append(f"| {case} | {ours} | no result: {'; '.join(cell['notes'])[:120]} | | | |")
                 continue
-            cols = []
+            cols = {}
             for base in BASELINES:
                 sb = stats(cells.get((case, base), {"ok": [], "notes": []}))
                 if sb is None:
-                    cols.append(("-", "-"))
+                    cols[base] = ("-", "-")
                     continue
-                r = so["rate"] / sb["rate"] if sb["rate"] else None
-                pr = paired(so, sb, rate_of)
-                c = sb["cpu"] / so["cpu"] if so["cpu"] and sb["cpu"] else None
-                pc = [1 / x for x in paired(so, sb, lambda row: row.get("server_cpu_us_per_op"))]
+                (r, pr), (c, pc) = compare(so, sb)
                 ratios[(case, ours, base)] = r
-                cols.append((ratio_text(r, pr), ratio_text(c, pc)))
-            out.append(f"| {case} | {ours} | {cols[0][0]} | {cols[1][0]} | {cols[0][1]} | {cols[1][1]} |")
+                cols[base] = (ratio_text(r, pr), ratio_text(c, pc))
+            tr, py = cols["tokio-rustls"], cols["python"]
+            out.append(f"| {case} | {ours} | {tr[0]} | {py[0]} | {tr[1]} | {py[1]} |")
+            if STD in targets:
+                std_rows.append(f"| {case} | {ours} | {cols[STD][0]} | {cols[STD][1]} |")
     out.append("")
+    if STD in targets:
+        # Our library against the same thread-per-connection model written by hand, and that model
+        # against tokio-rustls: which part of a gap is the model's and which is ours.
+        out.append(f"### Ours vs {STD}: a thread per connection on std + rustls, without our library (> 1 = ours better)")
+        out.append("")
+        out.append(f"| case | ours | rate / {STD} | CPU per op: {STD} / ours |")
+        out.append("|---|---|---|---|")
+        out.extend(std_rows)
+        out.append("")
+        out.append(f"{STD} vs tokio-rustls, the thread-per-connection model's own cost (> 1 = {STD} better):")
+        out.append("")
+        out.append(f"| case | {STD} rate / tokio-rustls | CPU per op: tokio-rustls / {STD} |")
+        out.append("|---|---|---|")
+        for case in cases:
+            ss = stats(cells.get((case, STD), {"ok": [], "notes": []}))
+            st = stats(cells.get((case, "tokio-rustls"), {"ok": [], "notes": []}))
+            if ss is None or st is None:
+                out.append(f"| {case} | - | - |")
+                continue
+            (r, pr), (c, pc) = compare(ss, st)
+            out.append(f"| {case} | {ratio_text(r, pr)} | {ratio_text(c, pc)} |")
+        out.append("")
     out.append("### The issue's targets (primary handshake case: the client with TCP_QUICKACK)")
     out.append("")
     out.append("| target | measured | |")

@@ -12,11 +12,7 @@
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::ServerConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{signal, SignalKind};
@@ -106,21 +102,7 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn acceptor(args: &Args) -> Result<TlsAcceptor, String> {
-    let chain = CertificateDer::pem_file_iter(&args.cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{}: {e}", args.cert.display()))?;
-    if chain.is_empty() {
-        return Err(format!("{}: no certificate", args.cert.display()));
-    }
-    let key = PrivateKeyDer::from_pem_file(&args.key).map_err(|e| format!("{}: {e}", args.key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS versions: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| format!("certificate and key: {e}"))?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    tls_bench::server_config(&args.cert, &args.key).map(TlsAcceptor::from)
 }
 
 fn announce(addr: std::net::SocketAddr) -> io::Result<()> {
