@@ -205,7 +205,7 @@ enum Role<'c, T, H> {
 }
 
 /// How one read of a connection ended.
-enum Read {
+enum ReadEnd {
     /// A layer holds more input the socket will not report: read again now.
     Again,
     /// Done; `full`: the read filled its buffer, so more is likely waiting in the socket.
@@ -610,8 +610,8 @@ where
     fn read(&mut self, id: ConnId) -> bool {
         for _ in 0..LAYER_REREADS {
             match self.read_once(id) {
-                Read::Again => {}
-                Read::Done { full } => return full,
+                ReadEnd::Again => {}
+                ReadEnd::Done { full } => return full,
             }
         }
         false
@@ -619,9 +619,9 @@ where
 
     /// One read from `id`, handed to the engine: straight into its input buffer when that is free,
     /// else into the loop's scratch buffer (a layer or a partial frame is in the way).
-    fn read_once(&mut self, id: ConnId) -> Read {
+    fn read_once(&mut self, id: ConnId) -> ReadEnd {
         let Some(peer) = self.engine.conns.slab.get_mut(id) else {
-            return Read::Done { full: false };
+            return ReadEnd::Done { full: false };
         };
         // A read may have advanced a layer with no bytes for the handler (a TLS handshake), and left
         // it records to send.
@@ -637,7 +637,7 @@ where
                     full = n == self.scratch.len();
                     (n, false)
                 }),
-                None => return Read::Done { full: false },
+                None => return ReadEnd::Done { full: false },
             },
         };
         match result {
@@ -671,10 +671,10 @@ where
             // (TLS records that came together, of which the read decrypted the first): the socket
             // will not report that input again, so it is read now.
             if self.engine.take_reread(id) || self.layer_holds_input(id) {
-                return Read::Again;
+                return ReadEnd::Again;
             }
         }
-        Read::Done { full }
+        ReadEnd::Done { full }
     }
 
     /// Whether `id` is being read and a layer holds input for it that its socket no longer shows.

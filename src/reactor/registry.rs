@@ -278,19 +278,21 @@ impl<C> Registry<C> {
         }
         let tail = peer.output.tail();
         let mark = tail.len();
-        if let Err(e) = write(&mut peer.codec, tail) {
+        let refused = match write(&mut peer.codec, tail) {
             // Nothing of an item that cannot be framed may be sent.
+            Err(e) => Some(SendError::Encode(e)),
+            Ok(()) if bounded && before + (tail.len() - mark) > limit => Some(SendError::Full),
+            Ok(()) => None,
+        };
+        if let Some(refused) = refused {
             tail.truncate(mark);
-            return Err(SendError::Encode(e));
+            // With nothing else waiting, the storage goes back: an idle connection holds none.
+            if let Some(storage) = peer.output.take_storage() {
+                self.recycle(storage);
+            }
+            return Err(refused);
         }
         let after = before + (tail.len() - mark);
-        if bounded && after > limit {
-            tail.truncate(mark);
-            if tail.is_empty() {
-                peer.output.clear();
-            }
-            return Err(SendError::Full);
-        }
         self.queued_bytes += after - before;
         if let Some(backlog) = &peer.backlog {
             backlog.add(after - before);
@@ -540,6 +542,17 @@ mod tests {
         // A read-sized buffer is not kept among the small ones.
         r.recycle(Vec::with_capacity(SMALL + 1));
         assert!(r.small.is_empty());
+    }
+
+    #[test]
+    fn a_refused_send_leaves_an_idle_connection_holding_no_buffer() {
+        let (mut r, a, b) = registry(std::time::Duration::ZERO);
+        assert!(matches!(
+            r.send_to(a, b, &[b'x'; 2000]),
+            Err(SendError::Full)
+        ));
+        assert!(r.slab.get(b).unwrap().output.unallocated());
+        assert_eq!(r.small.len(), 1, "its buffer went back to the loop");
     }
 
     #[test]
