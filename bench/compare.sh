@@ -51,7 +51,7 @@ SHUTDOWN_BIN=${SHUTDOWN_BIN:-$ROOT/target/release/examples/shutdown_latency}
 # Our servers' fixed flags, for parity with the baselines (see bench/README.md): a 64 KiB read buffer
 # (Python's echo reads 64 KiB with read1, std-echo 16 KiB), no read and write timeouts (none of the
 # baselines sets any; ours default to 60 s, which costs the blocking strategies a kernel timer per
-# waiting read, ~3 % at rr-16: BENCHMARKS.md), Forking's cap raised like Python's
+# waiting read, 1.5-2.5 % at rr-16 and rr-256: BENCHMARKS.md), Forking's cap raised like Python's
 # ForkingTCPServer (40 -> 1024), Threading's cap above the 10,000 idle connections.
 OURS_FLAGS=${OURS_FLAGS:-"--rbufsize 65536 --timeout-secs 0"}
 FORKING_FLAGS=${FORKING_FLAGS:-"--max-children 1024"}
