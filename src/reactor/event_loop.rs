@@ -36,7 +36,8 @@ const LISTENER: u64 = u64::MAX - 1;
 const FORCE: u64 = u64::MAX - 2;
 /// The epoll token of the loop's mailbox (mail from the other loops).
 const MAIL: u64 = u64::MAX - 3;
-/// How many bytes one read takes from one connection per turn (the rest is read on the next turn).
+/// How many bytes one read takes from one connection (one that fills it is read again, up to
+/// [`READ_BURST`] more times in a turn; the rest waits for the next turn).
 const READ_CHUNK: usize = super::registry::BUFFER;
 /// How many more full buffers one readiness report may read from a connection, each written out
 /// before the next is read: a stream keeps flowing (1 MiB at most) before the loop turns to the rest.

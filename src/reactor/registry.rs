@@ -54,8 +54,9 @@ pub(crate) struct Registry<C> {
     pub(crate) deferred_since: Option<std::time::Instant>,
 }
 
-/// The size of a read buffer: how much one read takes from one connection per turn, large enough for
-/// throughput, small enough that one busy peer cannot starve the others.
+/// The size of a read buffer: how much one read takes from one connection, large enough for
+/// throughput, small enough that the loop turns to the others between two (see the event loop's
+/// `READ_BURST`).
 pub(crate) const BUFFER: usize = 64 * 1024;
 /// How many read buffers a loop keeps for reuse (1 MiB), whatever the number of connections.
 const POOLED: usize = 16;
