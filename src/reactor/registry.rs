@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::id::ConnId;
 use super::mesh::{Mail, Mesh, Outbox};
+use super::output::Output;
 use super::peer::Peer;
 use super::send::{Broadcast, SendError};
 use super::slab::Slab;
@@ -65,6 +66,18 @@ const SMALL: usize = 4 * 1024;
 const SMALL_START: usize = 1024;
 /// How many small output buffers a loop keeps for reuse (4 MiB at most).
 const SMALL_POOLED: usize = 1024;
+
+/// Gives a queue that holds no storage a small buffer from the loop's `small` ones (or a new one), so
+/// a few lines for a connection do not allocate and grow a buffer each time.
+fn with_storage(small: &mut Vec<Vec<u8>>, output: &mut Output) {
+    if output.unallocated() {
+        output.provide(
+            small
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(SMALL_START)),
+        );
+    }
+}
 
 impl<C> Registry<C> {
     pub(crate) fn new(
@@ -246,6 +259,7 @@ impl<C> Registry<C> {
         let Some(peer) = self.slab.get_mut(to).filter(|p| !p.closed) else {
             return;
         };
+        with_storage(&mut self.small, &mut peer.output);
         peer.output.tail().extend_from_slice(bytes);
         self.queued_bytes += bytes.len();
         self.mark_for_others(to);
@@ -270,13 +284,7 @@ impl<C> Registry<C> {
             .filter(|p| !p.closed)
             .ok_or(SendError::Closed)?;
         let before = peer.output.len();
-        if peer.output.unallocated() {
-            let storage = self
-                .small
-                .pop()
-                .unwrap_or_else(|| Vec::with_capacity(SMALL_START));
-            peer.output.provide(storage);
-        }
+        with_storage(&mut self.small, &mut peer.output);
         let tail = peer.output.tail();
         let mark = tail.len();
         let refused = match write(&mut peer.codec, tail) {
@@ -540,6 +548,13 @@ mod tests {
             at,
             "the same buffer, not a new one"
         );
+        // So does a queue for bytes another loop framed and reserved.
+        let storage = std::mem::take(peer.output.tail());
+        peer.output.clear();
+        r.recycle(storage);
+        r.queue_reserved(b, b"from another loop\n");
+        let peer = r.slab.get_mut(b).unwrap();
+        assert_eq!(peer.output.tail().as_ptr(), at, "the same buffer again");
         // A read-sized buffer is not kept among the small ones.
         r.recycle(Vec::with_capacity(SMALL + 1));
         assert!(r.small.is_empty());
