@@ -596,3 +596,60 @@ fn a_streaming_connection_is_read_in_a_burst_not_one_buffer_per_turn() {
     let runs = chunks.windows(2).filter(|w| w[0].0 != w[1].0).count() + 1;
     assert_eq!(runs, 2, "chunks by connection: {chunks:?}");
 }
+
+/// A burst ends after 16 buffers, with input still in the socket. The loop watches connections
+/// edge-triggered, and epoll reports input once, when it arrives: so the loop itself remembers the
+/// connection and reads it again after the turn's other events. (Fails if it forgets: the client
+/// sends nothing more, and the rest of its bytes would wait forever.)
+#[test]
+fn a_burst_cut_short_is_read_on_without_another_report() {
+    use nix::sys::socket::{setsockopt, sockopt::RcvBufForce};
+    const EACH: usize = 2 << 20; // twice what one burst reads
+    // Room in the server's receive queue for all of it while the loop is held: past `rmem_max`,
+    // which only a privileged process may go beyond.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    if let Err(e) = setsockopt(&listener, RcvBufForce, &(4 * EACH)) {
+        eprintln!(
+            "skipped: a receive queue of {} bytes needs CAP_NET_ADMIN ({e})",
+            4 * EACH
+        );
+        return;
+    }
+    let chunks = Arc::new(Mutex::new(Vec::new()));
+    let holding = Arc::new(AtomicUsize::new(0));
+    let (go, wait) = std::sync::mpsc::channel();
+    let handler = Recorder {
+        chunks: chunks.clone(),
+        holding: holding.clone(),
+        go: Mutex::new(wait),
+    };
+    let server = Server::new(
+        Reactor::new().threads(1),
+        Tcp::from_listener(listener).unwrap(),
+        handler,
+    )
+    .unwrap();
+    let running = start(server);
+
+    let mut holder = connect(running.addr);
+    let mut sender = connect(running.addr);
+    holder.write_all(b"x").unwrap();
+    assert!(
+        util::eventually(TIMEOUT, || holding.load(Ordering::SeqCst) == 1),
+        "the handler holds the loop"
+    );
+    sender.write_all(&vec![7u8; EACH]).unwrap();
+    assert!(
+        util::eventually(TIMEOUT, || util::unread_by_server(&sender) == Some(EACH)),
+        "all {EACH} bytes wait in the server's receive queue"
+    );
+    go.send(()).unwrap();
+    let total = || chunks.lock().unwrap().iter().map(|c| c.1).sum::<usize>();
+    assert!(
+        util::eventually(TIMEOUT, || total() == EACH),
+        "everything is read: {} of {EACH} bytes",
+        total()
+    );
+    drop((holder, sender));
+    running.stop();
+}

@@ -775,21 +775,27 @@ fn lines_are(client: &mut pki::Client, want: &[&str]) {
 
 /// TLS records that arrive together: a read decrypts the first, and the rest stays in the TLS layer,
 /// where the socket no longer shows it. The loop reads on without waiting for readiness that would
-/// not come (before, the second line waited for the client's next bytes: a hang).
+/// not come (before, the second line waited for the client's next bytes: a hang). Both while the
+/// handshake's last flight is in the same read, and long after it (where the loop used to ask only
+/// connections still handshaking whether their layer held input: a hang again).
 #[test]
 fn the_reactor_reads_on_when_records_arrive_together() {
     let _others = side_by_side_with_others();
     let pki = Pki::new();
     let tls = reactor(Some(tls_for(&pki)));
     let config = pki.client_config(&[], None);
-    let mut client = pki::connect(tls.addr, "localhost", config).unwrap();
-    // Two records in one write: rustls takes ciphertext 4 KiB at a time, so the first read ends
-    // with the first line and most of the second record still unread in the layer.
-    let one = format!("{}\n", "a".repeat(3000));
-    let two = format!("{}\n", "b".repeat(5000));
-    records_in_one_write(&mut client, &[&one, &two]);
-    lines_are(&mut client, &[&one, &two]);
-    drop(client);
+    for after_an_exchange in [false, true] {
+        let mut client = pki::connect(tls.addr, "localhost", config.clone()).unwrap();
+        if after_an_exchange {
+            assert_eq!(pki::round_trip(&mut client, "first\n").unwrap(), "first\n");
+        }
+        // Two records in one write: rustls takes ciphertext 4 KiB at a time, so the first read ends
+        // with the first line and most of the second record still unread in the layer.
+        let one = format!("{}\n", "a".repeat(3000));
+        let two = format!("{}\n", "b".repeat(5000));
+        records_in_one_write(&mut client, &[&one, &two]);
+        lines_are(&mut client, &[&one, &two]);
+    }
     tls.finish();
 }
 

@@ -185,7 +185,7 @@ impl<H: MessageHandler> Engine<H> {
         let Some(peer) = self.conns.slab.get_mut(id) else {
             return;
         };
-        peer.last_active = Instant::now();
+        peer.last_active = self.conns.now;
         // (No bytes: a layer advanced on its own, a TLS handshake; the handler has seen nothing.)
         if any && peer.state != ConnState::Active {
             peer.state = ConnState::Active;
@@ -508,7 +508,7 @@ impl<H: MessageHandler> Engine<H> {
                 if let Some(backlog) = &peer.backlog {
                     woken = backlog.took(written, limit / 4);
                 }
-                let now = Instant::now();
+                let now = self.conns.now;
                 if written > 0 {
                     peer.last_active = now;
                     peer.last_written = now;

@@ -24,7 +24,7 @@ use super::timers::IdleTimers;
 use crate::error::RequestError;
 use crate::serving::stats::Gauge;
 use crate::serving::{Admitted, Core, Drained, Event, Next, ServeSummary, Shared};
-use crate::sys::epoll::{self, Epoll, HUP_OR_ERROR, READABLE, WRITABLE};
+use crate::sys::epoll::{self, Epoll, HUP_OR_ERROR, READ_CLOSED, READABLE, WRITABLE};
 use crate::transport::{Incoming, Stream, Transport};
 
 /// The epoll token of the shutdown eventfd. Connection tokens are `generation << 32 | slot`, which
@@ -239,6 +239,12 @@ struct EventLoop<'c, T, H: MessageHandler> {
     layer_deadlines: BinaryHeap<Reverse<(Instant, ConnId)>>,
     /// Every read lands here first; only the bytes of an unfinished frame are kept per connection.
     scratch: Box<[u8]>,
+    /// Edge-triggered connections left with input in their sockets (a burst ended, or their output
+    /// fell behind): epoll will not report them again, so the loop reads them again after the
+    /// events of the turn, and does not sleep while there are any.
+    unread: Vec<ConnId>,
+    /// The list `unread` is swapped with while it is read (so neither is allocated again).
+    unread_spare: Vec<ConnId>,
     max_connections: usize,
     /// The listener's descriptor while it is registered.
     listener: Option<RawFd>,
@@ -299,6 +305,8 @@ where
             events: Vec::with_capacity(EVENTS),
             layer_deadlines: BinaryHeap::new(),
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+            unread: Vec::new(),
+            unread_spare: Vec::new(),
             max_connections: options.max_connections,
             listening: listener.is_some(),
             listener,
@@ -333,8 +341,7 @@ where
             .into_iter()
             .flatten()
             .min();
-            let timeout = wake_at.map(|t| t.saturating_duration_since(Instant::now()));
-            self.wait(timeout)?;
+            self.wait(wake_at)?;
             for i in 0..self.events.len() {
                 let event = self.events[i];
                 match epoll::token(&event) {
@@ -351,7 +358,8 @@ where
                 self.post_mail();
                 self.settle();
             }
-            let now = Instant::now();
+            self.read_unread();
+            let now = self.tick();
             self.expire(now);
             if self.engine.conns.deferred_until().is_some_and(|t| t <= now) {
                 self.engine.conns.release_deferred();
@@ -373,11 +381,18 @@ where
     /// Waits for events, for at most `timeout`. Output waiting for company
     /// ([`Reactor::coalesce`](crate::Reactor::coalesce)) waits only while there is other work:
     /// when nothing is ready, it is written before the loop sleeps.
-    fn wait(&mut self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+    fn wait(&mut self, wake_at: Option<Instant>) -> io::Result<()> {
+        let now = self.engine.conns.now;
+        if !self.unread.is_empty() {
+            // Input is waiting: only a look at what else is ready.
+            self.epoll.wait_until(&mut self.events, Some(now), now)?;
+            self.tick();
+            return Ok(());
+        }
         if self.engine.conns.deferred_until().is_some() {
-            self.epoll
-                .wait(&mut self.events, Some(std::time::Duration::ZERO))?;
+            self.epoll.wait_until(&mut self.events, Some(now), now)?;
             if !self.events.is_empty() {
+                self.tick();
                 return Ok(());
             }
             self.engine.conns.release_deferred();
@@ -385,7 +400,17 @@ where
             // Closing a connection runs `on_close`, which may have sent to other loops.
             self.post_mail();
         }
-        self.epoll.wait(&mut self.events, timeout)
+        self.epoll.wait_until(&mut self.events, wake_at, now)?;
+        self.tick();
+        Ok(())
+    }
+
+    /// Reads the clock for the loop: what the connections' activity is stamped with until the next
+    /// reading (twice a turn: after the wait, and after the turn's events), rather than a clock read
+    /// for every read and write.
+    fn tick(&mut self) -> Instant {
+        self.engine.conns.now = Instant::now();
+        self.engine.conns.now
     }
 
     /// Carries out the mail other loops sent this one.
@@ -554,12 +579,14 @@ where
             return None;
         }
         let id = self.engine.insert(conn, peer, ticket)?;
-        // Watched before the handler's `on_open` runs, so that whatever it queues is flushed.
-        if let Err(e) = self.epoll.add(fd, READABLE, id.token()) {
+        let trigger = self.engine.conns.slab.get(id).map_or(0, |p| p.trigger());
+        // Watched before the handler's `on_open` runs, so that whatever it queues is flushed. (Input
+        // that came with the connection is reported at once, edge-triggered or not.)
+        if let Err(e) = self.epoll.add(fd, READABLE | trigger, id.token()) {
             self.engine.fail(id, &RequestError::Connection(e));
             return None;
         }
-        self.timers.schedule(id, Instant::now());
+        self.timers.schedule(id, self.engine.conns.now);
         if let Some(deadline) = self.engine.start(id) {
             self.layer_deadlines.push(Reverse((deadline, id)));
         }
@@ -568,9 +595,13 @@ where
 
     /// Handles one readiness report for connection `id`.
     fn ready(&mut self, id: ConnId, readiness: u32) {
-        let Some(peer) = self.engine.conns.slab.get(id) else {
+        let Some(peer) = self.engine.conns.slab.get_mut(id) else {
             return; // closed earlier in this batch
         };
+        if readiness & READ_CLOSED != 0 {
+            peer.read_closed = true;
+            peer.unread = true; // its end of stream, at least
+        }
         let reading = peer.reading();
         if readiness & HUP_OR_ERROR != 0 {
             // Reset or fully shut: take what was received, then nothing more can be sent.
@@ -584,11 +615,54 @@ where
             self.engine.conns.mark_dirty(id);
         }
         if readiness & READABLE != 0 && reading {
-            let mut burst = READ_BURST;
-            while self.read(id) && burst > 0 && self.keeps_up(id) {
-                burst -= 1;
+            self.read_burst(id);
+        }
+    }
+
+    /// Reads `id` once, and on while each read fills its buffer and the output keeps up, up to
+    /// [`READ_BURST`] more times. One left with input its socket will not report again is listed
+    /// to be read after this turn's events.
+    fn read_burst(&mut self, id: ConnId) {
+        let mut burst = READ_BURST;
+        while self.read(id) && burst > 0 && self.keeps_up(id) {
+            burst -= 1;
+        }
+        self.list_unread(id);
+    }
+
+    /// Lists `id` to be read again without an event if it may hold input and is being read (one
+    /// whose reading is paused is listed when it resumes: see [`flush`](Self::flush)).
+    fn list_unread(&mut self, id: ConnId) {
+        if let Some(peer) = self.engine.conns.slab.get_mut(id)
+            && peer.unread
+            && !peer.unread_listed
+            && peer.reading()
+        {
+            peer.unread_listed = true;
+            self.unread.push(id);
+        }
+    }
+
+    /// Reads the connections left with input in earlier reads, each up to a burst, in the order
+    /// they were left. Those left again wait for the next turn, after its events.
+    fn read_unread(&mut self) {
+        if self.unread.is_empty() {
+            return;
+        }
+        let spare = std::mem::take(&mut self.unread_spare);
+        let mut listed = std::mem::replace(&mut self.unread, spare);
+        for id in listed.drain(..) {
+            let Some(peer) = self.engine.conns.slab.get_mut(id) else {
+                continue; // closed since
+            };
+            peer.unread_listed = false;
+            if peer.unread && peer.reading() {
+                self.read_burst(id);
+                self.post_mail();
+                self.settle();
             }
         }
+        self.unread_spare = listed;
     }
 
     /// After a read that filled its buffer: writes what the handler queued, and tells whether the
@@ -627,6 +701,8 @@ where
         // A read may have advanced a layer with no bytes for the handler (a TLS handshake), and left
         // it records to send.
         let layered = !peer.layers.is_empty();
+        // A stream through a layer (TLS) may leave input in the layer, long after the handshake.
+        let wrapped = peer.wrapped;
         let mut full = false;
         let result = match self.engine.read_target(id) {
             Some((io, buf)) => io.read(buf).map(|n| {
@@ -666,7 +742,12 @@ where
         }
         // A read that brought nothing leaves no read buffer behind.
         self.engine.trim_input(id);
-        if layered {
+        if let Some(peer) = self.engine.conns.slab.get_mut(id) {
+            // A plain socket that gave less than the buffer held no more (but its end of stream, if
+            // that came); a full one may hold more.
+            peer.unread = (full || peer.read_closed) && !wrapped;
+        }
+        if wrapped {
             self.engine.conns.mark_dirty(id);
             // A layer that took over with bytes already read, or one holding input from this read
             // (TLS records that came together, of which the read decrypted the first): the socket
@@ -678,7 +759,8 @@ where
         ReadEnd::Done { full }
     }
 
-    /// Whether `id` is being read and a layer holds input for it that its socket no longer shows.
+    /// Whether `id` is being read and a layer holds input for it that its socket no longer shows
+    /// (while the layer handshakes, and after).
     fn layer_holds_input(&self, id: ConnId) -> bool {
         self.engine
             .conns
@@ -712,14 +794,17 @@ where
                 started_waiting,
             } => {
                 if started_waiting {
-                    self.write_timers.schedule(id, Instant::now());
+                    self.write_timers.schedule(id, self.engine.conns.now);
                 }
                 let Some(peer) = self.engine.conns.slab.get_mut(id) else {
                     return;
                 };
                 if interest != peer.registered {
                     let resumed = interest & READABLE != 0 && peer.registered & READABLE == 0;
-                    match self.epoll.modify(peer.fd, interest, id.token()) {
+                    match self
+                        .epoll
+                        .modify(peer.fd, interest | peer.trigger(), id.token())
+                    {
                         Ok(()) => peer.registered = interest,
                         Err(e) => {
                             log::warn!("{e}");
@@ -732,6 +817,9 @@ where
                         self.read(id);
                     }
                 }
+                // Reading resumed (or never stopped) with input left in the socket: epoll, watching it
+                // edge-triggered, will not report that input again.
+                self.list_unread(id);
             }
         }
     }
@@ -841,9 +929,16 @@ where
                 continue; // the mailbox held connections: serve them
             }
             let wake = lingered.map_or(deadline, |l| l.min(deadline));
-            if self.epoll.wait(&mut self.events, Some(wake - now)).is_err() {
+            // Input left unread: only a look at what else is ready.
+            let wake = if self.unread.is_empty() { wake } else { now };
+            if self
+                .epoll
+                .wait_until(&mut self.events, Some(wake), now)
+                .is_err()
+            {
                 break;
             }
+            self.tick();
             for i in 0..self.events.len() {
                 let event = self.events[i];
                 let token = epoll::token(&event);
@@ -861,6 +956,7 @@ where
                 }
                 self.settle();
             }
+            self.read_unread();
             self.post_mail();
             lingered = self.lingering.expire(&self.epoll, Instant::now());
         }

@@ -10,7 +10,7 @@ use crate::framing::FrameBuf;
 use crate::layer::Session;
 use crate::serving::{Outcome, Ticket};
 use crate::state::ConnState;
-use crate::sys::epoll::{READABLE, WRITABLE};
+use crate::sys::epoll::{EDGE, READ_CLOSED, READABLE, WRITABLE};
 use crate::transport::{ConnInfo, Duplex};
 
 /// One connection's state. Small on purpose (a few hundred bytes): an idle connection holds no buffer
@@ -83,6 +83,18 @@ pub(crate) struct Peer<C> {
     pub(crate) io_pending: bool,
     /// The last time bytes were received from or sent to it, for the idle timeout.
     pub(crate) last_active: Instant,
+    /// Its stream goes through a layer (TLS) that may hold input its socket no longer shows: the
+    /// loop asks the layer after every read, and watches the socket level-triggered.
+    pub(crate) wrapped: bool,
+    /// Watched edge-triggered, and its last read filled the buffer: its socket may hold more, which
+    /// epoll will not report again, so the loop reads it again of its own accord.
+    pub(crate) unread: bool,
+    /// Listed among the connections the loop reads again without an event (`unread`).
+    pub(crate) unread_listed: bool,
+    /// Its peer's end of stream has come (edge-triggered only): a read that does not fill its buffer
+    /// no longer means the socket holds nothing, since the end of stream is reported once, maybe
+    /// with the last bytes, and only a read of its own returns it.
+    pub(crate) read_closed: bool,
 }
 
 impl<C> Peer<C> {
@@ -95,6 +107,10 @@ impl<C> Peer<C> {
     ) -> Self {
         let now = Instant::now();
         Peer {
+            wrapped: !layers.is_empty(),
+            unread: false,
+            unread_listed: false,
+            read_closed: false,
             fd: io.fd().as_raw_fd(),
             io,
             addr,
@@ -127,6 +143,13 @@ impl<C> Peer<C> {
             io_pending: false,
             last_active: now,
         }
+    }
+
+    /// How its socket is watched besides the interest: edge-triggered (reported once per change, which
+    /// spares the kernel a second look at every reported socket on the next wait), unless a layer
+    /// may hold input the socket no longer shows.
+    pub(crate) fn trigger(&self) -> u32 {
+        if self.wrapped { 0 } else { EDGE | READ_CLOSED }
     }
 
     /// Whether the loop should read from it now.

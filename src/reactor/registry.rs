@@ -53,6 +53,10 @@ pub(crate) struct Registry<C> {
     /// Connections whose output waits to be written with more, and since when the first has.
     pub(crate) deferred: Vec<ConnId>,
     pub(crate) deferred_since: Option<std::time::Instant>,
+    /// The loop's clock, as it last read it (after each wait for events, and after a turn's events):
+    /// what reads and writes stamp a connection's activity with. Idle and write timeouts count
+    /// seconds; one clock read a turn serves them as well as one per read and write did.
+    pub(crate) now: std::time::Instant,
 }
 
 /// The size of a read buffer: how much one read takes from one connection, large enough for
@@ -106,6 +110,7 @@ impl<C> Registry<C> {
             paused: 0,
             limit,
             shutdown,
+            now: std::time::Instant::now(),
         }
     }
 
@@ -136,8 +141,7 @@ impl<C> Registry<C> {
         } else if !peer.deferred && !peer.dirty {
             peer.deferred = true;
             self.deferred.push(id);
-            self.deferred_since
-                .get_or_insert_with(std::time::Instant::now);
+            self.deferred_since.get_or_insert(self.now);
         }
     }
 

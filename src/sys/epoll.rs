@@ -1,13 +1,14 @@
 //! `epoll(7)`: the readiness queue of the event-loop strategy.
 //!
-//! A thin, safe wrapper over the three epoll syscalls, kept next to the crate's other syscalls. It is
-//! level-triggered: a connection that still has unread bytes after one turn of the loop is reported
-//! again on the next, so a loop can read a bounded amount per connection per turn (fairness) without
-//! tracking which connections it left unfinished.
+//! A thin, safe wrapper over the three epoll syscalls, kept next to the crate's other syscalls.
+//! Descriptors are watched level-triggered unless registered with [`EDGE`]: level-triggered, one
+//! that is still ready after a report is looked at again on the next wait (a second `poll` of the
+//! socket in the kernel) and reported again; edge-triggered, it is reported once per change, and
+//! whoever reads it must remember what it left unread.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::context;
 
@@ -15,6 +16,12 @@ use super::context;
 pub(crate) const READABLE: u32 = libc::EPOLLIN as u32;
 /// Writable.
 pub(crate) const WRITABLE: u32 = libc::EPOLLOUT as u32;
+/// Edge-triggered: reported when readiness changes (new bytes arrive, room opens up), not for as
+/// long as it lasts.
+pub(crate) const EDGE: u32 = libc::EPOLLET as u32;
+/// The peer shut its side (its FIN came): asked for by edge-triggered watchers, which must read on
+/// to the end of stream even after a read that did not fill its buffer.
+pub(crate) const READ_CLOSED: u32 = libc::EPOLLRDHUP as u32;
 /// Hung up or in error: reported whatever the interest, never needs asking for.
 pub(crate) const HUP_OR_ERROR: u32 = (libc::EPOLLHUP | libc::EPOLLERR) as u32;
 
@@ -87,22 +94,24 @@ impl Epoll {
         self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
     }
 
-    /// `epoll_wait(2)` for at most `timeout` (`None` waits forever), filling `events` (its capacity
-    /// is the most reported at once). `EINTR` is retried with the time left, so a signal (the
-    /// graceful-shutdown handler writes to an eventfd in this set) never looks like a timeout.
-    pub(crate) fn wait(
+    /// `epoll_wait(2)` until `deadline` at the latest (`None` waits forever; one already past only
+    /// looks), filling `events` (its capacity is the most reported at once). `now` is the caller's
+    /// clock, read shortly before: an event loop reads it once a turn, not once more here. `EINTR`
+    /// is retried with the time left, so a signal (the graceful-shutdown handler writes to an
+    /// eventfd in this set) never looks like a timeout.
+    pub(crate) fn wait_until(
         &self,
         events: &mut Vec<Event>,
-        timeout: Option<Duration>,
+        deadline: Option<Instant>,
+        mut now: Instant,
     ) -> io::Result<()> {
-        let deadline = timeout.map(|t| Instant::now() + t);
         events.clear();
         let max = events.capacity().clamp(1, libc::c_int::MAX as usize);
         loop {
             let ms: libc::c_int = match deadline {
                 None => -1,
                 Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
+                    let left = d.saturating_duration_since(now);
                     // Round up, so a deadline 0.4 ms away does not spin through 0 ms waits.
                     left.as_micros()
                         .div_ceil(1000)
@@ -128,6 +137,7 @@ impl Epoll {
             if err.kind() != io::ErrorKind::Interrupted {
                 return Err(context(err, "epoll_wait(2)"));
             }
+            now = Instant::now();
         }
     }
 }
@@ -152,6 +162,7 @@ mod tests {
     use super::*;
     use crate::sys::EventFd;
     use std::os::fd::AsFd;
+    use std::time::Duration;
 
     #[test]
     fn reports_a_ready_descriptor_with_its_token() {
@@ -160,19 +171,21 @@ mod tests {
         let fd = efd.as_fd().as_raw_fd();
         epoll.add(fd, READABLE, 7).unwrap();
         let mut events = Vec::with_capacity(4);
-        epoll
-            .wait(&mut events, Some(Duration::from_millis(1)))
-            .unwrap();
+        let soon = || {
+            let now = Instant::now();
+            (Some(now + Duration::from_millis(1)), now)
+        };
+        let (deadline, now) = soon();
+        epoll.wait_until(&mut events, deadline, now).unwrap();
         assert!(events.is_empty());
         efd.notify();
-        epoll.wait(&mut events, None).unwrap();
+        epoll.wait_until(&mut events, None, Instant::now()).unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(token(&events[0]), 7);
         assert_ne!(readiness(&events[0]) & READABLE, 0);
         epoll.modify(fd, 0, 7).unwrap();
-        epoll
-            .wait(&mut events, Some(Duration::from_millis(1)))
-            .unwrap();
+        let (deadline, now) = soon();
+        epoll.wait_until(&mut events, deadline, now).unwrap();
         assert!(events.is_empty(), "no interest, no report");
         epoll.delete(fd).unwrap();
     }

@@ -260,6 +260,8 @@ impl<H: MessageHandler> MessageDriver<H> {
 
     /// What the event loop does after each event, with a socket that takes everything.
     fn settle(&mut self) {
+        // The loop's clock, as an event loop reads it once a turn.
+        self.engine.conns.now = std::time::Instant::now();
         loop {
             if let Some(id) = self.engine.conns.dirty.pop() {
                 if self.engine.flush(id) == crate::reactor::engine::Flush::Close {
