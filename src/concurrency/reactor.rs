@@ -73,12 +73,14 @@ use crate::transport::{Stream, Transport};
 ///
 /// # Using every core
 ///
-/// Each loop is one thread with its own epoll set, and is level-triggered, reading at most 1 MiB per
-/// connection per turn (64 KiB, and more buffers while they come full and the connection's output
-/// keeps up, as a thread serving a stream would), so one busy peer cannot starve the others. The
-/// first loop accepts and hands
-/// each new connection to the loop serving the fewest; from then on that loop alone touches it, so no
-/// lock is on the path of a read or a write. Connections of different loops still talk to each other
+/// Each loop is one thread with its own epoll set. It reads at most 1 MiB per connection per turn
+/// (64 KiB, and more buffers while they come full and the connection's output keeps up, as a thread
+/// serving a stream would), so one busy peer cannot starve the others; what it leaves unread it reads
+/// again after the turn's other events. It watches plain connections edge-triggered, as tokio does
+/// (epoll then looks at a socket once per change rather than again after every report), and those
+/// with a TLS layer (or a PROXY header) level-triggered. The first loop accepts and hands each new
+/// connection to the loop serving the fewest; from then on that loop alone touches it, so no lock is
+/// on the path of a read or a write. Connections of different loops still talk to each other
 /// ([`send_to`](crate::reactor::Conn::send_to), [`broadcast_except`](crate::reactor::Conn::broadcast_except)):
 /// the message travels to the receiver's loop, in order, under the same bounds.
 /// [`threads(1)`](Self::threads) gives the single-threaded loop, whose callbacks never run at the
