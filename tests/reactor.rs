@@ -540,6 +540,73 @@ impl MessageHandler for Recorder {
     }
 }
 
+/// A one-loop reactor serving a [`Recorder`], its loop held by the first of its clients: what the
+/// others send meanwhile waits in their sockets, unread, until the test lets the loop go.
+struct HeldLoop {
+    running: Running,
+    chunks: Arc<Mutex<Vec<(u16, usize)>>>,
+    go: std::sync::mpsc::Sender<()>,
+}
+
+impl HeldLoop {
+    /// Serves on `listener`, connects `clients` clients and holds the loop with the first.
+    fn start(listener: std::net::TcpListener, clients: usize) -> (Self, Vec<TcpStream>) {
+        let chunks = Arc::new(Mutex::new(Vec::new()));
+        let holding = Arc::new(AtomicUsize::new(0));
+        let (go, wait) = std::sync::mpsc::channel();
+        let handler = Recorder {
+            chunks: chunks.clone(),
+            holding: holding.clone(),
+            go: Mutex::new(wait),
+        };
+        let server = Server::new(
+            Reactor::new().threads(1),
+            Tcp::from_listener(listener).unwrap(),
+            handler,
+        )
+        .unwrap();
+        let running = start(server);
+        let mut clients: Vec<TcpStream> = (0..clients).map(|_| connect(running.addr)).collect();
+        clients[0].write_all(b"x").unwrap();
+        assert!(
+            util::eventually(TIMEOUT, || holding.load(Ordering::SeqCst) == 1),
+            "the handler holds the loop"
+        );
+        let held = HeldLoop {
+            running,
+            chunks,
+            go,
+        };
+        (held, clients)
+    }
+
+    /// Lets the loop go on, and waits until the handler has had `want` bytes in all.
+    fn let_go_for(&self, want: usize) {
+        self.go.send(()).unwrap();
+        let total = || {
+            self.chunks
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|c| c.1)
+                .sum::<usize>()
+        };
+        assert!(
+            util::eventually(TIMEOUT, || total() == want),
+            "everything is read: {} of {want} bytes",
+            total()
+        );
+    }
+}
+
+/// Waits until all `n` bytes `client` sent wait in the server's receive queue.
+fn waiting_in_the_server(client: &TcpStream, n: usize) {
+    assert!(
+        util::eventually(TIMEOUT, || util::unread_by_server(client) == Some(n)),
+        "all {n} bytes wait in the server's receive queue"
+    );
+}
+
 #[test]
 fn a_streaming_connection_is_read_in_a_burst_not_one_buffer_per_turn() {
     use nix::sys::socket::{setsockopt, sockopt::RcvBuf};
@@ -547,52 +614,21 @@ fn a_streaming_connection_is_read_in_a_burst_not_one_buffer_per_turn() {
     // Room in the server's receive queues for everything both clients send while the loop is held.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     setsockopt(&listener, RcvBuf, &(2 * EACH)).unwrap();
-    let chunks = Arc::new(Mutex::new(Vec::new()));
-    let holding = Arc::new(AtomicUsize::new(0));
-    let (go, wait) = std::sync::mpsc::channel();
-    let handler = Recorder {
-        chunks: chunks.clone(),
-        holding: holding.clone(),
-        go: Mutex::new(wait),
-    };
-    let server = Server::new(
-        Reactor::new().threads(1),
-        Tcp::from_listener(listener).unwrap(),
-        handler,
-    )
-    .unwrap();
-    let running = start(server);
-
-    let mut first = connect(running.addr);
-    let mut second = connect(running.addr);
-    first.write_all(b"x").unwrap();
-    assert!(
-        util::eventually(TIMEOUT, || holding.load(Ordering::SeqCst) == 1),
-        "the handler holds the loop"
-    );
+    let (held, mut clients) = HeldLoop::start(listener, 2);
     let data = vec![7u8; EACH];
-    first.write_all(&data).unwrap();
-    second.write_all(&data).unwrap();
-    for client in [&first, &second] {
-        assert!(
-            util::eventually(TIMEOUT, || util::unread_by_server(client) == Some(EACH)),
-            "all {EACH} bytes wait in the server's receive queue"
-        );
+    for client in &mut clients {
+        client.write_all(&data).unwrap();
     }
-    go.send(()).unwrap();
-    let total = || chunks.lock().unwrap().iter().map(|c| c.1).sum::<usize>();
-    assert!(
-        util::eventually(TIMEOUT, || total() == 2 * EACH),
-        "everything arrives: {} of {} bytes",
-        total(),
-        2 * EACH
-    );
-    drop((first, second));
-    running.stop();
+    for client in &clients {
+        waiting_in_the_server(client, EACH);
+    }
+    held.let_go_for(2 * EACH);
+    drop(clients);
+    held.running.stop();
 
     // Both sockets were full when the loop went on. Whichever it served first, it read that one to
     // the end before it turned to the other: one run per connection, not a buffer from each in turn.
-    let chunks = chunks.lock().unwrap().clone();
+    let chunks = held.chunks.lock().unwrap().clone();
     let runs = chunks.windows(2).filter(|w| w[0].0 != w[1].0).count() + 1;
     assert_eq!(runs, 2, "chunks by connection: {chunks:?}");
 }
@@ -615,41 +651,10 @@ fn a_burst_cut_short_is_read_on_without_another_report() {
         );
         return;
     }
-    let chunks = Arc::new(Mutex::new(Vec::new()));
-    let holding = Arc::new(AtomicUsize::new(0));
-    let (go, wait) = std::sync::mpsc::channel();
-    let handler = Recorder {
-        chunks: chunks.clone(),
-        holding: holding.clone(),
-        go: Mutex::new(wait),
-    };
-    let server = Server::new(
-        Reactor::new().threads(1),
-        Tcp::from_listener(listener).unwrap(),
-        handler,
-    )
-    .unwrap();
-    let running = start(server);
-
-    let mut holder = connect(running.addr);
-    let mut sender = connect(running.addr);
-    holder.write_all(b"x").unwrap();
-    assert!(
-        util::eventually(TIMEOUT, || holding.load(Ordering::SeqCst) == 1),
-        "the handler holds the loop"
-    );
-    sender.write_all(&vec![7u8; EACH]).unwrap();
-    assert!(
-        util::eventually(TIMEOUT, || util::unread_by_server(&sender) == Some(EACH)),
-        "all {EACH} bytes wait in the server's receive queue"
-    );
-    go.send(()).unwrap();
-    let total = || chunks.lock().unwrap().iter().map(|c| c.1).sum::<usize>();
-    assert!(
-        util::eventually(TIMEOUT, || total() == EACH),
-        "everything is read: {} of {EACH} bytes",
-        total()
-    );
-    drop((holder, sender));
-    running.stop();
+    let (held, mut clients) = HeldLoop::start(listener, 2);
+    clients[1].write_all(&vec![7u8; EACH]).unwrap();
+    waiting_in_the_server(&clients[1], EACH);
+    held.let_go_for(EACH);
+    drop(clients);
+    held.running.stop();
 }

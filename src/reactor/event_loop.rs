@@ -703,6 +703,7 @@ where
         let layered = !peer.layers.is_empty();
         // A stream through a layer (TLS) may leave input in the layer, long after the handshake.
         let wrapped = peer.wrapped;
+        let read_closed = peer.read_closed;
         let mut full = false;
         let result = match self.engine.read_target(id) {
             Some((io, buf)) => io.read(buf).map(|n| {
@@ -717,6 +718,17 @@ where
                 None => return ReadEnd::Done { full: false },
             },
         };
+        // Whether the socket may still hold input (of a connection watched edge-triggered, for which
+        // epoll will not say so again): after a read that filled its buffer; after any read that
+        // brought bytes once the end of stream has come (it is reported once, maybe with the last
+        // bytes, and only a read of its own returns it); after an interrupted one. Not after the end
+        // of stream itself, nor `WouldBlock`, nor a failure.
+        let more = !wrapped
+            && match &result {
+                Ok((0, _)) => false,
+                Ok(_) => full || read_closed,
+                Err(e) => e.kind() == io::ErrorKind::Interrupted,
+            };
         match result {
             Ok((0, _)) => self.engine.input_ended(id),
             Ok((n, true)) => self.engine.received_in_place(id, n),
@@ -743,9 +755,7 @@ where
         // A read that brought nothing leaves no read buffer behind.
         self.engine.trim_input(id);
         if let Some(peer) = self.engine.conns.slab.get_mut(id) {
-            // A plain socket that gave less than the buffer held no more (but its end of stream, if
-            // that came); a full one may hold more.
-            peer.unread = (full || peer.read_closed) && !wrapped;
+            peer.unread = more;
         }
         if wrapped {
             self.engine.conns.mark_dirty(id);
