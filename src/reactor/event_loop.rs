@@ -630,8 +630,9 @@ where
         self.list_unread(id);
     }
 
-    /// Lists `id` to be read again without an event if it may hold input and is being read (one
-    /// whose reading is paused is listed when it resumes: see [`flush`](Self::flush)).
+    /// Lists `id` to be read again without an event if it may hold input and is being read. (One
+    /// whose reading is paused needs no listing: resuming registers its interest in reading again,
+    /// and epoll then looks at the socket and reports what it holds, edge-triggered or not.)
     fn list_unread(&mut self, id: ConnId) {
         if let Some(peer) = self.engine.conns.slab.get_mut(id)
             && peer.unread
@@ -827,9 +828,6 @@ where
                         self.read(id);
                     }
                 }
-                // Reading resumed (or never stopped) with input left in the socket: epoll, watching it
-                // edge-triggered, will not report that input again.
-                self.list_unread(id);
             }
         }
     }
