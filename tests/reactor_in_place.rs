@@ -10,10 +10,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use socketserver::framing::RawBytes;
-use socketserver::reactor::{Conn, MessageHandler};
 use socketserver::{Reactor, Server, Tcp};
-use util::{Serving, TIMEOUT};
+use util::{PassThrough, Serving, TIMEOUT};
 
 /// The system allocator, counting allocations.
 struct Counting;
@@ -39,19 +37,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-struct PassThrough;
-
-impl MessageHandler for PassThrough {
-    type Codec = RawBytes;
-    fn codec(&self) -> RawBytes {
-        RawBytes
-    }
-    fn on_message(&self, conn: &mut Conn<'_, RawBytes>, bytes: Vec<u8>) -> anyhow::Result<()> {
-        conn.send_vec(bytes)?;
-        Ok(())
-    }
-}
 
 #[test]
 fn a_pass_through_handler_does_not_allocate_per_chunk() {

@@ -10,10 +10,10 @@ mod util;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 
-use socketserver::framing::{Lines, RawBytes};
+use socketserver::framing::Lines;
 use socketserver::reactor::{Conn, MessageHandler};
 use socketserver::{Reactor, Server, Tcp};
-use util::{Serving, TIMEOUT, spawn_bounded};
+use util::{PassThrough, Serving, TIMEOUT, spawn_bounded};
 
 /// How many clients run at once, and the most one sends (past an eighth of it).
 const CLIENTS: u64 = 24;
@@ -37,19 +37,6 @@ impl Rng {
     fn size(&mut self, most: usize) -> usize {
         let bits = 1 + self.next() % (usize::BITS - most.leading_zeros()) as u64;
         (self.next() % (1 << bits)) as usize % most + 1
-    }
-}
-
-struct ByteEcho;
-
-impl MessageHandler for ByteEcho {
-    type Codec = RawBytes;
-    fn codec(&self) -> RawBytes {
-        RawBytes
-    }
-    fn on_message(&self, conn: &mut Conn<'_, RawBytes>, bytes: Vec<u8>) -> anyhow::Result<()> {
-        conn.send_vec(bytes)?;
-        Ok(())
     }
 }
 
@@ -155,7 +142,7 @@ fn run<H: MessageHandler>(handler: H, lines: bool) {
 
 #[test]
 fn every_byte_comes_back_whatever_the_clients_do() {
-    run(ByteEcho, false);
+    run(PassThrough, false);
 }
 
 #[test]

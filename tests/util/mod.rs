@@ -520,3 +520,22 @@ pub fn http_keep_alive_client(server: &ServerProc) -> BufReader<TcpStream> {
     assert_eq!(read_http_response(&mut conn).1, b"hello\n");
     conn
 }
+
+/// A `Reactor` handler that sends every chunk back as it came: the buffer it was read into, queued
+/// itself (`send_vec`), so a chunk crosses the loop without a copy.
+pub struct PassThrough;
+
+impl socketserver::reactor::MessageHandler for PassThrough {
+    type Codec = socketserver::framing::RawBytes;
+    fn codec(&self) -> Self::Codec {
+        socketserver::framing::RawBytes
+    }
+    fn on_message(
+        &self,
+        conn: &mut socketserver::reactor::Conn<'_, Self::Codec>,
+        bytes: Vec<u8>,
+    ) -> anyhow::Result<()> {
+        conn.send_vec(bytes)?;
+        Ok(())
+    }
+}
