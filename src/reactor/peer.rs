@@ -86,8 +86,9 @@ pub(crate) struct Peer<C> {
     /// Its stream goes through a layer (TLS) that may hold input its socket no longer shows: the
     /// loop asks the layer after every read, and watches the socket level-triggered.
     pub(crate) wrapped: bool,
-    /// Watched edge-triggered, and its last read filled the buffer: its socket may hold more, which
-    /// epoll will not report again, so the loop reads it again of its own accord.
+    /// Watched edge-triggered, and its last read may have left input in the socket (it filled its
+    /// buffer, or the end of stream has come and is still to be read): epoll will not report that
+    /// again, so the loop reads it again of its own accord.
     pub(crate) unread: bool,
     /// Listed among the connections the loop reads again without an event (`unread`).
     pub(crate) unread_listed: bool,
