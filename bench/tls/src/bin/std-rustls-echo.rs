@@ -39,7 +39,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = match server_config(&args) {
+    // The same configuration as `tokio-rustls-echo`'s.
+    let config = match tls_bench::server_config(&args.cert, &args.key) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("std-rustls-echo: {e}");
@@ -77,11 +78,6 @@ fn parse_args() -> Result<Args, String> {
         cert: cert.ok_or("--cert is required")?,
         key: key.ok_or("--key is required")?,
     })
-}
-
-/// The same configuration as `tokio-rustls-echo`'s.
-fn server_config(args: &Args) -> Result<Arc<ServerConfig>, String> {
-    tls_bench::server_config(&args.cert, &args.key)
 }
 
 /// Blocks SIGTERM/SIGINT (inherited by all threads spawned later) and waits
